@@ -232,6 +232,8 @@ def ResNet(
     stride_in: str = "3x3",
     zero_init_residual: bool = False,
     data_format: str | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    input_tensor=None,
     name: str = "resnet",
 ) -> keras.Model:
     """Builds a ResNet of any depth as a functional `keras.Model`.
@@ -261,6 +263,12 @@ def ResNet(
         zero_init_residual: start each block's last batch-norm gamma at zero.
         data_format: 'channels_last' or 'channels_first'; default
             `keras.config.image_data_format()`.
+        normalization: `(mean, std)` per channel, in the units of the input (e.g. 0-255 pixels).
+            A `Normalization` layer named 'normalize' then opens the network, so that the saved
+            and exported model takes raw pixels. None (default): the input is used as it is.
+        input_tensor: a Keras tensor to build on, e.g. the output of augmentation layers applied
+            to a `keras.Input`; the model's input is then that tensor's source input (as in
+            keras.applications).
         name: the model's name.
 
     Returns:
@@ -308,6 +316,8 @@ def ResNet(
         )
     data_format = _resolve_data_format(data_format)
     channels_last = data_format == "channels_last"
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
         input_shape = (224, 224, 3) if channels_last else (3, 224, 224)
     input_shape = tuple(input_shape)
@@ -343,9 +353,30 @@ def ResNet(
     if min(stage_widths) < 1 or int(round(BASE_WIDTH * width)) < 1:
         raise ValueError(f"width is too small to leave one channel per layer, received width={width!r}")
 
+    if normalization is not None:
+        mean, std = (list(map(float, v)) for v in normalization)
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise ValueError(
+                f"normalization must be (mean, std) with {channels} values each and std > 0, "
+                f"received normalization={normalization!r}"
+            )
+
     # --- the network ---
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = _stem(inputs, int(round(BASE_WIDTH * width)), stem, data_format)
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="image")
+    else:
+        if tuple(input_tensor.shape[1:]) != input_shape:
+            raise ValueError(
+                f"input_tensor has shape {tuple(input_tensor.shape)}, which does not match "
+                f"input_shape={input_shape!r}"
+            )
+        inputs, x = keras.utils.get_source_inputs(input_tensor), input_tensor
+    if normalization is not None:
+        x = layers.Normalization(
+            axis=-1 if channels_last else 1, mean=mean, variance=[s * s for s in std],
+            name="normalize",
+        )(x)
+    x = _stem(x, int(round(BASE_WIDTH * width)), stem, data_format)
     for stage, (num_blocks, filters) in enumerate(zip(stage_blocks, stage_widths)):
         for index in range(num_blocks):
             strides = 2 if stage > 0 and index == 0 else 1
