@@ -1,0 +1,196 @@
+"""Training and inference throughput of keras_resnet models, and of their peers, in one run.
+
+    KERAS_BACKEND=jax python scripts/benchmark.py --models resnet50 --batch-size 256 \
+        --precision mixed_bfloat16 --peers keras-fit,torch,torch-compile --json bench.json
+
+Prints a table (img/s, step ms, MFU, peak device memory) and the ratios ours / peer, and writes
+the same as JSON. See keras_resnet/benchmark.py for what each path measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PEERS = ("keras-fit", "keras-compiled", "torch", "torch-compile")
+PATHS = ("compiled", "fit")
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [t for t in text.split(",") if t and t != "none"]
+        for item in items:
+            if item not in choices:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from keras_resnet.cli import add_model_arguments
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet50"], help="keras_resnet model names")
+    p.add_argument("--batch-size", type=int, default=256, help="per device")
+    p.add_argument("--image-size", type=int, default=224, help="height = width of the input")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--precision", choices=("mixed_bfloat16", "float32"), default="mixed_bfloat16")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing")
+    p.add_argument("--paths", type=_csv(PATHS), default=["compiled"],
+                   help=f"training paths for our models, comma-separated: {', '.join(PATHS)}")
+    p.add_argument("--steps-per-execution", type=int, default=1)
+    p.add_argument("--no-inference", action="store_true", help="skip inference throughput")
+    p.add_argument("--peers", type=_csv(PEERS), default=["keras-fit", "torch", "torch-compile"],
+                   help=f"comma-separated, or 'none': {', '.join(PEERS)}")
+    p.add_argument("--data", choices=("synthetic", "real", "both"), default="synthetic")
+    p.add_argument("--dataset", default="fashion_mnist", help="for --data real/both")
+    p.add_argument("--devices", type=int, default=1, help="data parallel over this many devices")
+    p.add_argument("--interleave-rounds", type=int, default=0,
+                   help="instead of the above: inference of each model and "
+                        "keras.applications.ResNet50 in alternation, this many rounds")
+    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: datasheet)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--profile", help="JAX: trace a few compiled training steps into this folder")
+    add_model_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if any(p.startswith("torch") for p in args.peers) and importlib.util.find_spec("torchvision"):
+        import torchvision  # noqa: F401  (before TensorFlow: the other order segfaults)
+    try:
+        results, info, ratio_rows = run(args)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    from keras_resnet import benchmark
+
+    print(benchmark.format_table(results, ratio_rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(benchmark.to_json(results, info, ratio_rows, {"argv": sys.argv[1:]}), f,
+                      indent=1, default=str)
+    return 0
+
+
+def run(args):
+    import keras
+
+    from keras_resnet import benchmark, count_flops, get_model
+    from keras_resnet.cli import model_overrides
+
+    for name in ("batch_size", "image_size", "channels", "num_classes", "steps",
+                 "steps_per_execution", "devices"):
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, received {name}={value}")
+    if args.warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, received warmup={args.warmup}")
+    keras.mixed_precision.set_global_policy(args.precision)
+    info = benchmark.device_info()
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else benchmark.peak_flops_for(info["device"])
+    info["peak_flops"] = peak
+    size = (args.image_size, args.image_size)
+    shape = (*size, args.channels)
+    common = dict(steps=args.steps, warmup=args.warmup, precision=args.precision, peak_flops=peak)
+    results = []
+
+    if args.interleave_rounds:
+        models = {name: get_model(name, input_shape=shape, num_classes=args.num_classes,
+                                  **model_overrides(args)) for name in args.models}
+        models["keras.applications.ResNet50"] = keras.applications.ResNet50(
+            weights=None, input_shape=shape, classes=args.num_classes)
+        results = benchmark.interleaved_inference(
+            models, batch_size=args.batch_size, rounds=args.interleave_rounds, steps=args.steps,
+            warmup=args.warmup, precision=args.precision)
+        ours = [r for r in results if not benchmark._is_peer(r)]
+        peer = results[-1]
+        ratio_rows = [{"ours": benchmark._label(r), "peer": benchmark._label(peer),
+                       "ratio": r.img_per_s / peer.img_per_s, "task": "infer"} for r in ours]
+        return results, info, ratio_rows
+
+    real = benchmark.load_real_data(args.dataset) if args.data in ("real", "both") else None
+    for name in args.models:
+        overrides = model_overrides(args)
+        if real is not None:
+            # Raw uint8 pixels in; the model normalizes them (its 'normalize' layer).
+            sample = real[0][:10000].astype("float32")
+            axes = tuple(range(sample.ndim - 1))
+            overrides["normalization"] = (sample.mean(axes).tolist(), sample.std(axes).tolist())
+            model_shape = (*size, real[0].shape[-1])
+        else:
+            model_shape = shape
+        model = get_model(name, input_shape=model_shape, num_classes=args.num_classes, **overrides)
+        if "compiled" in args.paths:
+            if args.data in ("synthetic", "both"):
+                results.append(benchmark.bench_keras_train(
+                    model, name=name, batch_size=args.batch_size,
+                    steps_per_execution=args.steps_per_execution, devices=args.devices,
+                    profile_dir=args.profile, **common))
+                print(benchmark.format_table(results[-1:]), flush=True)
+            if real is not None:
+                native = real[0].shape[1:3]
+                results.append(benchmark.bench_keras_train(
+                    model, name=name, batch_size=args.batch_size,
+                    steps_per_execution=args.steps_per_execution, devices=args.devices,
+                    real=real, dataset=args.dataset,
+                    image_size=None if tuple(native) == size else size, **common))
+                print(benchmark.format_table(results[-1:]), flush=True)
+        if "fit" in args.paths:
+            results.append(benchmark.bench_keras_fit(
+                model, name=name, batch_size=args.batch_size,
+                steps_per_execution=args.steps_per_execution, steps=args.steps,
+                precision=args.precision, peak_flops=peak))
+            print(benchmark.format_table(results[-1:]), flush=True)
+        if not args.no_inference:
+            results.append(benchmark.bench_keras_infer(model, name=name,
+                                                       batch_size=args.batch_size, **common))
+            print(benchmark.format_table(results[-1:]), flush=True)
+
+    if args.peers and args.devices != 1:
+        raise ValueError(f"peers run on one device; pass --peers none with devices={args.devices}")
+    flops_r50 = None
+    if any(p.startswith("keras") for p in args.peers):
+        app = keras.applications.ResNet50(weights=None, input_shape=shape,
+                                          classes=args.num_classes)
+        app_name = "keras.applications.ResNet50"
+        flops_r50 = count_flops(app)
+        if "keras-fit" in args.peers:
+            results.append(benchmark.bench_keras_fit(app, name=app_name,
+                                                     batch_size=args.batch_size,
+                                                     steps=args.steps, precision=args.precision,
+                                                     peak_flops=peak))
+            print(benchmark.format_table(results[-1:]), flush=True)
+        if "keras-compiled" in args.peers:
+            results.append(benchmark.bench_keras_train(app, name=app_name,
+                                                       batch_size=args.batch_size, **common))
+            print(benchmark.format_table(results[-1:]), flush=True)
+    if any(p.startswith("torch") for p in args.peers):
+        if importlib.util.find_spec("torchvision") is None:
+            print("torchvision is not installed: torch peers skipped", file=sys.stderr)
+        else:
+            if flops_r50 is None:
+                flops_r50 = count_flops(get_model("resnet50", input_shape=shape,
+                                                  num_classes=args.num_classes))
+            for compiled in (False, True):
+                if ("torch-compile" if compiled else "torch") not in args.peers:
+                    continue
+                results.append(benchmark.bench_torchvision(
+                    "resnet50", batch_size=args.batch_size, image_size=size, compile=compiled,
+                    num_classes=args.num_classes, in_channels=args.channels,
+                    flops_per_image=flops_r50, **common))
+                print(benchmark.format_table(results[-1:]), flush=True)
+    return results, info, benchmark.ratios(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
