@@ -76,9 +76,10 @@ def _conv_bn(x, filters, kernel_size, *, strides=1, groups=1, relu=True, zero_ga
     """Convolution, batch norm and (optionally) ReLU, named `{name}_conv/_bn/_relu`.
 
     Padding is explicit and symmetric (`kernel_size // 2` on every side, as PyTorch's
-    `padding=k//2`). Keras' 'same' pads asymmetrically (more at the bottom/right) when the stride
-    is 2 and the input size is even, which moves every output by one pixel: the logits of a
-    torchvision model would then differ at 224x224 but not at 214x214 (or the other way round).
+    `padding=k//2`). Keras' 'same' with stride 2 pads one pixel more at the bottom/right when the
+    input size is even (224 -> 112 -> 56 ...) and symmetrically when it is odd (the 107x107 map of a
+    214 input), so a 'same' model agrees with torchvision at some sizes and layers and silently
+    shifts by a pixel at others. Stride-1 'same' with an odd kernel is always symmetric.
     """
     conv, bn, pad = _layer_factories(data_format)
     if kernel_size > 1:
@@ -370,7 +371,8 @@ def ResNet(
                 f"input_tensor has shape {tuple(input_tensor.shape)}, which does not match "
                 f"input_shape={input_shape!r}"
             )
-        inputs, x = keras.utils.get_source_inputs(input_tensor), input_tensor
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs, x = (sources[0] if len(sources) == 1 else sources), input_tensor
     if normalization is not None:
         x = layers.Normalization(
             axis=-1 if channels_last else 1, mean=mean, variance=[s * s for s in std],

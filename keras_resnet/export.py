@@ -1,0 +1,467 @@
+"""Export a trained model for serving: SavedModel (TF Serving's layout), ONNX, or `.keras`.
+
+    saved_models/<name>/<version>/          one version, never overwritten
+        saved_model.pb, variables/, fingerprint.pb   (--format saved_model)
+        model.onnx                                   (--format onnx)
+        model.keras                                  (--format keras)
+        assets/class_names.txt                       one class name per line
+        assets/export.json                           format, input, output, source, versions
+
+**The `serve` signature** (SavedModel; ONNX has the same graph, input `images`):
+
+- input `images`: float32, shape (batch, height, width, channels), raw pixels in **0-255** (not
+  0-1), any batch size and any height and width. Images of another size than the model's are
+  resized inside the graph (a Keras `Resizing` layer: bilinear, no antialiasing). The channel count
+  is the model's (1 for Fashion-MNIST, 3 for CIFAR): clients convert grayscale/RGB.
+- output: float32 class probabilities (batch, num_classes), also for a model trained in mixed
+  precision (the last layer runs in float32, and a float32 cast closes the graph).
+- the normalization is the model's own first layer ('normalize'), so nothing else is needed.
+
+Float32 0-255 rather than uint8 because it is what the Keras model itself takes (so `serve(x)`
+and `model(x)` are compared on the same `x`), because a resized or decoded image is float
+already, and because a mixed-precision model keeps a float32 interface. The cost is that nothing
+stops a client sending 0-1 floats: document it where clients read it.
+
+**How.** Keras' own export (`keras.export.ExportArchive`, and `Model.export(format="onnx")`,
+which uses tf2onnx) always runs on the TensorFlow backend: in this process when the Keras backend
+is TensorFlow, otherwise in a subprocess with `KERAS_BACKEND=tensorflow` that loads the `.keras`
+file (weights are backend-neutral). One route for every backend, because Keras' direct routes
+differ: the torch backend cannot write a SavedModel ("mismatch between the structure of `inputs`
+and `dynamic_shapes`"), JAX writes one through jax2tf (an XlaCallModule lowered for the exporting
+machine's platform only), and JAX-to-ONNX needs jax2onnx and its many dependencies. Without
+TensorFlow installed, SavedModel and ONNX export stop with a one-line error; `--format keras`
+still works.
+
+Augmentation layers (`Random*`, or a model of them such as the training script's 'augment') are
+swapped for `Identity` when they are the identity at inference, which is checked on a random
+batch. They would otherwise leave random-number ops in the graph, with a seed variable updated
+on every request, which ONNX cannot express.
+
+**Atomic.** Each export is written to a hidden `.tmp-export-<pid>-<id>` folder beside the version
+folders (TF Serving ignores names that are not numbers), then renamed into place: a reader sees a
+whole version or none. An interrupted export leaves only that hidden folder, which the next
+export removes once its process is gone. A version that exists is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_resnet.inference import (
+    CLASS_NAMES_FILE,
+    KERAS_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    _one_line,
+    load_keras_model,
+    read_class_names,
+    read_metadata,
+    require_tensorflow,
+)
+
+FORMATS = ("saved_model", "onnx", "keras")
+FORMAT_ALIASES = {"tf_saved_model": "saved_model", "savedmodel": "saved_model"}
+INPUT_NAME = "images"
+TEMP_PREFIX = ".tmp-export-"
+# Test hook: seconds to sleep once the export is written, before the rename, so that a test can
+# kill the process at the moment an export is most "partial".
+PAUSE_ENV = "KERAS_RESNET_EXPORT_PAUSE"
+
+
+def _resolve_format(format: str) -> str:
+    fmt = FORMAT_ALIASES.get(str(format).lower(), str(format).lower())
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, received format={format!r}")
+    return fmt
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """The `.keras` file of a source: the file itself, or `model.keras` in a run directory."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / KERAS_FILE).is_file():
+            return path / KERAS_FILE
+        raise ValueError(f"no {KERAS_FILE} in the run directory, received source={os.fspath(path)!r}")
+    if not path.is_file():
+        raise ValueError(f"model file not found, received source={os.fspath(path)!r}")
+    return path
+
+
+def _is_inference_identity(layer) -> bool:
+    """True for a weightless augmentation layer (or model of them) that is the identity at
+    inference, checked on a random batch of its input shape."""
+    sublayers = layer._flatten_layers(include_self=False) if isinstance(layer, keras.Model) else [layer]
+    sublayers = [sub for sub in sublayers if not isinstance(sub, keras.layers.InputLayer)]
+    if not sublayers or layer.weights or not all(
+            type(sub).__name__.startswith("Random") for sub in sublayers):
+        return False
+    try:
+        shape = tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        return False
+    if len(shape) < 2 or any(d is None for d in shape[1:]):
+        return False
+    probe = np.random.default_rng(0).uniform(0, 255, (2, *shape[1:])).astype("float32")
+    output = keras.ops.convert_to_numpy(layer(probe, training=False))
+    return output.shape == probe.shape and np.array_equal(output, probe)
+
+
+class _ConstantNormalization(keras.layers.Layer):
+    """`keras.layers.Normalization` with its mean and variance as constants of the traced graph.
+
+    Keras' Normalization keeps a given mean and variance as eager tensors made at build time;
+    a traced function captures them, and tf2onnx turns such captures into extra graph inputs
+    that a client would have to feed. The same operations on arrays converted inside `call`
+    become constants instead, and give the same numbers.
+    """
+
+    def __init__(self, mean: np.ndarray, variance: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self._mean, self._variance = mean, variance
+
+    def call(self, inputs):
+        inputs = keras.ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        mean = keras.ops.convert_to_tensor(self._mean)
+        variance = keras.ops.convert_to_tensor(self._variance)
+        return keras.ops.divide(
+            keras.ops.subtract(inputs, mean),
+            keras.ops.maximum(keras.ops.sqrt(variance), keras.config.epsilon()),
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class _Identity(keras.layers.Layer):
+    """Stands in for augmentation at inference (takes the `mask` and `training` it was called
+    with, which `keras.layers.Identity` refuses)."""
+
+    def call(self, inputs, mask=None, training=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model as the export traces it; the same layer objects and weights.
+
+    - augmentation that is the identity at inference becomes `Identity`;
+    - a `Normalization` with a given mean and variance becomes `_ConstantNormalization`.
+
+    A model that cannot be cloned (subclassed) is returned as it is.
+    """
+
+    def swap(layer):
+        if _is_inference_identity(layer):
+            return _Identity(name=layer.name)
+        if (isinstance(layer, keras.layers.Normalization) and layer.input_mean is not None
+                and not layer.invert):
+            return _ConstantNormalization(
+                keras.ops.convert_to_numpy(layer.mean), keras.ops.convert_to_numpy(layer.variance),
+                dtype=layer.dtype_policy, name=layer.name)
+        return layer
+
+    # A subclassed model (neither functional nor Sequential) is exported unchanged.
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+        return model
+    return keras.models.clone_model(model, clone_function=swap)
+
+
+def _check_channels_last(model) -> None:
+    for layer in model._flatten_layers():
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise ValueError("export supports channels_last models only, received a model with "
+                             f"data_format='channels_first' (layer {layer.name!r})")
+
+
+def serving_model(model):
+    """A Keras model for the `serve` signature: float32 0-255 images of any size in, float32
+    probabilities out. See the module docstring."""
+
+    _check_channels_last(model)
+    height, width, channels = model.input_shape[1:]
+    images = keras.Input((None, None, channels), dtype="float32", name=INPUT_NAME)
+    x = images
+    if height is not None and width is not None:
+        # Resizing to the same size is exactly the identity (half-pixel centres, scale 1).
+        x = keras.layers.Resizing(height, width, interpolation="bilinear", dtype="float32",
+                                  name="resize")(x)
+    x = inference_model(model)(x, training=False)
+    x = keras.layers.Activation("linear", dtype="float32", name="probabilities")(x)
+    return keras.Model(images, x, name="serving")
+
+
+def model_info(model) -> dict:
+    """Input shape, class count and dtype policies of a model, for `export.json`."""
+    policies = sorted({layer.dtype_policy.name for layer in model._flatten_layers()
+                       if hasattr(layer, "dtype_policy")})
+    return {
+        "image_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "dtype_policies": policies,
+    }
+
+
+def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, format: str,
+                   *, opset: int | None = None) -> dict:
+    """Writes one format of a `.keras` model into `directory` (which exists and is empty), in
+    this process. SavedModel and ONNX need the TensorFlow backend.
+
+    Returns:
+        `model_info` of the model.
+    """
+
+    fmt = _resolve_format(format)
+    directory = Path(directory)
+    model = load_keras_model(model_path)
+    info = model_info(model)
+    if fmt == "keras":
+        model.save(directory / KERAS_FILE)
+        return info
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"format={fmt!r} is written on the TensorFlow backend, received "
+                         f"backend {keras.backend.backend()!r}")
+    serving = serving_model(model)
+    spec = keras.InputSpec(shape=(None, None, None, model.input_shape[-1]), dtype="float32",
+                           name=INPUT_NAME)
+    if fmt == "saved_model":
+        archive = keras.export.ExportArchive()
+        archive.track(serving)
+        archive.add_endpoint("serve", lambda images: serving(images, training=False),
+                             input_signature=[spec])
+        archive.write_out(os.fspath(directory), verbose=False)
+    else:
+        if importlib.util.find_spec("tf2onnx") is None:
+            raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
+
+        # tf2onnx traces a called model only ("The model provided has never called").
+        height, width, channels = model.input_shape[1:]
+        serving(np.zeros((1, height or 32, width or 32, channels), "float32"))
+        serving.export(os.fspath(directory / ONNX_FILE), format="onnx", verbose=False,
+                       input_signature=[spec], opset_version=opset)
+    return info
+
+
+def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
+                                  opset: int | None) -> dict:
+    """`write_artifact` in a fresh Python on the TensorFlow backend (from a JAX or torch process)."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    command = [sys.executable, "-m", "keras_resnet.export", "--worker", os.fspath(model_path),
+               os.fspath(directory), fmt] + ([str(opset)] if opset else [])
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        message = lines[-1] if lines else f"exit status {result.returncode}"
+        raise ValueError(message.removeprefix("error: "))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temps(base: Path) -> None:
+    """Removes the temporary folders of exports whose process is gone (killed mid-write)."""
+    for entry in base.glob(TEMP_PREFIX + "*"):
+        try:
+            pid = int(entry.name[len(TEMP_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def next_version(base: str | os.PathLike) -> int:
+    """1 + the highest numeric version folder under `base` (1 when there is none)."""
+    base = Path(base)
+    if not base.is_dir():
+        return 1
+    return 1 + max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0)
+
+
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or os.sep in name or name.isdigit():
+        raise ValueError("name must be a folder name (not a number, no '/'), "
+                         f"received name={name!r}")
+
+
+def export_model(
+    source,
+    *,
+    format: str = "saved_model",
+    output_dir: str | os.PathLike = "saved_models",
+    name: str | None = None,
+    version: int | None = None,
+    class_names: list[str] | None = None,
+    opset: int | None = None,
+) -> Path:
+    """Exports a trained model to `output_dir/name/version/`, atomically.
+
+    Args:
+        source: a `.keras` file, a training run directory holding `model.keras` (and
+            `metrics.json` with the class names), or a `keras.Model`.
+        format: 'saved_model' (default; 'tf_saved_model' too), 'onnx' or 'keras'.
+        output_dir: the folder of model names (TF Serving's base paths' parent).
+        name: the model's name; default: the run directory's name (or the file's stem) with
+            '-onnx' or '-keras' appended for those formats, so that formats never share the
+            version sequence TF Serving reads.
+        version: the version number; default: the next free one. An existing version is an
+            error, never overwritten.
+        class_names: one per class; default: those stored beside the source, else indices.
+        opset: ONNX opset (default: tf2onnx's).
+
+    Returns:
+        The version directory written.
+
+    Raises:
+        ValueError: one line, for a bad argument, a missing or unloadable model, an existing
+            target, or a format whose exporter is not installed. Nothing is left behind.
+
+    Example:
+        >>> export_model("saved_models/fashion_mnist_resnet18")  # doctest: +SKIP
+        PosixPath('saved_models/fashion_mnist_resnet18/1')
+    """
+
+    fmt = _resolve_format(format)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 1):
+        raise ValueError(f"version must be an integer >= 1, received version={version!r}")
+    if fmt in ("saved_model", "onnx"):
+        require_tensorflow("SavedModel export" if fmt == "saved_model" else "ONNX export",
+                           "; --format keras works without it")
+    scratch = None
+    try:
+        if isinstance(source, keras.Model):
+            scratch = Path(tempfile.mkdtemp(prefix="keras_resnet_export_"))
+            model_path, default_name, folder = scratch / KERAS_FILE, source.name, None
+            source.save(model_path)
+        else:
+            model_path = resolve_source(source)
+            folder = model_path.parent
+            default_name = folder.name if model_path.name == KERAS_FILE else model_path.stem
+        if class_names is None and folder is not None:
+            class_names = read_class_names(folder)
+        if name is None:
+            name = default_name + ("" if fmt == "saved_model" else f"-{fmt}")
+        _check_name(name)
+        base = Path(output_dir) / name
+        base.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(base)
+        latest = max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=None)
+        if latest is not None:
+            existing = read_metadata(base / str(latest)).get("format")
+            if existing and existing != fmt:
+                raise ValueError(
+                    f"{os.fspath(base)!r} holds {existing} versions; a {fmt} export needs a name "
+                    f"of its own (TF Serving loads the highest version), received name={name!r}")
+        version = version or next_version(base)
+        target = base / str(version)
+        if target.exists():
+            raise ValueError(f"export target exists: {os.fspath(target)!r} (versions are never "
+                             f"overwritten; leave --version out to take the next one)")
+        return _write_version(model_path, base, target, fmt, version, name, class_names, opset,
+                              source_label=os.fspath(source) if folder is not None else "keras.Model")
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version: int, name: str,
+                   class_names: list[str] | None, opset: int | None, source_label: str) -> Path:
+
+    temp = base / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        if fmt == "keras" or keras.backend.backend() == "tensorflow":
+            info = write_artifact(model_path, temp, fmt, opset=opset)
+        else:
+            info = _write_artifact_in_subprocess(model_path, temp, fmt, opset)
+        num_classes = info["num_classes"]
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names must have {num_classes} names (the model's classes), "
+                             f"received {len(class_names)}")
+        names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        metadata = {
+            "name": name,
+            "version": version,
+            "format": fmt,
+            "source": source_label,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "input": {"name": INPUT_NAME, "dtype": "float32", "range": [0, 255],
+                      "layout": "NHWC", "shape": [None, None, None, info["image_shape"][-1]]},
+            "output": {"dtype": "float32", "content": "class probabilities",
+                       "shape": [None, num_classes]},
+            **info,
+            "class_names": names,
+            "keras_version": keras.__version__,
+            "exported_from_backend": keras.backend.backend(),
+        }
+        if fmt == "onnx" and importlib.util.find_spec("onnx") is not None:
+            _add_onnx_metadata(temp / ONNX_FILE, names)
+        assets = temp / "assets"
+        assets.mkdir(exist_ok=True)
+        (assets / CLASS_NAMES_FILE).write_text("\n".join(names) + "\n", encoding="utf-8")
+        (assets / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        pause = float(os.environ.get(PAUSE_ENV) or 0)
+        if pause > 0:
+            time.sleep(pause)
+        if target.exists():  # taken by a concurrent export since the check
+            raise ValueError(f"export target exists: {os.fspath(target)!r}")
+        os.rename(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return target
+
+
+def _add_onnx_metadata(path: Path, class_names: list[str]) -> None:
+    """Stores the class names in the ONNX file's metadata too (`class_names`, JSON)."""
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "class_names", json.dumps(class_names)
+    onnx.save(model, os.fspath(path))
+
+
+def _worker(argv: list[str]) -> int:
+    """`python -m keras_resnet.export --worker MODEL DIR FORMAT [OPSET]`: the subprocess side."""
+    model_path, directory, fmt, *rest = argv
+    try:
+        info = write_artifact(model_path, directory, fmt, opset=int(rest[0]) if rest else None)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - one line back to the parent
+        print(f"error: export failed: {_one_line(error)}", file=sys.stderr)
+        return 1
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m keras_resnet.export")
+    parser.add_argument("--worker", nargs="+", required=True)
+    sys.exit(_worker(parser.parse_args().worker))
