@@ -95,7 +95,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if path.is_dir():
         if (path / KERAS_FILE).is_file():
             return path / KERAS_FILE
-        raise ValueError(f"no {KERAS_FILE} in the run directory, received source={os.fspath(path)!r}")
+        raise ValueError(f"no {KERAS_FILE} in the run directory, "
+                         f"received source={os.fspath(path)!r}")
     if not path.is_file():
         raise ValueError(f"model file not found, received source={os.fspath(path)!r}")
     return path
@@ -104,7 +105,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
 def _is_inference_identity(layer) -> bool:
     """True for a weightless augmentation layer (or model of them) that is the identity at
     inference, checked on a random batch of its input shape."""
-    sublayers = layer._flatten_layers(include_self=False) if isinstance(layer, keras.Model) else [layer]
+    sublayers = ([layer] if not isinstance(layer, keras.Model)
+                 else list(layer._flatten_layers(include_self=False)))
     sublayers = [sub for sub in sublayers if not isinstance(sub, keras.layers.InputLayer)]
     if not sublayers or layer.weights or not all(
             type(sub).__name__.startswith("Random") for sub in sublayers):
@@ -182,6 +184,29 @@ def inference_model(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, clone_function=swap)
 
 
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same architecture and weights computing in float32 (for a mixed-precision model).
+
+    ONNX export needs it: Keras' ONNX export requires the float32 policy, tf2onnx fails on
+    bfloat16 ("unsupported numpy dtype 'bfloat16'"), and onnxruntime's CPU kernels are float32.
+    The weights of a mixed-precision model are float32 already, so nothing is rounded.
+    """
+    if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == "float32"
+           for layer in model._flatten_layers()):
+        return model
+
+    def rebuild(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=rebuild)
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=rebuild)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _check_channels_last(model) -> None:
     for layer in model._flatten_layers():
         if getattr(layer, "data_format", None) == "channels_first":
@@ -189,11 +214,17 @@ def _check_channels_last(model) -> None:
                              f"data_format='channels_first' (layer {layer.name!r})")
 
 
-def serving_model(model):
+def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
     """A Keras model for the `serve` signature: float32 0-255 images of any size in, float32
-    probabilities out. See the module docstring."""
+    probabilities out. See the module docstring.
 
+    Args:
+        model: the trained model (raw pixels in, probabilities out).
+        float32: compute in float32 even if the model was trained in mixed precision.
+    """
     _check_channels_last(model)
+    if float32:
+        model = as_float32(model)
     height, width, channels = model.input_shape[1:]
     images = keras.Input((None, None, channels), dtype="float32", name=INPUT_NAME)
     x = images
@@ -218,14 +249,22 @@ def model_info(model) -> dict:
 
 
 def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, format: str,
-                   *, opset: int | None = None) -> dict:
+                   *, opset: int | None = None, float32: bool = False) -> dict:
     """Writes one format of a `.keras` model into `directory` (which exists and is empty), in
     this process. SavedModel and ONNX need the TensorFlow backend.
 
-    Returns:
-        `model_info` of the model.
-    """
+    Args:
+        model_path: the `.keras` file.
+        directory: where to write.
+        format: 'saved_model', 'onnx' or 'keras'.
+        opset: ONNX opset (default: tf2onnx's).
+        float32: SavedModel: compute in float32 even if the model is mixed precision (ONNX
+            always does; `.keras` keeps the model as trained).
 
+    Returns:
+        `model_info` of the model, with `compute_float32`: whether the export computes in
+        float32.
+    """
     fmt = _resolve_format(format)
     directory = Path(directory)
     model = load_keras_model(model_path)
@@ -236,7 +275,9 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
     if keras.backend.backend() != "tensorflow":
         raise ValueError(f"format={fmt!r} is written on the TensorFlow backend, received "
                          f"backend {keras.backend.backend()!r}")
-    serving = serving_model(model)
+    float32 = float32 or fmt == "onnx" or info["dtype_policies"] == ["float32"]
+    info["compute_float32"] = float32
+    serving = serving_model(model, float32=float32)
     spec = keras.InputSpec(shape=(None, None, None, model.input_shape[-1]), dtype="float32",
                            name=INPUT_NAME)
     if fmt == "saved_model":
@@ -247,8 +288,8 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
         archive.write_out(os.fspath(directory), verbose=False)
     else:
         if importlib.util.find_spec("tf2onnx") is None:
-            raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
-
+            raise ValueError("ONNX export needs tf2onnx, which is not installed "
+                             "(pip install tf2onnx)")
         # tf2onnx traces a called model only ("The model provided has never called").
         height, width, channels = model.input_shape[1:]
         serving(np.zeros((1, height or 32, width or 32, channels), "float32"))
@@ -258,12 +299,12 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
 
 
 def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
-                                  opset: int | None) -> dict:
-    """`write_artifact` in a fresh Python on the TensorFlow backend (from a JAX or torch process)."""
+                                  opset: int | None, float32: bool) -> dict:
+    """`write_artifact` in a fresh Python on the TensorFlow backend (for JAX and torch)."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = [sys.executable, "-m", "keras_resnet.export", "--worker", os.fspath(model_path),
-               os.fspath(directory), fmt] + ([str(opset)] if opset else [])
+               os.fspath(directory), fmt, str(opset or 0), str(int(float32))]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -316,6 +357,7 @@ def export_model(
     version: int | None = None,
     class_names: list[str] | None = None,
     opset: int | None = None,
+    float32: bool = False,
 ) -> Path:
     """Exports a trained model to `output_dir/name/version/`, atomically.
 
@@ -331,6 +373,9 @@ def export_model(
             error, never overwritten.
         class_names: one per class; default: those stored beside the source, else indices.
         opset: ONNX opset (default: tf2onnx's).
+        float32: SavedModel of a mixed-precision model: compute in float32 instead of the
+            trained policy (ONNX always computes in float32). Inputs and outputs are float32
+            either way.
 
     Returns:
         The version directory written.
@@ -381,23 +426,25 @@ def export_model(
         if target.exists():
             raise ValueError(f"export target exists: {os.fspath(target)!r} (versions are never "
                              f"overwritten; leave --version out to take the next one)")
-        return _write_version(model_path, base, target, fmt, version, name, class_names, opset,
-                              source_label=os.fspath(source) if folder is not None else "keras.Model")
+        label = os.fspath(source) if folder is not None else f"keras.Model {source.name!r}"
+        return _write_version(model_path, base, target, fmt, version, name, class_names,
+                              opset=opset, float32=float32, source_label=label)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version: int, name: str,
-                   class_names: list[str] | None, opset: int | None, source_label: str) -> Path:
+                   class_names: list[str] | None, *, opset: int | None, float32: bool,
+                   source_label: str) -> Path:
 
     temp = base / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
     try:
         if fmt == "keras" or keras.backend.backend() == "tensorflow":
-            info = write_artifact(model_path, temp, fmt, opset=opset)
+            info = write_artifact(model_path, temp, fmt, opset=opset, float32=float32)
         else:
-            info = _write_artifact_in_subprocess(model_path, temp, fmt, opset)
+            info = _write_artifact_in_subprocess(model_path, temp, fmt, opset, float32)
         num_classes = info["num_classes"]
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must have {num_classes} names (the model's classes), "
@@ -408,7 +455,8 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
             "version": version,
             "format": fmt,
             "source": source_label,
-            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
             "input": {"name": INPUT_NAME, "dtype": "float32", "range": [0, 255],
                       "layout": "NHWC", "shape": [None, None, None, info["image_shape"][-1]]},
             "output": {"dtype": "float32", "content": "class probabilities",
@@ -447,10 +495,12 @@ def _add_onnx_metadata(path: Path, class_names: list[str]) -> None:
 
 
 def _worker(argv: list[str]) -> int:
-    """`python -m keras_resnet.export --worker MODEL DIR FORMAT [OPSET]`: the subprocess side."""
-    model_path, directory, fmt, *rest = argv
+    """`python -m keras_resnet.export --worker MODEL DIR FORMAT OPSET FLOAT32`: the subprocess
+    side of `_write_artifact_in_subprocess` (OPSET 0: the default)."""
+    model_path, directory, fmt, opset, float32 = argv
     try:
-        info = write_artifact(model_path, directory, fmt, opset=int(rest[0]) if rest else None)
+        info = write_artifact(model_path, directory, fmt, opset=int(opset) or None,
+                              float32=bool(int(float32)))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
