@@ -1,7 +1,7 @@
 """keras_resnet: residual networks for Keras 3 (TensorFlow, JAX and PyTorch backends).
 
-    >>> import keras_resnet
-    >>> model = keras_resnet.ResNet18(num_classes=10)
+>>> import keras_resnet
+>>> model = keras_resnet.ResNet18(num_classes=10)
 """
 
 from keras_resnet.analysis import count_flops, count_params, format_table, walkthrough

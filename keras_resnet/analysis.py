@@ -96,8 +96,7 @@ def format_table(model: keras.Model) -> str:
     fmt = lambda shape: "x".join("?" if d is None else str(d) for d in shape)  # noqa: E731
     lines = [f"{'step':<8} {'name':<16} {'input':>14} {'output':>14}"]
     lines += [
-        f"{r.kind:<8} {r.name:<16} {fmt(r.input_shape):>14} {fmt(r.output_shape):>14}"
-        for r in rows
+        f"{r.kind:<8} {r.name:<16} {fmt(r.input_shape):>14} {fmt(r.output_shape):>14}" for r in rows
     ]
     lines.append(
         f"{model.name}: {count_params(model):,} trainable parameters, "

@@ -71,8 +71,9 @@ def _layer_factories(data_format: str):
     return conv, bn, pad
 
 
-def _conv_bn(x, filters, kernel_size, *, strides=1, groups=1, relu=True, zero_gamma=False,
-             name, data_format):
+def _conv_bn(
+    x, filters, kernel_size, *, strides=1, groups=1, relu=True, zero_gamma=False, name, data_format
+):
     """Convolution, batch norm and (optionally) ReLU, named `{name}_conv/_bn/_relu`.
 
     Padding is explicit and symmetric (`kernel_size // 2` on every side, as PyTorch's
@@ -102,8 +103,9 @@ def _shortcut(x, out_channels, *, strides, name, data_format):
     channel_axis = -1 if data_format == "channels_last" else 1
     if strides == 1 and x.shape[channel_axis] == out_channels:
         return x
-    return _conv_bn(x, out_channels, 1, strides=strides, relu=False, name=f"{name}_0",
-                    data_format=data_format)
+    return _conv_bn(
+        x, out_channels, 1, strides=strides, relu=False, name=f"{name}_0", data_format=data_format
+    )
 
 
 def basic_block(
@@ -134,8 +136,15 @@ def basic_block(
     out_channels = expansion * filters
     shortcut = _shortcut(x, out_channels, strides=strides, name=name, data_format=data_format)
     x = _conv_bn(x, filters, 3, strides=strides, name=f"{name}_1", data_format=data_format)
-    x = _conv_bn(x, out_channels, 3, relu=False, zero_gamma=zero_init_residual,
-                 name=f"{name}_2", data_format=data_format)
+    x = _conv_bn(
+        x,
+        out_channels,
+        3,
+        relu=False,
+        zero_gamma=zero_init_residual,
+        name=f"{name}_2",
+        data_format=data_format,
+    )
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -181,10 +190,18 @@ def bottleneck_block(
     stride_1x1, stride_3x3 = (1, strides) if stride_in == "3x3" else (strides, 1)
     shortcut = _shortcut(x, out_channels, strides=strides, name=name, data_format=data_format)
     x = _conv_bn(x, inner, 1, strides=stride_1x1, name=f"{name}_1", data_format=data_format)
-    x = _conv_bn(x, inner, 3, strides=stride_3x3, groups=groups, name=f"{name}_2",
-                 data_format=data_format)
-    x = _conv_bn(x, out_channels, 1, relu=False, zero_gamma=zero_init_residual,
-                 name=f"{name}_3", data_format=data_format)
+    x = _conv_bn(
+        x, inner, 3, strides=stride_3x3, groups=groups, name=f"{name}_2", data_format=data_format
+    )
+    x = _conv_bn(
+        x,
+        out_channels,
+        1,
+        relu=False,
+        zero_gamma=zero_init_residual,
+        name=f"{name}_3",
+        data_format=data_format,
+    )
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -289,7 +306,9 @@ def ResNet(
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, received pooling={pooling!r}")
     if include_top and pooling is None:
-        raise ValueError("pooling must be 'avg' or 'max' when include_top=True, received pooling=None")
+        raise ValueError(
+            "pooling must be 'avg' or 'max' when include_top=True, received pooling=None"
+        )
     if (
         not isinstance(stage_blocks, Sequence)
         or len(stage_blocks) == 0
@@ -333,7 +352,9 @@ def ResNet(
     spatial = input_shape[:2] if channels_last else input_shape[1:]
     channels = input_shape[2] if channels_last else input_shape[0]
     if channels is None:
-        raise ValueError(f"input_shape must give the channel count, received input_shape={input_shape!r}")
+        raise ValueError(
+            f"input_shape must give the channel count, received input_shape={input_shape!r}"
+        )
     downsampling = (4 if stem == "imagenet" else 1) * 2 ** (len(stage_blocks) - 1)
     if any(d is not None and d < downsampling for d in spatial):
         raise ValueError(
@@ -352,7 +373,9 @@ def ResNet(
                     f"width_per_group={width_per_group})"
                 )
     if min(stage_widths) < 1 or int(round(BASE_WIDTH * width)) < 1:
-        raise ValueError(f"width is too small to leave one channel per layer, received width={width!r}")
+        raise ValueError(
+            f"width is too small to leave one channel per layer, received width={width!r}"
+        )
 
     if normalization is not None:
         mean, std = (list(map(float, v)) for v in normalization)
@@ -375,23 +398,39 @@ def ResNet(
         inputs, x = (sources[0] if len(sources) == 1 else sources), input_tensor
     if normalization is not None:
         x = layers.Normalization(
-            axis=-1 if channels_last else 1, mean=mean, variance=[s * s for s in std],
+            axis=-1 if channels_last else 1,
+            mean=mean,
+            variance=[s * s for s in std],
             name="normalize",
         )(x)
     x = _stem(x, int(round(BASE_WIDTH * width)), stem, data_format)
-    for stage, (num_blocks, filters) in enumerate(zip(stage_blocks, stage_widths)):
+    for stage, (num_blocks, filters) in enumerate(zip(stage_blocks, stage_widths, strict=True)):
         for index in range(num_blocks):
             strides = 2 if stage > 0 and index == 0 else 1
             block_name = f"conv{stage + 2}_block{index + 1}"
             if block == "basic":
-                x = basic_block(x, filters, strides=strides, expansion=expansion,
-                                zero_init_residual=zero_init_residual, name=block_name,
-                                data_format=data_format)
+                x = basic_block(
+                    x,
+                    filters,
+                    strides=strides,
+                    expansion=expansion,
+                    zero_init_residual=zero_init_residual,
+                    name=block_name,
+                    data_format=data_format,
+                )
             else:
-                x = bottleneck_block(x, filters, strides=strides, expansion=expansion,
-                                     groups=groups, width_per_group=width_per_group,
-                                     stride_in=stride_in, zero_init_residual=zero_init_residual,
-                                     name=block_name, data_format=data_format)
+                x = bottleneck_block(
+                    x,
+                    filters,
+                    strides=strides,
+                    expansion=expansion,
+                    groups=groups,
+                    width_per_group=width_per_group,
+                    stride_in=stride_in,
+                    zero_init_residual=zero_init_residual,
+                    name=block_name,
+                    data_format=data_format,
+                )
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
     elif pooling == "max":

@@ -62,7 +62,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"state_dict file {str(path)!r} holds more than tensors and was refused; only "
             f"weights_only files are read, so no code in it runs ({str(error).splitlines()[0]})"
         ) from None
-    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+    if (
+        isinstance(loaded, Mapping)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], Mapping)
+    ):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):
         raise ValueError(
@@ -141,7 +145,9 @@ def load_torchvision_weights(model: keras.Model, state_dict) -> keras.Model:
                     f"{tuple(given[slot].shape)} in state_dict"
                 )
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
         raise ValueError(
             f"state_dict does not match model {model.name!r} ({len(problems)} problems; the model "
             f"was left unchanged): {shown}"

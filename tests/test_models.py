@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import bottleneck_block, basic_block, count_params, walkthrough
+from keras_resnet import basic_block, bottleneck_block, count_params, walkthrough
 
 # torchvision 0.29's own counts (sum of p.numel() over parameters()); test_parity re-derives them.
 TORCHVISION_PARAMS = {
@@ -36,10 +36,12 @@ def test_named_constructors_and_depth_table(depth):
     assert isinstance(model, keras.Model)
     assert model.name == f"resnet{depth}"
     kind, stage_blocks = keras_resnet.DEPTHS[depth]
-    blocks = [l.name for l in model.layers if l.name.endswith("_out")]
+    blocks = [layer.name for layer in model.layers if layer.name.endswith("_out")]
     assert len(blocks) == sum(stage_blocks)
     # basic blocks have two convolutions in the residual branch, bottlenecks three
-    assert ("conv2_block1_3_conv" in [l.name for l in model.layers]) == (kind == "bottleneck")
+    assert ("conv2_block1_3_conv" in [layer.name for layer in model.layers]) == (
+        kind == "bottleneck"
+    )
 
 
 def test_walkthrough_reproduces_the_original():
@@ -64,8 +66,19 @@ def test_walkthrough_reproduces_the_original():
         ("pooling", "avg_pool", (7, 7, 2048), (2048,)),
         ("head", "fc", (2048,), (1000,)),
     ]
-    # 2 blocks x 4 stages of (1x1, 3x3, 1x1) + projection: counted by hand from the shapes above.
-    assert count_params(model) == 15_995_176
+
+    # Derived from the shapes above, independently of the builder: stem conv + BN, then per stage
+    # two blocks of 1x1, 3x3, 1x1 (+ BN gamma/beta) and one projection, then the classifier.
+    def stage(c_in, f, e=4):
+        first = c_in * f + 9 * f * f + f * e * f + 2 * (f + f + e * f) + c_in * e * f + 2 * e * f
+        second = e * f * f + 9 * f * f + f * e * f + 2 * (f + f + e * f)
+        return first + second
+
+    expected = 7 * 7 * 3 * 64 + 2 * 64
+    expected += stage(64, 64) + stage(256, 128) + stage(512, 256) + stage(1024, 512)
+    expected += 2048 * 1000 + 1000
+    assert expected == 15_995_176
+    assert count_params(model) == expected
 
 
 def test_flops_match_the_published_multiply_adds():
@@ -79,15 +92,26 @@ def test_flops_match_the_published_multiply_adds():
 )
 def test_bottleneck_block_expansion_and_stride(expansion, stride_in, strides, out):
     inputs = keras.Input((8, 8, 64))
-    outputs = bottleneck_block(inputs, 64, strides=strides, expansion=expansion,
-                               stride_in=stride_in, name="b")
+    outputs = bottleneck_block(
+        inputs, 64, strides=strides, expansion=expansion, stride_in=stride_in, name="b"
+    )
     model = keras.Model(inputs, outputs)
     assert tuple(outputs.shape[1:]) == out
-    names = [l.name for l in model.layers[1:]]
+    names = [layer.name for layer in model.layers[1:]]
     # the layers of the block: projection, 1x1, 3x3, 1x1, add, relu; the residual branch in order
     assert set(names) == {
-        "b_0_conv", "b_0_bn", "b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn", "b_2_relu",
-        "b_3_conv", "b_3_bn", "b_add", "b_out",
+        "b_0_conv",
+        "b_0_bn",
+        "b_1_conv",
+        "b_1_bn",
+        "b_1_relu",
+        "b_2_conv",
+        "b_2_bn",
+        "b_2_relu",
+        "b_3_conv",
+        "b_3_bn",
+        "b_add",
+        "b_out",
         *(["b_2_pad"] if strides == 2 and stride_in == "3x3" else []),
     }
     branch = [names.index(n) for n in ("b_1_conv", "b_2_conv", "b_3_conv", "b_add", "b_out")]
@@ -95,9 +119,12 @@ def test_bottleneck_block_expansion_and_stride(expansion, stride_in, strides, ou
     conv_strides = {n: model.get_layer(n).strides for n in ("b_1_conv", "b_2_conv", "b_0_conv")}
     expected_1x1 = (strides, strides) if stride_in == "1x1" else (1, 1)
     expected_3x3 = (strides, strides) if stride_in == "3x3" else (1, 1)
-    assert conv_strides == {"b_1_conv": expected_1x1, "b_2_conv": expected_3x3,
-                            "b_0_conv": (strides, strides)}
-    # inner width 64; 1x1: 64*64, 3x3: 9*64*64, 1x1 out: 64*E*64, projection 64*E*64, BN: 2 per channel
+    assert conv_strides == {
+        "b_1_conv": expected_1x1,
+        "b_2_conv": expected_3x3,
+        "b_0_conv": (strides, strides),
+    }
+    # inner width 64: 1x1 64*64, 3x3 9*64*64, 1x1 out 64*E*64, projection 64*E*64; BN 2 a channel
     e = expansion
     expected = 64 * 64 + 9 * 64 * 64 + 2 * 64 * e * 64 + 2 * (64 + 64 + 64 * e + 64 * e)
     assert count_params(model) == expected
@@ -106,7 +133,7 @@ def test_bottleneck_block_expansion_and_stride(expansion, stride_in, strides, ou
 def test_basic_block_identity_and_projection():
     inputs = keras.Input((8, 8, 64))
     same = keras.Model(inputs, basic_block(inputs, 64, name="a"))
-    assert "a_0_conv" not in [l.name for l in same.layers]  # identity shortcut
+    assert "a_0_conv" not in [layer.name for layer in same.layers]  # identity shortcut
     assert count_params(same) == 2 * 9 * 64 * 64 + 2 * 2 * 64
     down = keras.Model(inputs, basic_block(inputs, 128, strides=2, name="d"))
     assert tuple(down.output.shape[1:]) == (4, 4, 128)
@@ -123,7 +150,11 @@ def test_width_scales_stem_and_every_stage():
 def test_expansion_override_on_bottleneck_and_basic():
     m = keras_resnet.ResNet50(expansion=2, input_shape=(64, 64, 3))
     assert [m.get_layer(f"conv{s}_block1_out").output.shape[-1] for s in range(2, 6)] == [
-        128, 256, 512, 1024]
+        128,
+        256,
+        512,
+        1024,
+    ]
     b = keras_resnet.ResNet18(expansion=2, input_shape=(64, 64, 3))
     assert b.get_layer("conv5_block2_out").output.shape[-1] == 1024
 
@@ -131,7 +162,7 @@ def test_expansion_override_on_bottleneck_and_basic():
 @pytest.mark.parametrize("channels", [1, 3, 5])
 def test_cifar_stem_small_images_any_channels(channels):
     model = keras_resnet.ResNet18(stem="cifar", input_shape=(28, 28, channels), num_classes=10)
-    assert "pool1_pool" not in [l.name for l in model.layers]
+    assert "pool1_pool" not in [layer.name for layer in model.layers]
     assert model.get_layer("conv1_conv").kernel_size == (3, 3)
     assert model.get_layer("conv5_block2_out").output.shape[1:] == (4, 4, 512)
     x = np.random.default_rng(0).random((2, 28, 28, channels)).astype("float32")
@@ -144,8 +175,9 @@ def test_headless_feature_map_and_pooling():
     assert fmap.output.shape == (None, 7, 7, 2048)
     assert count_params(fmap) == TORCHVISION_PARAMS["resnet50"] - (2048 * 1000 + 1000)
     assert keras_resnet.ResNet18(include_top=False, pooling="max").output.shape == (None, 512)
-    top = keras_resnet.ResNet18(num_classes=7, dropout_rate=0.2, pooling="max",
-                                classifier_activation=None)
+    top = keras_resnet.ResNet18(
+        num_classes=7, dropout_rate=0.2, pooling="max", classifier_activation=None
+    )
     assert top.get_layer("dropout").rate == 0.2 and top.output.shape == (None, 7)
 
 
@@ -159,8 +191,13 @@ def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
 
 
 def test_normalization_layer_takes_raw_pixels():
-    model = keras_resnet.ResNet18(input_shape=(32, 32, 1), stem="cifar", width=0.125,
-                                  normalization=([100.0], [50.0]), num_classes=3)
+    model = keras_resnet.ResNet18(
+        input_shape=(32, 32, 1),
+        stem="cifar",
+        width=0.125,
+        normalization=([100.0], [50.0]),
+        num_classes=3,
+    )
     assert model.layers[1].name == "normalize"
     probe = keras.Model(model.input, model.get_layer("normalize").output)
     out = keras.ops.convert_to_numpy(probe(np.full((1, 32, 32, 1), 150.0, "float32")))
@@ -170,11 +207,17 @@ def test_normalization_layer_takes_raw_pixels():
 def test_channels_first_matches_channels_last():
     if keras.backend.backend() == "tensorflow":
         pytest.skip("TensorFlow's CPU kernels have no NCHW convolution")
-    kwargs = dict(input_shape=(32, 32, 3), stem="cifar", width=0.125, num_classes=4,
-                  classifier_activation=None)
+    kwargs = dict(
+        input_shape=(32, 32, 3),
+        stem="cifar",
+        width=0.125,
+        num_classes=4,
+        classifier_activation=None,
+    )
     last = keras_resnet.ResNet18(data_format="channels_last", **kwargs)
-    first = keras_resnet.ResNet18(data_format="channels_first",
-                                  **{**kwargs, "input_shape": (3, 32, 32)})
+    first = keras_resnet.ResNet18(
+        data_format="channels_first", **{**kwargs, "input_shape": (3, 32, 32)}
+    )
     first.set_weights(last.get_weights())  # kernels are HWIO in both formats
     x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
     a = keras.ops.convert_to_numpy(last(x, training=False))
@@ -183,8 +226,9 @@ def test_channels_first_matches_channels_last():
 
 
 def _tiny(**kwargs):
-    return keras_resnet.ResNet18(input_shape=(32, 32, 3), stem="cifar", width=0.125,
-                                 num_classes=5, **kwargs)
+    return keras_resnet.ResNet18(
+        input_shape=(32, 32, 3), stem="cifar", width=0.125, num_classes=5, **kwargs
+    )
 
 
 def _predict(model, x):
@@ -198,7 +242,7 @@ def test_config_round_trip_and_keras_file(tmp_path):
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     np.testing.assert_array_equal(_predict(clone, x), expected)
-    assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
     path = tmp_path / "tiny.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)  # safe_mode stays on: the model is plain layers
@@ -230,19 +274,25 @@ def test_mixed_precision_outputs_float32():
         (lambda: keras_resnet.ResNet50(expansion=0), r"expansion .* received expansion=0"),
         (lambda: keras_resnet.ResNet18(num_classes=0), r"num_classes .* received num_classes=0"),
         (lambda: keras_resnet.ResNet18(input_shape=(16, 16, 3)), r"input_shape is too small"),
-        (lambda: keras_resnet.ResNet18(input_shape=(7, 7, 1), stem="cifar"),
-         r"must be >= 8, received input_shape=\(7, 7, 1\)"),
+        (
+            lambda: keras_resnet.ResNet18(input_shape=(7, 7, 1), stem="cifar"),
+            r"must be >= 8, received input_shape=\(7, 7, 1\)",
+        ),
         (lambda: keras_resnet.ResNet18(input_shape=(32, 32)), r"received input_shape=\(32, 32\)"),
-        (lambda: keras_resnet.ResNet50(groups=32, width_per_group=4, width=0.1),
-         r"groups must divide .* received groups=32"),
+        (
+            lambda: keras_resnet.ResNet50(groups=32, width_per_group=4, width=0.1),
+            r"groups must divide .* received groups=32",
+        ),
         (lambda: keras_resnet.ResNet18(groups=2), r"basic blocks need groups=1.*groups=2"),
         (lambda: keras_resnet.ResNet18(pooling="sum"), r"received pooling='sum'"),
         (lambda: keras_resnet.ResNet18(pooling=None), r"pooling must be .*include_top=True"),
         (lambda: keras_resnet.ResNet18(data_format="NHWC"), r"received data_format='NHWC'"),
         (lambda: keras_resnet.ResNet18(dropout_rate=1.0), r"received dropout_rate=1.0"),
         (lambda: keras_resnet.ResNet((2, 0, 2), "basic"), r"received stage_blocks=\(2, 0, 2\)"),
-        (lambda: keras_resnet.ResNet18(input_shape=(32, 32, 1), normalization=([1, 2], [1, 1])),
-         r"normalization must be .* received normalization="),
+        (
+            lambda: keras_resnet.ResNet18(input_shape=(32, 32, 1), normalization=([1, 2], [1, 1])),
+            r"normalization must be .* received normalization=",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(call, match):
@@ -253,8 +303,10 @@ def test_bad_arguments_name_the_argument_and_value(call, match):
 def test_summary_command_prints_the_walkthrough(capsys):
     from keras_resnet.cli import main
 
-    assert main(["summary", "resnet18", "--block", "bottleneck", "--input-shape", "214", "214",
-                 "3"]) == 0
+    assert (
+        main(["summary", "resnet18", "--block", "bottleneck", "--input-shape", "214", "214", "3"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "conv2_block1" in out and "54x54x256" in out and "7x7x2048" in out
     assert "15,995,176 trainable parameters" in out and "GFLOPs" in out

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")  # imported first by conftest.py
 
 RTOL_OF_MAX = 1e-4
-# (torchvision name, input size): every depth at 224 and at 214, where a strided 'same' padding would
+# (torchvision name, input size): every depth at 224 and 214, where a strided 'same' padding would
 # differ from PyTorch's symmetric padding (107 -> 54 etc. are odd sizes); wide and ResNeXt at 214.
 CASES = [(f"resnet{d}", s) for d in (18, 34, 50, 101, 152) for s in (224, 214)] + [
     ("wide_resnet50_2", 214),
@@ -76,7 +76,7 @@ def test_weights_file_is_read_as_data_only(tmp_path):
         keras_resnet.load_torchvision_weights(model, str(rogue))
     with pytest.raises(ValueError, match="not found"):
         keras_resnet.load_torchvision_weights(model, str(tmp_path / "missing.pt"))
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -88,14 +88,15 @@ def test_weights_file_is_read_as_data_only(tmp_path):
         ("resnet50", {}, r"no matching layer|missing"),  # bottleneck weights into basic blocks
     ],
 )
-def test_mismatched_state_dict_is_refused_and_leaves_weights_unchanged(source, target_kwargs,
-                                                                      match):
+def test_mismatched_state_dict_is_refused_and_leaves_weights_unchanged(
+    source, target_kwargs, match
+):
     model = keras_resnet.ResNet18(input_shape=(64, 64, 3), **target_kwargs)
     before = [w.copy() for w in model.get_weights()]
     state_dict = getattr(torchvision.models, source)(weights=None).state_dict()
     with pytest.raises(ValueError, match=match):
         keras_resnet.load_torchvision_weights(model, state_dict)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
