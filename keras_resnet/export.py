@@ -195,15 +195,28 @@ def as_float32(model: keras.Model) -> keras.Model:
            for layer in model._flatten_layers()):
         return model
 
-    def rebuild(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=rebuild)
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
+    def to_float32(config):
+        # Every dtype policy and half-precision dtype in the serialized model (nested models
+        # included; a nested Sequential built under mixed_bfloat16 has a 'bfloat16' input)
+        # becomes float32; integer and boolean dtypes stay as they are.
+        if isinstance(config, dict):
+            if config.get("class_name") == "DTypePolicy":
+                return "float32"
+            return {key: to_float32(value) for key, value in config.items()}
+        if isinstance(config, list):
+            return [to_float32(value) for value in config]
+        if config in ("bfloat16", "float16") or (isinstance(config, str)
+                                                 and config.startswith("mixed_")):
+            return "float32"
+        return config
 
-    clone = keras.models.clone_model(model, clone_function=rebuild)
-    clone.set_weights(model.get_weights())
+    config = to_float32(keras.saving.serialize_keras_object(model))
+    clone = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    # By layer name: a cloned functional model may list its weights in another order.
+    originals = {layer.name: layer for layer in model._flatten_layers() if layer.weights}
+    for layer in clone._flatten_layers():
+        if layer.weights:
+            layer.set_weights(originals[layer.name].get_weights())
     return clone
 
 

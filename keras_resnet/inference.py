@@ -109,7 +109,8 @@ def read_metadata(folder: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise ValueError(f"corrupt export metadata {os.fspath(path)!r}: {_one_line(error)}") from None
+        raise ValueError(f"corrupt export metadata {os.fspath(path)!r}: "
+                         f"{_one_line(error)}") from None
 
 
 def latest_version(base: str | os.PathLike) -> Path | None:
@@ -177,11 +178,13 @@ def _saved_model_predictor(folder: Path) -> Predictor:
     try:
         loaded = tf.saved_model.load(os.fspath(folder))
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot load SavedModel {os.fspath(folder)!r}: {_one_line(error)}") from None
+        raise ValueError(f"cannot load SavedModel {os.fspath(folder)!r}: "
+                         f"{_one_line(error)}") from None
     if not hasattr(loaded, "serve"):
         raise ValueError(f"SavedModel {os.fspath(folder)!r} has no 'serve' endpoint")
     metadata = read_metadata(folder)
-    shape = tuple(metadata.get("image_shape") or (None, None, loaded.serve.input_signature[0].shape[-1]))
+    channels = loaded.serve.input_signature[0].shape[-1]
+    shape = tuple(metadata.get("image_shape") or (None, None, channels))
 
     def fn(images: np.ndarray) -> np.ndarray:
         return loaded.serve(tf.constant(images)).numpy()
@@ -202,7 +205,8 @@ def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
         session = onnxruntime.InferenceSession(os.fspath(model_path),
                                                providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot load ONNX model {os.fspath(model_path)!r}: {_one_line(error)}") from None
+        raise ValueError(f"cannot load ONNX model {os.fspath(model_path)!r}: "
+                         f"{_one_line(error)}") from None
     metadata = read_metadata(folder)
     input_name = session.get_inputs()[0].name
     channels = session.get_inputs()[0].shape[-1]
@@ -257,7 +261,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     Raises:
         ValueError: a channel count that has no conversion (e.g. 2 channels to a 4-channel model).
     """
-    have = image.shape[-1]
+    have = original = image.shape[-1]
     if have == channels:
         return image
     if have in (2, 4) and have - 1 == channels:  # LA -> L, RGBA -> RGB
@@ -270,8 +274,8 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return (image.astype(np.float32) @ weights)[..., None]
     raise ValueError(
-        f"image has {image.shape[-1]} channels and the model takes {channels}: no conversion "
-        f"between them, received image shape {image.shape}"
+        f"image has {original} channels and the model takes {channels}: no conversion "
+        f"between them, received image shape {image.shape[:-1] + (original,)}"
     )
 
 
@@ -333,7 +337,7 @@ def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 5) -> 
     order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
     return [
         [{"index": int(i), "class": class_names[i], "probability": float(row[i])} for i in idx]
-        for row, idx in zip(probabilities, order)
+        for row, idx in zip(probabilities, order, strict=True)
     ]
 
 

@@ -1,0 +1,65 @@
+"""Export a trained model for serving: SavedModel (TF Serving's layout), ONNX, or .keras.
+
+    python scripts/export.py saved_models/<run>                  # -> saved_models/<run>/<next>/
+    python scripts/export.py saved_models/<run> --format onnx    # -> saved_models/<run>-onnx/1/
+    python scripts/export.py model.keras --name fmnist --version 3
+
+The SavedModel's `serve` signature takes float32 images of raw 0-255 pixels, shape
+(batch, height, width, channels), any batch size and image size, and returns float32 class
+probabilities. See keras_resnet/export.py and docs/EXPORT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/export.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="a .keras file, or a training run directory holding "
+                        "model.keras (and metrics.json with the class names)")
+    parser.add_argument("--format", default="saved_model",
+                        choices=("saved_model", "tf_saved_model", "onnx", "keras"),
+                        help="default saved_model")
+    parser.add_argument("--output-dir", default="saved_models",
+                        help="parent of the <name>/<version>/ folders (default saved_models)")
+    parser.add_argument("--name", help="model name (default: the run's name, plus -onnx or "
+                        "-keras for those formats)")
+    parser.add_argument("--version", type=int,
+                        help="version number (default: the next one); an existing version is "
+                        "an error, never overwritten")
+    parser.add_argument("--class-names", help="file with one class name per line (default: "
+                        "those stored with the source)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
+    parser.add_argument("--float32", action="store_true",
+                        help="SavedModel of a mixed-precision model: compute in float32")
+    args = parser.parse_args(argv)
+
+    # The backend is chosen before Keras is imported (KERAS_BACKEND); any works, see export.py.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_resnet.export import export_model
+
+    try:
+        class_names = None
+        if args.class_names:
+            try:
+                with open(args.class_names, encoding="utf-8") as file:
+                    class_names = [line.rstrip("\n") for line in file if line.strip()]
+            except OSError as error:
+                raise ValueError(f"cannot read --class-names {args.class_names!r}: "
+                                 f"{error.strerror}") from None
+        path = export_model(args.source, format=args.format, output_dir=args.output_dir,
+                            name=args.name, version=args.version, class_names=class_names,
+                            opset=args.opset, float32=args.float32)
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

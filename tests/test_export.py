@@ -1,0 +1,383 @@
+"""Export and inference: reload parity per format, mixed precision, atomic versions, safe mode,
+one-line errors. Runs on every backend: SavedModel and ONNX are written on the TensorFlow backend
+(in a subprocess from JAX and torch), and read back here with TensorFlow and onnxruntime."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import export as export_lib
+from keras_resnet import inference
+
+REPO = Path(__file__).resolve().parents[1]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot"]
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
+needs_tf = pytest.mark.skipif(not HAS_TF, reason="SavedModel export needs TensorFlow")
+needs_onnx = pytest.mark.skipif(not (HAS_TF and HAS_ONNX),
+                                reason="ONNX export needs TensorFlow, tf2onnx and onnxruntime")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stand_in(policy: str | None = None, erasing: bool = True) -> keras.Model:
+    """A model made the way scripts/train.py makes one: raw 0-255 pixels, augmentation that is
+    inactive at inference, a 'normalize' layer, a tiny ResNet-18."""
+    previous = keras.config.dtype_policy()
+    if policy:
+        keras.config.set_dtype_policy(policy)
+    try:
+        steps = [keras.layers.RandomFlip("horizontal", seed=1)]
+        if erasing:
+            steps.append(keras.layers.RandomErasing(value_range=(0, 255), seed=1))
+        x = keras.Sequential(steps, name="augment")(keras.Input((32, 32, 1)))
+        model = keras_resnet.ResNet18(input_tensor=x, stem="cifar", width=0.125, num_classes=10,
+                                      normalization=([72.9], [90.0]))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    # Non-trivial batch-norm statistics, so that parity is tested on a model that is not
+    # freshly initialized.
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean, variance = layer.moving_mean, layer.moving_variance
+            mean.assign(rng.normal(0, 0.1, mean.shape).astype("float32"))
+            variance.assign(rng.uniform(0.5, 1.5, variance.shape).astype("float32"))
+    return model
+
+
+def _predict(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A training run directory: model.keras and metrics.json, as scripts/train.py writes."""
+    folder = tmp_path_factory.mktemp("runs") / "fmnist_resnet18"
+    folder.mkdir()
+    model = _stand_in()
+    model.save(folder / "model.keras")
+    (folder / "metrics.json").write_text(json.dumps(
+        {"class_names": CLASS_NAMES, "dataset": "fashion_mnist", "image_shape": [32, 32, 1]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(run_dir) -> keras.Model:
+    return inference.load_keras_model(run_dir / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {b: rng.uniform(0, 255, (b, 32, 32, 1)).astype("float32") for b in (1, 7)}
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(run_dir, tmp_path_factory) -> Path:
+    if not HAS_TF:
+        pytest.skip("SavedModel export needs TensorFlow")
+    return export_lib.export_model(run_dir, output_dir=tmp_path_factory.mktemp("exports"))
+
+
+# --- parity -------------------------------------------------------------------------------------
+
+@needs_tf
+def test_saved_model_layout_signature_and_parity(saved_model_dir, model, images):
+    import tensorflow as tf
+
+    assert saved_model_dir.name == "1" and saved_model_dir.parent.name == "fmnist_resnet18"
+    assert {"saved_model.pb", "variables", "assets"} <= set(os.listdir(saved_model_dir))
+    assert (saved_model_dir / "assets" / "class_names.txt").read_text().splitlines() == CLASS_NAMES
+    metadata = json.loads((saved_model_dir / "assets" / "export.json").read_text())
+    assert metadata["format"] == "saved_model" and metadata["image_shape"] == [32, 32, 1]
+    assert not [p for p in saved_model_dir.parent.iterdir() if p.name.startswith(".tmp")]
+
+    loaded = tf.saved_model.load(os.fspath(saved_model_dir))
+    signature = loaded.signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, None, None, 1]
+    (output,) = signature.structured_outputs.values()
+    assert output.dtype == tf.float32
+    for batch, x in images.items():
+        got = loaded.serve(tf.constant(x)).numpy()
+        assert got.shape == (batch, 10) and got.dtype == np.float32
+        assert np.abs(got - _predict(model, x)).max() <= 1e-5
+        assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+@needs_tf
+def test_saved_model_resizes_other_sizes_inside_the_signature(saved_model_dir, model):
+    import tensorflow as tf
+
+    x = np.random.default_rng(3).uniform(0, 255, (3, 45, 20, 1)).astype("float32")
+    expected = _predict(model, keras.ops.image.resize(x, (32, 32), interpolation="bilinear"))
+    loaded = tf.saved_model.load(os.fspath(saved_model_dir))  # keep it: it owns the variables
+    got = loaded.serve(tf.constant(x)).numpy()
+    assert np.abs(got - expected).max() <= 1e-5
+    # predict's client-side resize is the same one.
+    predictor = inference.load_predictor(saved_model_dir.parent)  # base dir: latest version
+    assert predictor.path == saved_model_dir and predictor.class_names == CLASS_NAMES
+    assert np.abs(inference.predict_images(predictor, list(x)) - expected).max() <= 1e-5
+
+
+@needs_onnx
+def test_onnx_parity_and_metadata(run_dir, model, images, tmp_path):
+    import onnx
+    import onnxruntime
+
+    path = export_lib.export_model(run_dir, format="onnx", output_dir=tmp_path)
+    assert path == tmp_path / "fmnist_resnet18-onnx" / "1"
+    proto = onnx.load(os.fspath(path / "model.onnx"))
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["class_names"]) == CLASS_NAMES
+    session = onnxruntime.InferenceSession(os.fspath(path / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (onnx_input,) = session.get_inputs()  # no captured constants turned into extra inputs
+    assert onnx_input.name == "images" and onnx_input.type == "tensor(float)"
+    assert not any(isinstance(d, int) for d in onnx_input.shape[:3]) and onnx_input.shape[3] == 1
+    for batch, x in images.items():
+        got = session.run(None, {"images": x})[0]
+        assert got.shape == (batch, 10) and got.dtype == np.float32
+        assert np.abs(got - _predict(model, x)).max() <= 1e-4
+
+
+def test_keras_round_trip_is_identical(run_dir, model, images, tmp_path):
+    path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path)
+    assert path == tmp_path / "fmnist_resnet18-keras" / "1"
+    reloaded = inference.load_keras_model(path / "model.keras")
+    for x in images.values():
+        np.testing.assert_array_equal(_predict(reloaded, x), _predict(model, x))
+    assert inference.load_predictor(path).class_names == CLASS_NAMES
+
+
+def test_inference_model_drops_augmentation_and_keeps_outputs(model, images):
+    stripped = export_lib.inference_model(model)
+    names = [type(layer).__name__ for layer in stripped._flatten_layers()]
+    assert not [n for n in names if n.startswith("Random")]
+    assert "Sequential" not in names  # the 'augment' block became one _Identity
+    assert len(stripped.weights) == len(model.weights)
+    for x in images.values():
+        np.testing.assert_allclose(_predict(stripped, x), _predict(model, x), rtol=0, atol=1e-6)
+
+
+@needs_tf
+def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
+    import tensorflow as tf
+
+    # RandomErasing fails under mixed_float16 in Keras 3.15 (tf.range of float16); bfloat16 is
+    # what the training script uses on GPUs.
+    model = _stand_in("mixed_bfloat16")
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    path = export_lib.export_model(model, output_dir=tmp_path, name="mixed")
+    metadata = json.loads((path / "assets" / "export.json").read_text())
+    assert "mixed_bfloat16" in metadata["dtype_policies"] and not metadata["compute_float32"]
+    loaded = tf.saved_model.load(os.fspath(path))
+    signature = loaded.signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    (output,) = signature.structured_outputs.values()
+    assert spec.dtype == tf.float32 and output.dtype == tf.float32
+    for x in images.values():
+        got = loaded.serve(tf.constant(x)).numpy()
+        assert got.dtype == np.float32
+        # bfloat16 keeps 8 bits of mantissa: graph and eager round differently.
+        assert np.abs(got - _predict(model, x)).max() <= 2e-2
+    if HAS_ONNX:  # ONNX computes in float32: it matches the float32 twin of the model
+        import onnxruntime
+
+        path = export_lib.export_model(model, format="onnx", output_dir=tmp_path, name="mx")
+        session = onnxruntime.InferenceSession(os.fspath(path / "model.onnx"),
+                                               providers=["CPUExecutionProvider"])
+        twin = export_lib.as_float32(model)
+        assert twin.get_layer("conv1_conv").compute_dtype == "float32"
+        for x in images.values():
+            got = session.run(None, {"images": x})[0]
+            assert got.dtype == np.float32
+            assert np.abs(got - _predict(twin, x)).max() <= 1e-4
+
+
+# --- versions and atomic writes -----------------------------------------------------------------
+
+def test_versions_are_numbered_and_never_overwritten(run_dir, tmp_path):
+    first = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m")
+    second = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m")
+    assert (first.name, second.name) == ("1", "2")
+    before = (first / "model.keras").read_bytes()
+    with pytest.raises(ValueError, match="export target exists"):
+        export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m", version=1)
+    assert (first / "model.keras").read_bytes() == before
+    assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]
+    if HAS_TF:  # TF Serving loads the highest version: formats must not share a name
+        with pytest.raises(ValueError, match="holds keras versions"):
+            export_lib.export_model(run_dir, output_dir=tmp_path, name="m")
+        assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]
+
+
+@needs_tf
+def test_killed_export_leaves_no_version(run_dir, tmp_path):
+    env = dict(os.environ, **{export_lib.PAUSE_ENV: "120"})
+    process = subprocess.Popen(
+        [sys.executable, os.fspath(REPO / "scripts" / "export.py"), os.fspath(run_dir),
+         "--output-dir", os.fspath(tmp_path), "--name", "killed"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = tmp_path / "killed"
+    deadline = time.monotonic() + 240
+    try:
+        # Wait until the whole export sits in its temporary folder (export.json is the last
+        # file written before the rename), then kill the process.
+        while not list(base.glob(".tmp-export-*/assets/export.json")):
+            assert process.poll() is None, "the export exited before it could be killed"
+            assert time.monotonic() < deadline, "the export did not start writing in time"
+            time.sleep(0.2)
+        (temp,) = base.glob(".tmp-export-*")
+        assert (temp / "saved_model.pb").is_file()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert [p.name for p in base.iterdir() if not p.name.startswith(".tmp-export-")] == []
+    # The next export takes version 1 and removes the dead process's temporary folder.
+    path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="killed")
+    assert path.name == "1" and sorted(os.listdir(base)) == ["1"]
+
+
+# --- safety and bad input -----------------------------------------------------------------------
+
+def test_safe_mode_refuses_a_lambda_layer(tmp_path):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="refusing to load it with safe_mode on") as info:
+        inference.load_keras_model(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="safe_mode"):
+        export_lib.export_model(path, format="keras", output_dir=tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("model.keras"))
+
+
+def _cli_error(capsys, script: str, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        _script(script).main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = _cli_error(capsys, "export", [os.fspath(tmp_path / "nope.keras"), "--output-dir",
+                                        os.fspath(out)])
+    assert "model file not found" in err
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip archive" * 10)
+    err = _cli_error(capsys, "export", [os.fspath(corrupt), "--format", "keras",
+                                        "--output-dir", os.fspath(out)])
+    assert "cannot load model file" in err
+    assert not [p for p in out.rglob("*") if p.is_file()]
+    _script("export").main([os.fspath(run_dir), "--format", "keras", "--output-dir",
+                            os.fspath(out), "--name", "fixed"])
+    capsys.readouterr()
+    before = (out / "fixed" / "1" / "model.keras").read_bytes()
+    err = _cli_error(capsys, "export", [os.fspath(run_dir), "--format", "keras", "--output-dir",
+                                        os.fspath(out), "--name", "fixed", "--version", "1"])
+    assert "export target exists" in err
+    assert (out / "fixed" / "1" / "model.keras").read_bytes() == before
+    assert sorted(os.listdir(out / "fixed")) == ["1"]
+
+
+def test_export_without_tensorflow_says_so(run_dir, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(ValueError, match="SavedModel export needs TensorFlow, which is not "
+                                         "installed") as info:
+        export_lib.export_model(run_dir, output_dir=tmp_path)
+    assert "\n" not in str(info.value) and not (tmp_path / "fmnist_resnet18").exists()
+    with pytest.raises(ValueError, match="ONNX export needs TensorFlow"):
+        export_lib.export_model(run_dir, format="onnx", output_dir=tmp_path)
+
+
+def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
+    model_path = os.fspath(run_dir / "model.keras")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert "cannot decode image" in _cli_error(capsys, "predict", [model_path, os.fspath(bad)])
+    five = tmp_path / "five.npy"
+    np.save(five, np.zeros((32, 32, 5), np.float32))
+    err = _cli_error(capsys, "predict", [model_path, os.fspath(five)])
+    assert "image has 5 channels and the model takes 1" in err
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_text("not a model")
+    assert "cannot load model file" in _cli_error(capsys, "predict", [os.fspath(corrupt),
+                                                                      os.fspath(five)])
+    assert "model not found" in _cli_error(capsys, "predict", [os.fspath(tmp_path / "x"),
+                                                               os.fspath(five)])
+
+
+def test_predictor_checks_the_channel_count(run_dir):
+    predictor = inference.load_predictor(run_dir / "model.keras")
+    with pytest.raises(ValueError, match=r"1 channel\(s\), received shape \(2, 32, 32, 3\)"):
+        predictor(np.zeros((2, 32, 32, 3), np.float32))
+    # Grayscale <-> RGB and alpha are converted; other counts are refused.
+    assert inference.to_channels(np.ones((5, 5, 3)), 1).shape == (5, 5, 1)
+    assert inference.to_channels(np.ones((5, 5, 1)), 3).shape == (5, 5, 3)
+    assert inference.to_channels(np.ones((5, 5, 4)), 1).shape == (5, 5, 1)
+    with pytest.raises(ValueError, match="image has 2 channels and the model takes 4"):
+        inference.to_channels(np.ones((5, 5, 2)), 4)
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+def _png(path: Path, mode: str, size: tuple[int, int], seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["keras", "saved_model"])
+def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request):
+    if kind == "saved_model":
+        if not HAS_TF:
+            pytest.skip("needs TensorFlow")
+        target = os.fspath(request.getfixturevalue("saved_model_dir"))
+    else:
+        target = os.fspath(run_dir)  # a run directory: model.keras + metrics.json
+    rgb = _png(tmp_path / "photo.png", "RGB", (50, 40), 1)
+    gray = _png(tmp_path / "gray.jpg", "L", (32, 32), 2)
+    assert _script("predict").main([target, os.fspath(rgb), os.fspath(gray), "--top-k", "4",
+                                    "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["kind"] == kind and len(document["results"]) == 2
+    x = [inference.prepare_image(inference.read_image(p), (32, 32, 1)) for p in (rgb, gray)]
+    expected = _predict(model, np.stack(x))
+    for row, entry in zip(expected, document["results"], strict=True):
+        assert [g["index"] for g in entry["top_k"]] == list(np.argsort(-row)[:4])
+        best = np.argsort(-row)[:4]
+        assert [g["class"] for g in entry["top_k"]] == [CLASS_NAMES[i] for i in best]
+        assert abs(entry["top_k"][0]["probability"] - row.max()) <= 1e-5
+    # Plain text: one line per image.
+    _script("predict").main([target, os.fspath(rgb), "--top-k", "2"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{rgb}: {CLASS_NAMES[int(np.argmax(expected[0]))]} ")
