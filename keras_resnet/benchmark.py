@@ -178,31 +178,34 @@ def _read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_real_data(name: str = "fashion_mnist") -> tuple[np.ndarray, np.ndarray]:
-    """Training images (uint8, NHWC) and labels of a dataset, through the package's loader.
+def load_real_data(name: str = "fashion_mnist", image_size: Sequence[int] | None = None,
+                   limit: int | None = None):
+    """The training issue's dataset (`keras_resnet.data.load_dataset`), optionally cut to its
+    first `limit` training images and resized to `image_size` (bilinear, on the default device,
+    back to uint8), e.g. Fashion-MNIST at 224 px for a large-input benchmark."""
+    import keras
 
-    Uses `keras_resnet.data.load_dataset` when the package has it; otherwise reads the
-    Fashion-MNIST IDX files from `.data/fashion-mnist` or the Debian copy.
-    """
-    try:
-        from keras_resnet.data import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        loaded = load_dataset(name)
-        (x, y) = loaded[0] if isinstance(loaded[0], tuple) else loaded[:2]
-    else:
-        if name != "fashion_mnist":
-            raise ValueError(f"dataset must be 'fashion_mnist', received dataset={name!r}")
-        folder = next((d for d in _IDX_DIRS if os.path.isdir(d)), None)
-        if folder is None:
-            raise ValueError(f"dataset {name!r} was not found in {_IDX_DIRS}")
-        x = _read_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))
-        y = _read_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[..., None]
-    return x.astype(np.uint8), np.asarray(y).astype(np.int32).reshape(-1)
+    from keras_resnet import data as data_lib
+
+    dataset = data_lib.load_dataset(name)
+    if limit is not None:
+        dataset = data_lib.Dataset(dataset.name, dataset.x_train[:limit], dataset.y_train[:limit],
+                                   dataset.x_test[:limit], dataset.y_test[:limit],
+                                   dataset.class_names, dataset.source)
+    if image_size is None or tuple(image_size) == dataset.image_shape[:2]:
+        return dataset
+
+    def resize(images: np.ndarray) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(images), 1024):
+            chunk = keras.ops.image.resize(images[start:start + 1024].astype(np.float32),
+                                           tuple(image_size), interpolation="bilinear")
+            chunks.append(np.clip(np.round(keras.ops.convert_to_numpy(chunk)), 0, 255))
+        return np.concatenate(chunks).astype(np.uint8)
+
+    return data_lib.Dataset(f"{dataset.name}_{image_size[0]}px", resize(dataset.x_train),
+                            dataset.y_train, resize(dataset.x_test), dataset.y_test,
+                            dataset.class_names, dataset.source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +320,8 @@ class JaxTrainer:
             def body(_, carry):
                 return self._one_step(carry[0], x, y)
 
+            if self.steps == 1:
+                return self._one_step(state, x, y)
             return jax.lax.fori_loop(0, self.steps, body, (state, jax.numpy.float32(0)))
 
         return jax.jit(run, donate_argnums=0)
@@ -341,6 +346,8 @@ class JaxTrainer:
                     y = jax.lax.with_sharding_constraint(y, self.batch_sharded)
                 return self._one_step(state, x, y)
 
+            if self.steps == 1:
+                return body(0, (state, jnp.float32(0)))
             return jax.lax.fori_loop(0, self.steps, body, (state, jnp.float32(0)))
 
         return jax.jit(run, donate_argnums=0)
@@ -595,6 +602,37 @@ def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: 
             notes=[f"interleaved with the other models: {rounds} rounds x {steps} batches"],
             **stats))
     return results
+
+
+def bench_pipeline(model_name: str, dataset, *, batch_size: int, epochs: int, precision: str,
+                   steps_per_execution: int = 1, output_dir: str, overrides: dict | None = None,
+                   peak_flops: float | None = None, flops_per_image: int | None = None) -> Result:
+    """End to end through the training issue's pipeline: `keras_resnet.training.train` on a
+    `keras_resnet.data.Dataset` (numpy uint8 -> `model.fit`, augmentation layers and
+    normalization inside the model). The figure is the pipeline's own `images_per_s`: the median
+    epoch (the first one compiles), from the first to the last training step of the epoch."""
+    from keras_resnet import training
+
+    _check_positive("epochs", epochs)
+    config = training.TrainConfig(
+        model=model_name, dataset=dataset.name, epochs=epochs, batch_size=batch_size,
+        precision=precision, steps_per_execution=steps_per_execution,
+        # One batch held out: with val_size=0 the run's history.csv gets NA columns (CSVLogger).
+        val_size=batch_size,
+        track_test=False, tensorboard=False, verbose=0, output_dir=output_dir,
+        **(overrides or {}))
+    metrics = training.train(config, dataset=dataset)
+    rate = float(metrics["images_per_s"])
+    return Result(
+        name=model_name, framework=_framework(), task="train", path="pipeline",
+        data=f"real:{dataset.name}", precision=precision, batch_size=batch_size,
+        input_shape=tuple(dataset.image_shape), img_per_s=rate, step_ms=1e3 * batch_size / rate,
+        step_ms_spread=(float("nan"), float("nan")), timed_steps=(epochs - 1) * math.ceil(
+            metrics["train_images"] / batch_size),
+        flops_per_image=flops_per_image, mfu=mfu(flops_per_image, rate, "train", peak_flops),
+        notes=[f"keras_resnet.training.train, {epochs} epochs of {metrics['train_images']} "
+               f"images, median epoch; steps_per_execution={steps_per_execution}; augmentation "
+               "(RandomTranslation, RandomFlip, RandomErasing) inside the model"])
 
 
 # ---------------------------------------------------------------------------------------------

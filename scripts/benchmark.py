@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PEERS = ("keras-fit", "keras-compiled", "torch", "torch-compile")
-PATHS = ("compiled", "fit")
+PATHS = ("compiled", "fit", "pipeline")
 
 
 def _csv(choices):
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, or 'none': {', '.join(PEERS)}")
     p.add_argument("--data", choices=("synthetic", "real", "both"), default="synthetic")
     p.add_argument("--dataset", default="fashion_mnist", help="for --data real/both")
+    p.add_argument("--real-limit", type=int,
+                   help="use the first N training images (e.g. to resize fewer to 224 px)")
+    p.add_argument("--pipeline-epochs", type=int, default=3,
+                   help="epochs of the 'pipeline' path (the first one compiles)")
     p.add_argument("--devices", type=int, default=1, help="data parallel over this many devices")
     p.add_argument("--interleave-rounds", type=int, default=0,
                    help="instead of the above: inference of each model and "
@@ -118,18 +122,20 @@ def run(args):
                        "ratio": r.img_per_s / peer.img_per_s, "task": "infer"} for r in ours]
         return results, info, ratio_rows
 
-    real = benchmark.load_real_data(args.dataset) if args.data in ("real", "both") else None
+    dataset = None
+    if args.data in ("real", "both"):
+        dataset = benchmark.load_real_data(args.dataset, size, limit=args.real_limit)
+        shape = dataset.image_shape
+        info["dataset"] = {"name": dataset.name, "source": dataset.source,
+                           "train_images": len(dataset.x_train)}
     for name in args.models:
         overrides = model_overrides(args)
-        if real is not None:
+        if dataset is not None:
             # Raw uint8 pixels in; the model normalizes them (its 'normalize' layer).
-            sample = real[0][:10000].astype("float32")
-            axes = tuple(range(sample.ndim - 1))
-            overrides["normalization"] = (sample.mean(axes).tolist(), sample.std(axes).tolist())
-            model_shape = (*size, real[0].shape[-1])
-        else:
-            model_shape = shape
-        model = get_model(name, input_shape=model_shape, num_classes=args.num_classes, **overrides)
+            from keras_resnet.data import channel_stats
+
+            overrides["normalization"] = channel_stats(dataset.x_train)
+        model = get_model(name, input_shape=shape, num_classes=args.num_classes, **overrides)
         if "compiled" in args.paths:
             if args.data in ("synthetic", "both"):
                 results.append(benchmark.bench_keras_train(
@@ -137,14 +143,27 @@ def run(args):
                     steps_per_execution=args.steps_per_execution, devices=args.devices,
                     profile_dir=args.profile, **common))
                 print(benchmark.format_table(results[-1:]), flush=True)
-            if real is not None:
-                native = real[0].shape[1:3]
+            if dataset is not None:
                 results.append(benchmark.bench_keras_train(
                     model, name=name, batch_size=args.batch_size,
                     steps_per_execution=args.steps_per_execution, devices=args.devices,
-                    real=real, dataset=args.dataset,
-                    image_size=None if tuple(native) == size else size, **common))
+                    real=(dataset.x_train, dataset.y_train.astype("int32")),
+                    dataset=dataset.name, **common))
                 print(benchmark.format_table(results[-1:]), flush=True)
+        if "pipeline" in args.paths:
+            if dataset is None:
+                raise ValueError("the 'pipeline' path needs real data, received --data synthetic")
+            import tempfile
+
+            pipeline_overrides = {k: v for k, v in model_overrides(args).items()}
+            pipeline_overrides.setdefault("stem", "imagenet")
+            results.append(benchmark.bench_pipeline(
+                name, dataset, batch_size=args.batch_size, epochs=args.pipeline_epochs,
+                precision=args.precision, steps_per_execution=args.steps_per_execution,
+                output_dir=tempfile.mkdtemp(prefix="bench_pipeline_"),
+                overrides=pipeline_overrides, peak_flops=peak,
+                flops_per_image=count_flops(model)))
+            print(benchmark.format_table(results[-1:]), flush=True)
         if "fit" in args.paths:
             results.append(benchmark.bench_keras_fit(
                 model, name=name, batch_size=args.batch_size,
