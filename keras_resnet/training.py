@@ -179,20 +179,24 @@ def preset(name: str) -> dict[str, Any]:
 # model, optimizer
 # ---------------------------------------------------------------------------------------------
 
-def build_model(config: TrainConfig, dataset: data_lib.Dataset):
+def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool | None = None):
     """The training model: raw 0-255 pixels -> augmentation (training only) -> normalization ->
-    ResNet -> softmax. Mean and std come from `dataset.x_train`."""
+    ResNet -> softmax. Mean and std come from `dataset.x_train`.
+
+    `augment=False` builds the same network without the augmentation layers: the model saved as
+    model.keras (standard Keras layers only; same layer names and weights as the trained one).
+    """
     from keras_resnet.models import get_model
 
     config = config.resolve()
     inputs = keras.Input(shape=dataset.image_shape, name="image")
     x = inputs
-    if config.augment:
-        augment = data_lib.augmentation(
+    if config.augment if augment is None else augment:
+        layers = data_lib.augmentation(
             dataset.image_shape, pad=config.crop_padding, flip=config.flip,
             erasing=config.erasing, seed=config.seed)
-        if augment.layers:
-            x = augment(x)
+        if layers.layers:
+            x = layers(x)
     overrides = {k: getattr(config, k) for k in
                  ("block", "width", "expansion", "stride_in", "groups", "width_per_group")
                  if getattr(config, k) is not None}
@@ -556,7 +560,12 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
         ) from None
 
     test = model.evaluate(*test_xy, batch_size=config.batch_size, verbose=0, return_dict=True)
-    model.save(out / "model.keras")
+    # model.keras: the network without the augmentation layers, which are inactive at inference
+    # anyway; it loads and exports with plain Keras (no custom layer to register).
+    inference_model = build_model(config, dataset, augment=False)
+    for layer in inference_model.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    inference_model.save(out / "model.keras")
     history = read_history(history_csv)
     plot_curves(history, out / "curves.png",
                 title=f"{config.model} on {dataset.name}: test accuracy "
