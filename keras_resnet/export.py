@@ -497,6 +497,34 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
     return target
 
 
+def check_parity(version_dir: str | os.PathLike, source, *, batch_sizes=(1, 7),
+                 seed: int = 0) -> dict[int, float]:
+    """Max |difference| between an export and the Keras model on this process' backend.
+
+    Args:
+        version_dir: an exported version directory.
+        source: the `.keras` file, run directory or `keras.Model` that was exported.
+        batch_sizes: batches of random 0-255 images of the model's input size.
+        seed: seed of the images.
+
+    Returns:
+        `{batch_size: max |export(x) - model(x)|}` over the probabilities.
+    """
+    from keras_resnet.inference import load_predictor
+
+    model = source if isinstance(source, keras.Model) else load_keras_model(
+        resolve_source(source))
+    predictor = load_predictor(version_dir)
+    rng = np.random.default_rng(seed)
+    shape = tuple(d or 32 for d in model.input_shape[1:])
+    result = {}
+    for batch in batch_sizes:
+        x = rng.uniform(0, 255, (batch, *shape)).astype("float32")
+        expected = keras.ops.convert_to_numpy(model(x, training=False)).astype("float32")
+        result[batch] = float(np.abs(predictor(x) - expected).max())
+    return result
+
+
 def _add_onnx_metadata(path: Path, class_names: list[str]) -> None:
     """Stores the class names in the ONNX file's metadata too (`class_names`, JSON)."""
     import onnx

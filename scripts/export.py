@@ -37,11 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
     parser.add_argument("--float32", action="store_true",
                         help="SavedModel of a mixed-precision model: compute in float32")
+    parser.add_argument("--check", action="store_true",
+                        help="reload the export and print its max |difference| from the Keras "
+                        "model (this backend) on random images, batch sizes 1 and 7")
     args = parser.parse_args(argv)
 
     # The backend is chosen before Keras is imported (KERAS_BACKEND); any works, see export.py.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_resnet.export import export_model
+    from keras_resnet.export import check_parity, export_model
 
     try:
         class_names = None
@@ -55,9 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         path = export_model(args.source, format=args.format, output_dir=args.output_dir,
                             name=args.name, version=args.version, class_names=class_names,
                             opset=args.opset, float32=args.float32)
+        parity = check_parity(path, args.source) if args.check else None
     except (ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(path)
+    if parity is not None:
+        import keras
+
+        diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in parity.items())
+        print(f"max |export - Keras model ({keras.backend.backend()})| on random 0-255 images: "
+              f"{diffs}")
     return 0
 
 

@@ -381,3 +381,20 @@ def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request)
     _script("predict").main([target, os.fspath(rgb), "--top-k", "2"])
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{rgb}: {CLASS_NAMES[int(np.argmax(expected[0]))]} ")
+
+
+def test_predict_cli_on_a_dataset_split(run_dir, capsys):
+    data = pytest.importorskip("keras_resnet.data")
+    if data.find_source_dir("fashion_mnist") is None and not (
+            Path(data.default_data_dir()) / "fashion_mnist").is_dir():
+        pytest.skip("no local Fashion-MNIST (see keras_resnet/data.py)")
+    assert _script("predict").main([os.fspath(run_dir), "--dataset", "fashion_mnist",
+                                    "--limit", "5", "--top-k", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    results = document["results"]
+    assert [r["source"] for r in results] == [f"fashion_mnist/test[{i}]" for i in range(5)]
+    labels = data.load_dataset("fashion_mnist").y_test[:5]  # in TFDS' order, not the IDX files'
+    assert [r["label"]["class"] for r in results] == [CLASS_NAMES[i] for i in labels]
+    assert all(len(r["top_k"]) == 2 for r in results)
+    correct = sum(r["top_k"][0]["index"] == r["label"]["index"] for r in results)
+    assert document["accuracy"] == correct / 5
