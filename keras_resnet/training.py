@@ -399,7 +399,7 @@ def read_history(history_csv: str | os.PathLike) -> dict[str, list[float]]:
     columns: dict[str, list[float]] = {}
     for epoch in sorted(rows):
         for key, value in rows[epoch].items():
-            number = float(value) if value not in ("", None) else math.nan
+            number = float(value) if value not in ("", "NA", None) else math.nan
             columns.setdefault(key, []).append(number)
     return columns
 
