@@ -75,6 +75,7 @@ class TrainConfig:
     dataset: str = "fashion_mnist"
     source_dir: str | None = None
     data_dir: str | None = None
+    loader: str = "auto"  # 'auto' (TFDS when TensorFlow is installed), 'tfds' or 'idx'
     train_size: int | None = None  # a random subset of the training split (None: all of it)
     test_size: int | None = None
     val_size: int = 5000  # held out of the training split for ModelCheckpoint; 0: none
@@ -482,7 +483,7 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
 
     if dataset is None:
         dataset = data_lib.load_dataset(config.dataset, source_dir=config.source_dir,
-                                        data_dir=config.data_dir)
+                                        data_dir=config.data_dir, loader=config.loader)
     dataset = data_lib.subset(dataset, config.train_size, config.test_size, seed=config.seed)
     (x_train, y_train), validation = _split_validation(dataset, config.val_size, config.seed)
     if config.batch_size > len(x_train):

@@ -94,6 +94,8 @@ def make_parser() -> argparse.ArgumentParser:
                       "(default: $KERAS_RESNET_DATA_DIR, /usr/share/datasets/<name>)")
     data.add_argument("--data-dir", help="TFDS data folder, cache of prepared datasets "
                       "(default ~/tensorflow_datasets)")
+    data.add_argument("--loader", choices=("auto", "tfds", "idx"),
+                      help="auto: TFDS when TensorFlow is installed, else read the IDX files")
     data.add_argument("--train-size", type=_int_at_least(1),
                       help="random subset of the train split")
     data.add_argument("--test-size", type=_int_at_least(1), help="random subset of the test split")
