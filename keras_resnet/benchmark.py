@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import gzip
 import math
-import os
 import platform
 import statistics
 import time
@@ -90,7 +89,8 @@ def summarize(times: Sequence[float], steps_per_window: int, batch_size: int) ->
     return {
         "img_per_s": batch_size / median,
         "step_ms": 1e3 * median,
-        "step_ms_spread": (1e3 * min(times) / steps_per_window, 1e3 * max(times) / steps_per_window),
+        "step_ms_spread": (1e3 * min(times) / steps_per_window,
+                           1e3 * max(times) / steps_per_window),
         "timed_steps": len(times) * steps_per_window,
     }
 
@@ -146,7 +146,7 @@ def device_info() -> dict:
 
 
 def peak_flops_for(device: str) -> float | None:
-    """The datasheet bf16 peak for a device name such as 'NVIDIA H100 80GB HBM3'; None if unknown."""
+    """Datasheet bf16 peak for a device name such as 'NVIDIA H100 80GB HBM3'; None if unknown."""
     for key, value in PEAK_BF16_FLOPS.items():
         if key in device.upper():
             return value
@@ -397,6 +397,7 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
     a few more steps there with `jax.profiler`.
     """
     import keras
+
     from keras_resnet.analysis import count_flops
 
     _check_positive("batch_size", batch_size)
@@ -419,8 +420,8 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
             args = (x, y)
         else:
             images, labels = real
-            put = (lambda a: jax.device_put(a, trainer.replicated)) if trainer.mesh else jax.device_put
-            images, labels = put(images), put(labels)
+            where = trainer.replicated if trainer.mesh is not None else None
+            images, labels = jax.device_put(images, where), jax.device_put(labels, where)
             step = trainer.real_step(global_batch, image_size)
             args = (images, labels, jax.random.key(0))
             notes.append("uint8 dataset resident on the device; gather + flip + crop"
@@ -442,9 +443,9 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         final_loss = float(run())
         # Write the trained state back so that the model object reflects the run.
         trainable, non_trainable, _ = holder["state"]
-        for v, value in zip(model.trainable_variables, trainable):
+        for v, value in zip(model.trainable_variables, trainable, strict=True):
             v.assign(value)
-        for v, value in zip(model.non_trainable_variables, non_trainable):
+        for v, value in zip(model.non_trainable_variables, non_trainable, strict=True):
             v.assign(value)
         spe = steps_per_execution
     else:
@@ -480,7 +481,9 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         notes.append(f"loss not finite: {final_loss}")
     stats = summarize(times, spe, global_batch)
     flops = count_flops(model)
-    shape = tuple(image_size) + (input_shape[-1],) if (real is not None and image_size) else input_shape
+    shape = input_shape
+    if real is not None and image_size:
+        shape = (*image_size, input_shape[-1])
     return Result(
         name=name, framework=_framework(), task="train",
         path="compiled" if keras.backend.backend() == "jax" else "train_on_batch",
@@ -493,7 +496,8 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
     )
 
 
-def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision: str, steps_per_execution: int = 1,
+def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision: str,
+                    steps_per_execution: int = 1,
                     peak_flops: float | None = None) -> Result:
     """Training throughput through `model.compile` + `model.fit` on numpy arrays.
 
@@ -501,6 +505,7 @@ def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision:
     epoch (compilation) is untimed and the figure is the median over 3 timed epochs.
     """
     import keras
+
     from keras_resnet.analysis import count_flops
 
     _check_positive("steps", steps)
@@ -542,6 +547,7 @@ def bench_keras_infer(model, *, name: str, batch_size: int, steps: int, warmup: 
                       precision: str, peak_flops: float | None = None) -> Result:
     """Inference throughput (training=False) on a synthetic batch resident on the device."""
     import keras
+
     from keras_resnet.analysis import count_flops
 
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -588,8 +594,8 @@ def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: 
     for _ in range(rounds):
         for name, model in models.items():
             x = inputs[name]
-            per_model[name] += time_windows(lambda: model.predict_on_batch(x), lambda out: None,
-                                            windows=steps, warmup=0)
+            per_model[name] += time_windows(lambda m=model, x=x: m.predict_on_batch(x),
+                                            lambda out: None, windows=steps, warmup=0)
     from keras_resnet.analysis import count_flops
 
     results = []
@@ -604,9 +610,9 @@ def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: 
     return results
 
 
-def bench_pipeline(model_name: str, dataset, *, batch_size: int, epochs: int, precision: str,
-                   steps_per_execution: int = 1, output_dir: str, overrides: dict | None = None,
-                   peak_flops: float | None = None, flops_per_image: int | None = None) -> Result:
+def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_size: int,
+                   epochs: int, precision: str, steps_per_execution: int = 1, output_dir: str,
+                   overrides: dict | None = None, peak_flops: float | None = None, flops_per_image: int | None = None) -> Result:
     """End to end through the training issue's pipeline: `keras_resnet.training.train` on a
     `keras_resnet.data.Dataset` (numpy uint8 -> `model.fit`, augmentation layers and
     normalization inside the model). The figure is the pipeline's own `images_per_s`: the median
@@ -623,16 +629,17 @@ def bench_pipeline(model_name: str, dataset, *, batch_size: int, epochs: int, pr
         **(overrides or {}))
     metrics = training.train(config, dataset=dataset)
     rate = float(metrics["images_per_s"])
+    augment = ("augmentation (RandomTranslation, RandomFlip, RandomErasing) inside the model"
+               if config.augment else "no augmentation")
     return Result(
-        name=model_name, framework=_framework(), task="train", path="pipeline",
+        name=label or model_name, framework=_framework(), task="train", path="pipeline",
         data=f"real:{dataset.name}", precision=precision, batch_size=batch_size,
         input_shape=tuple(dataset.image_shape), img_per_s=rate, step_ms=1e3 * batch_size / rate,
         step_ms_spread=(float("nan"), float("nan")), timed_steps=(epochs - 1) * math.ceil(
             metrics["train_images"] / batch_size),
         flops_per_image=flops_per_image, mfu=mfu(flops_per_image, rate, "train", peak_flops),
         notes=[f"keras_resnet.training.train, {epochs} epochs of {metrics['train_images']} "
-               f"images, median epoch; steps_per_execution={steps_per_execution}; augmentation "
-               "(RandomTranslation, RandomFlip, RandomErasing) inside the model"])
+               f"images, median epoch; steps_per_execution={steps_per_execution}; {augment}"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,8 +727,8 @@ def ratios(results: Sequence[Result]) -> list[dict]:
             continue
         for b in peers:
             # Peers are one architecture (ResNet-50): compare only our model of that depth.
-            if _arch(a.name) == _arch(b.name) and a.batch_size == b.batch_size and a.devices == b.devices and (
-                    _hw(a.input_shape) == _hw(b.input_shape)):
+            if (_arch(a.name) == _arch(b.name) and a.batch_size == b.batch_size
+                    and a.devices == b.devices and _hw(a.input_shape) == _hw(b.input_shape)):
                 out.append({"ours": _label(a), "peer": _label(b),
                             "ratio": a.img_per_s / b.img_per_s})
     for a in ours:
@@ -742,7 +749,8 @@ def _hw(shape: Sequence[int]) -> tuple:
 
 
 def _arch(name: str) -> str:
-    return name.rsplit(".", 1)[-1].lower()
+    """'torchvision.resnet50' and 'resnet50[stride_in=1x1]' -> 'resnet50'."""
+    return name.split("[")[0].rsplit(".", 1)[-1].lower()
 
 
 def _is_peer(result: Result) -> bool:

@@ -35,8 +35,11 @@ def _csv(choices):
 def build_parser() -> argparse.ArgumentParser:
     from keras_resnet.cli import add_model_arguments
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["resnet50"], help="keras_resnet model names")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet50"],
+                   help="keras_resnet model names, each optionally with builder options: "
+                        "resnet50:stride_in=1x1,width=0.5")
     p.add_argument("--batch-size", type=int, default=256, help="per device")
     p.add_argument("--image-size", type=int, default=224, help="height = width of the input")
     p.add_argument("--channels", type=int, default=3)
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N training images (e.g. to resize fewer to 224 px)")
     p.add_argument("--pipeline-epochs", type=int, default=3,
                    help="epochs of the 'pipeline' path (the first one compiles)")
+    p.add_argument("--pipeline-no-augment", action="store_true",
+                   help="the 'pipeline' path without its augmentation layers (to cost them)")
     p.add_argument("--devices", type=int, default=1, help="data parallel over this many devices")
     p.add_argument("--interleave-rounds", type=int, default=0,
                    help="instead of the above: inference of each model and "
@@ -86,6 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def parse_model_spec(spec: str) -> tuple[str, dict, str]:
+    """'resnet50:stride_in=1x1' -> ('resnet50', {'stride_in': '1x1'}, 'resnet50[stride_in=1x1]')."""
+    name, _, options = spec.partition(":")
+    overrides = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"model options must be key=value, received model={spec!r}")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        overrides[key] = value
+    label = f"{name}[{options}]" if options else name
+    return name, overrides, label
+
+
 def run(args):
     import keras
 
@@ -97,6 +121,10 @@ def run(args):
         value = getattr(args, name)
         if value < 1:
             raise ValueError(f"{name} must be an integer >= 1, received {name}={value}")
+    if "pipeline" in args.paths and args.data == "synthetic":
+        raise ValueError("the 'pipeline' path needs real data, received --data synthetic")
+    if args.peers and args.devices != 1:
+        raise ValueError(f"peers run on one device; pass --peers none with devices={args.devices}")
     if args.warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0, received warmup={args.warmup}")
     keras.mixed_precision.set_global_policy(args.precision)
@@ -109,8 +137,11 @@ def run(args):
     results = []
 
     if args.interleave_rounds:
-        models = {name: get_model(name, input_shape=shape, num_classes=args.num_classes,
-                                  **model_overrides(args)) for name in args.models}
+        models = {}
+        for spec in args.models:
+            name, options, label = parse_model_spec(spec)
+            models[label] = get_model(name, input_shape=shape, num_classes=args.num_classes,
+                                      **{**model_overrides(args), **options})
         models["keras.applications.ResNet50"] = keras.applications.ResNet50(
             weights=None, input_shape=shape, classes=args.num_classes)
         results = benchmark.interleaved_inference(
@@ -128,8 +159,9 @@ def run(args):
         shape = dataset.image_shape
         info["dataset"] = {"name": dataset.name, "source": dataset.source,
                            "train_images": len(dataset.x_train)}
-    for name in args.models:
-        overrides = model_overrides(args)
+    for spec in args.models:
+        name, options, label = parse_model_spec(spec)
+        overrides = {**model_overrides(args), **options}
         if dataset is not None:
             # Raw uint8 pixels in; the model normalizes them (its 'normalize' layer).
             from keras_resnet.data import channel_stats
@@ -139,26 +171,26 @@ def run(args):
         if "compiled" in args.paths:
             if args.data in ("synthetic", "both"):
                 results.append(benchmark.bench_keras_train(
-                    model, name=name, batch_size=args.batch_size,
+                    model, name=label, batch_size=args.batch_size,
                     steps_per_execution=args.steps_per_execution, devices=args.devices,
                     profile_dir=args.profile, **common))
                 print(benchmark.format_table(results[-1:]), flush=True)
             if dataset is not None:
                 results.append(benchmark.bench_keras_train(
-                    model, name=name, batch_size=args.batch_size,
+                    model, name=label, batch_size=args.batch_size,
                     steps_per_execution=args.steps_per_execution, devices=args.devices,
                     real=(dataset.x_train, dataset.y_train.astype("int32")),
                     dataset=dataset.name, **common))
                 print(benchmark.format_table(results[-1:]), flush=True)
         if "pipeline" in args.paths:
-            if dataset is None:
-                raise ValueError("the 'pipeline' path needs real data, received --data synthetic")
             import tempfile
 
-            pipeline_overrides = {k: v for k, v in model_overrides(args).items()}
+            pipeline_overrides = {**model_overrides(args), **options}
             pipeline_overrides.setdefault("stem", "imagenet")
+            if args.pipeline_no_augment:
+                pipeline_overrides["augment"] = False
             results.append(benchmark.bench_pipeline(
-                name, dataset, batch_size=args.batch_size, epochs=args.pipeline_epochs,
+                name, dataset, label=label, batch_size=args.batch_size, epochs=args.pipeline_epochs,
                 precision=args.precision, steps_per_execution=args.steps_per_execution,
                 output_dir=tempfile.mkdtemp(prefix="bench_pipeline_"),
                 overrides=pipeline_overrides, peak_flops=peak,
@@ -166,17 +198,15 @@ def run(args):
             print(benchmark.format_table(results[-1:]), flush=True)
         if "fit" in args.paths:
             results.append(benchmark.bench_keras_fit(
-                model, name=name, batch_size=args.batch_size,
+                model, name=label, batch_size=args.batch_size,
                 steps_per_execution=args.steps_per_execution, steps=args.steps,
                 precision=args.precision, peak_flops=peak))
             print(benchmark.format_table(results[-1:]), flush=True)
         if not args.no_inference:
-            results.append(benchmark.bench_keras_infer(model, name=name,
+            results.append(benchmark.bench_keras_infer(model, name=label,
                                                        batch_size=args.batch_size, **common))
             print(benchmark.format_table(results[-1:]), flush=True)
 
-    if args.peers and args.devices != 1:
-        raise ValueError(f"peers run on one device; pass --peers none with devices={args.devices}")
     flops_r50 = None
     if any(p.startswith("keras") for p in args.peers):
         app = keras.applications.ResNet50(weights=None, input_shape=shape,
