@@ -612,7 +612,8 @@ def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: 
 
 def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_size: int,
                    epochs: int, precision: str, steps_per_execution: int = 1, output_dir: str,
-                   overrides: dict | None = None, peak_flops: float | None = None, flops_per_image: int | None = None) -> Result:
+                   overrides: dict | None = None, peak_flops: float | None = None,
+                   flops_per_image: int | None = None) -> Result:
     """End to end through the training issue's pipeline: `keras_resnet.training.train` on a
     `keras_resnet.data.Dataset` (numpy uint8 -> `model.fit`, augmentation layers and
     normalization inside the model). The figure is the pipeline's own `images_per_s`: the median
