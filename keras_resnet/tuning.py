@@ -565,3 +565,451 @@ def search_split(x, y, *, train_fraction: float = 1.0, validation_fraction: floa
 # The HyperModel and the tuners
 # --------------------------------------------------------------------------------------------
 
+
+def _keras_tuner():
+    import keras_tuner
+
+    return keras_tuner
+
+
+def trial_epochs(values: dict, max_epochs: int) -> tuple[int, int]:
+    """`(initial_epoch, epochs)` of a trial: Hyperband sets them in 'tuner/...' values (a
+    continued trial trains epochs initial..epochs from its parent's weights); the other tuners
+    train every trial for `max_epochs`."""
+    return int(values.get("tuner/initial_epoch", 0)), int(values.get("tuner/epochs", max_epochs))
+
+
+def trial_train_config(base, config: dict, epochs: int):
+    """The `TrainConfig` of a trial: `base` with the trial's values and its epoch count.
+
+    The warmup is at most a fifth of the trial's epochs (the recipe's 2 epochs would fill a
+    1-epoch Hyperband trial with warmup and never decay the learning rate).
+    """
+    return dataclasses.replace(base, **config, epochs=max(1, epochs),
+                               warmup_epochs=min(base.warmup_epochs, epochs / 5))
+
+
+class ResNetHyperModel(_keras_tuner().HyperModel):
+    """A KerasTuner HyperModel over keras_resnet, trained with `keras_resnet.training`.
+
+    Args:
+        space: the `SearchSpace`.
+        base: the `TrainConfig` every trial starts from (data, batch size, precision, recipe).
+        dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part: the
+            normalization statistics come from it, and it sets the schedule's length.
+        max_epochs: epochs of a trial when the tuner does not set them (random, bayesian).
+    """
+
+    def __init__(self, space: SearchSpace, base, dataset, *, max_epochs: int = 10):
+        super().__init__(name="keras_resnet", tunable=True)
+        self.space = space
+        self.base = base.resolve()
+        self.dataset = dataset
+        self.max_epochs = int(max_epochs)
+
+    def build(self, hp):
+        import keras
+
+        from keras_resnet import training
+
+        config = self.space.declare(hp)
+        initial_epoch, epochs = trial_epochs(hp.values, self.max_epochs)
+        # A continued Hyperband trial starts a new optimizer on its parent's weights; its
+        # schedule spans only the epochs it trains (a warm restart, as in SGDR).
+        train_config = trial_train_config(self.base, config, epochs - initial_epoch)
+        keras.config.set_dtype_policy(train_config.precision)
+        model = training.build_model(train_config, self.dataset)
+        steps_per_epoch = math.ceil(len(self.dataset.x_train) / train_config.batch_size)
+        model.compile(
+            optimizer=training.build_optimizer(train_config, steps_per_epoch, model),
+            loss=keras.losses.CategoricalCrossentropy(
+                label_smoothing=train_config.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile={"auto": "auto", "on": True, "off": False}[train_config.xla],
+        )
+        return model
+
+    def fit(self, hp, model, x, y=None, *, validation_data=None, epochs=None, initial_epoch=0,
+            callbacks=None, **kwargs):
+        """Trains with `model.fit` and returns the trial's metrics: the best epoch's
+        val_accuracy (as KerasTuner takes it from a History), params, flops, seconds, epochs."""
+        from keras_resnet.analysis import count_flops, count_params
+
+        epochs = self.max_epochs if epochs is None else epochs
+        kwargs.setdefault("verbose", self.base.verbose)
+        start = time.perf_counter()
+        history = model.fit(x, y, batch_size=self.base.batch_size, epochs=epochs,
+                            initial_epoch=initial_epoch, validation_data=validation_data,
+                            callbacks=callbacks, shuffle=True, **kwargs)
+        seconds = time.perf_counter() - start
+        accuracies = history.history.get(OBJECTIVE) or [float("nan")]
+        return {
+            OBJECTIVE: float(max(accuracies)),
+            "val_loss": float(min(history.history.get("val_loss") or [float("nan")])),
+            # Augmentation has no weights and no convolutions: these are the ResNet's own.
+            "params": count_params(model),
+            "flops": count_flops(model),
+            "seconds": seconds,
+            "epochs": int(epochs),
+        }
+
+
+def _trial_main(payload_file: str, result_file: str) -> int:
+    """A child process' whole job: one trial (see `run_trial_in_process`). Builds the model,
+    loads the parent trial's weights (Hyperband), fits with a best-epoch checkpoint, and writes
+    the metrics and the child's peak RSS to `result_file`."""
+    import pickle
+    import traceback
+
+    _die_with_parent()
+    try:
+        with open(payload_file, "rb") as f:
+            payload = pickle.load(f)
+        import keras
+
+        hp = _keras_tuner().HyperParameters.from_config(payload["hp"])
+        hypermodel = payload["hypermodel"]
+        model = hypermodel.build(hp)
+        if payload["parent_checkpoint"]:
+            model.load_weights(payload["parent_checkpoint"])
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            payload["checkpoint"], monitor=OBJECTIVE, mode="max", save_best_only=True,
+            save_weights_only=True)
+        metrics = hypermodel.fit(hp, model, *payload["args"], callbacks=[checkpoint],
+                                 **payload["kwargs"])
+        result = {"status": "ok", "metrics": metrics, "peak_rss": _peak_rss()}
+    except BaseException:  # noqa: BLE001 - everything goes back to the tuner as a failed trial
+        result = {"status": "error", "traceback": traceback.format_exc(),
+                  "peak_rss": _peak_rss()}
+    tmp = f"{result_file}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, result_file)
+    return 0 if result["status"] == "ok" else 1
+
+
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this process when its parent dies (even by SIGKILL), so
+    that a killed search leaves no orphan trial writing into its directory."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _peak_rss() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def run_trial_in_process(payload: dict, work_dir: str | os.PathLike) -> tuple[dict, int]:
+    """Runs one trial in a fresh Python process; returns (metrics, the child's peak RSS).
+
+    A process per trial hands all of a trial's memory back to the system when it ends: within
+    one process, RSS grows with every trial on TensorFlow and JAX even after `clear_session()`
+    (figures in docs/TUNING.md). A plain `python -c` child, not multiprocessing: 'fork' can
+    deadlock a process that runs TensorFlow's or JAX's threads, and 'spawn' re-imports the
+    caller's `__main__`. The payload (hypermodel with its data, hyperparameters, fit arguments)
+    goes by a pickle file in the trial's folder, deleted afterwards.
+    """
+    import pickle
+    import subprocess
+
+    work_dir = Path(work_dir)
+    payload_file = work_dir / f"payload.{os.getpid()}.pkl"
+    result_file = work_dir / f"result.{os.getpid()}.json"
+    result_file.unlink(missing_ok=True)
+    with open(payload_file, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    code = ("import sys; from keras_resnet.tuning import _trial_main; "
+            "sys.exit(_trial_main(sys.argv[1], sys.argv[2]))")
+    try:
+        completed = subprocess.run([sys.executable, "-c", code, os.fspath(payload_file),
+                                    os.fspath(result_file)], check=False)
+        if not result_file.is_file():
+            raise RuntimeError(f"the trial's process died without a result (exit code "
+                               f"{completed.returncode})")
+        result = json.loads(result_file.read_text())
+    finally:
+        payload_file.unlink(missing_ok=True)
+        result_file.unlink(missing_ok=True)
+    if result["status"] != "ok":
+        raise RuntimeError(f"the trial failed in its process:\n{result['traceback']}")
+    return result["metrics"], result["peak_rss"]
+
+
+def _tuner_class(kind: str, process_per_trial: bool):
+    """A KerasTuner tuner class that logs every trial's start and end (with the RSS), and runs
+    each trial in a process of its own (or, in process, clears the Keras session after it)."""
+    kt = _keras_tuner()
+    base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization,
+            "random": kt.RandomSearch}[kind]
+
+    class Tuner(base):
+        def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+            # KerasTuner imports tensorboard on the TensorFlow backend even when no TensorBoard
+            # callback is used; tensorboard is not a dependency of TensorFlow 2.21.
+            if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+                super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+        def run_trial(self, trial, *args, **kwargs):
+            log_event(self.project_dir, event="start", trial_id=trial.trial_id,
+                      tuner_id=self.tuner_id)
+            self._child_peak_rss = None
+            if not process_per_trial:
+                return super().run_trial(trial, *args, **kwargs)
+            values = trial.hyperparameters.values
+            initial_epoch, epochs = trial_epochs(values, kwargs.pop("epochs", None)
+                                                 or self.hypermodel.max_epochs)
+            parent = values.get("tuner/trial_id")  # Hyperband: continue from this trial
+            kwargs.pop("callbacks", None)
+            payload = {
+                "hp": trial.hyperparameters.get_config(),
+                "hypermodel": self.hypermodel,
+                "args": args,
+                "kwargs": {**kwargs, "epochs": epochs, "initial_epoch": initial_epoch},
+                "checkpoint": self._get_checkpoint_fname(trial.trial_id),
+                "parent_checkpoint": parent and self._get_checkpoint_fname(parent),
+            }
+            metrics, self._child_peak_rss = run_trial_in_process(
+                payload, self.get_trial_dir(trial.trial_id))
+            return metrics
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            import keras
+
+            # In process: KerasTuner clears the session before a build; clearing after the trial
+            # as well frees the last model between trials, and gc breaks the reference cycles
+            # (model <-> callbacks <-> History) that keep a model alive (keras-tuner 873, 1031).
+            keras.backend.clear_session()
+            gc.collect()
+            log_event(self.project_dir, event="end", trial_id=trial.trial_id,
+                      tuner_id=self.tuner_id, status=str(trial.status), rss=rss_bytes(),
+                      child_peak_rss=getattr(self, "_child_peak_rss", None))
+
+    Tuner.__name__ = Tuner.__qualname__ = f"ResNet{base.__name__}"
+    return Tuner
+
+
+def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trials: int,
+               max_epochs: int, seed: int | None = None, factor: int = 3,
+               process_per_trial: bool = True):
+    """A KerasTuner tuner ('hyperband', 'bayesian' or 'random') maximizing val_accuracy.
+
+    With `process_per_trial` (default) every trial trains in a fresh process, so that the
+    search's memory does not grow with the number of trials.
+
+    It reloads the search in `directory/project_name` when there is one (KerasTuner's
+    `overwrite=False`): completed trials are kept, an interrupted one runs again.
+    """
+    if kind not in TUNERS:
+        raise ValueError(f"tuner must be one of {TUNERS}, received tuner={kind!r}")
+    kt = _keras_tuner()
+    common = dict(
+        objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
+        directory=os.fspath(directory), project_name=project_name, overwrite=False,
+    )
+    cls = _tuner_class(kind, process_per_trial)
+    if kind == "hyperband":
+        tuner = cls(hypermodel, max_epochs=max_epochs, factor=factor, hyperband_iterations=1,
+                    **common)
+        # Hyperband takes no max_trials, but its oracle honours the attribute (not part of the
+        # saved state, so it is set again on every run).
+        tuner.oracle.max_trials = max_trials
+    else:
+        tuner = cls(hypermodel, max_trials=max_trials, **common)
+    return tuner
+
+
+# --------------------------------------------------------------------------------------------
+# A whole search
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SearchOptions:
+    """Everything a search needs besides its space (the flags of scripts/tune.py)."""
+
+    dataset: str = "fashion_mnist"
+    source_dir: str | None = None
+    tuner: str = "hyperband"
+    max_trials: int = 30
+    max_epochs: int = 9
+    train_fraction: float = 1.0
+    validation_fraction: float = 0.1
+    batch_size: int = 256
+    precision: str = "float32"
+    seed: int = 0
+    directory: str = "runs/tuning"
+    project_name: str = "search"
+    final_epochs: int = 0
+    output_dir: str = "saved_models"
+    run_name: str | None = None
+    process_per_trial: bool = True
+    verbose: int = 1
+
+    def validate(self) -> None:
+        """Raises `SearchSpaceError` (its `field` names the option) for the first bad value."""
+        from keras_resnet.training import PRECISIONS
+
+        if self.tuner not in TUNERS:
+            raise SearchSpaceError("tuner", f"tuner must be one of {TUNERS}, "
+                                   f"received tuner={self.tuner!r}")
+        if self.precision not in PRECISIONS:
+            raise SearchSpaceError("precision", f"precision must be one of {PRECISIONS}, "
+                                   f"received precision={self.precision!r}")
+        for field, minimum in (("max_trials", 1), ("max_epochs", 1), ("batch_size", 1),
+                               ("final_epochs", 0)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise SearchSpaceError(field, f"{field} must be an integer >= {minimum}, "
+                                       f"received {field}={value!r}")
+        if not 0 < self.train_fraction <= 1:
+            raise SearchSpaceError("train_fraction", "train_fraction must be in (0, 1], "
+                                   f"received train_fraction={self.train_fraction!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise SearchSpaceError("validation_fraction", "validation_fraction must be in "
+                                   "(0, 1), received validation_fraction="
+                                   f"{self.validation_fraction!r}")
+        if not self.project_name or os.sep in self.project_name or self.project_name in (
+                ".", ".."):
+            raise SearchSpaceError("project_name", "project_name must be a plain folder name, "
+                                   f"received project_name={self.project_name!r}")
+
+    def base_config(self):
+        """The `TrainConfig` that every trial (and the final training) starts from."""
+        from keras_resnet.training import TrainConfig
+
+        return TrainConfig(dataset=self.dataset, source_dir=self.source_dir,
+                           batch_size=self.batch_size, precision=self.precision, seed=self.seed,
+                           tensorboard=False, track_test=False, verbose=self.verbose)
+
+    def definition(self, space: SearchSpace, image_shape) -> dict:
+        """What must not change between a search and its resumption (max_trials may grow)."""
+        base = dataclasses.asdict(self.base_config().resolve())
+        # Paths and verbosity may differ between runs; the searched fields come from each trial.
+        for key in ("verbose", "output_dir", "run_name", "source_dir", "data_dir", "epochs",
+                    "model", "block", "expansion", "width", "stem", "learning_rate",
+                    "weight_decay"):
+            base.pop(key, None)
+        return {
+            "format": 1,
+            "space": space.to_dict(),
+            "tuner": self.tuner,
+            "objective": OBJECTIVE,
+            "max_epochs": self.max_epochs,
+            "image_shape": list(image_shape),
+            "train_fraction": self.train_fraction,
+            "validation_fraction": self.validation_fraction,
+            "train_config": base,
+        }
+
+
+def is_distributed_worker() -> bool:
+    """True in a KerasTuner worker process (KERASTUNER_ORACLE_IP set, the tuner id not chief)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
+        "KERASTUNER_TUNER_ID", "")
+
+
+def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> dict:
+    """Runs (or resumes) a search, writes its report, and trains the best configuration.
+
+    Every check happens before anything is written: an invalid space or option, or a directory
+    that holds another search, raises and leaves the directory as it was.
+
+    In KerasTuner's distributed mode (KERASTUNER_TUNER_ID, _ORACLE_IP, _ORACLE_PORT) the chief
+    serves the oracle, then reports and trains the best; workers run trials and return.
+
+    Args:
+        space: the search space.
+        options: the search's options.
+        dataset: a `keras_resnet.data.Dataset` (default: `load_dataset(options.dataset)`).
+
+    Returns:
+        A summary: project directory, trial counts, best trial, report folder, and the final
+        run's metrics when `options.final_epochs` > 0.
+    """
+    import dataclasses as dc
+
+    import numpy as np
+
+    from keras_resnet import data as data_lib
+
+    space.validate()
+    options.validate()
+    project_dir = project_path(options.directory, options.project_name)
+    if dataset is None:
+        dataset = data_lib.load_dataset(options.dataset, source_dir=options.source_dir)
+    space.check_input(dataset.image_shape)
+    definition = options.definition(space, dataset.image_shape)
+    check_definition(project_dir, definition)  # raises before anything is written
+
+    (x_train, y_train), (x_val, y_val) = search_split(
+        dataset.x_train, dataset.y_train, train_fraction=options.train_fraction,
+        validation_fraction=options.validation_fraction, seed=options.seed)
+    if options.batch_size > len(x_train):
+        raise SearchSpaceError("batch_size", f"batch_size must be at most the {len(x_train)} "
+                               f"images trials train on, received batch_size={options.batch_size}")
+    write_definition(project_dir, definition)
+    search_data = dc.replace(dataset, x_train=x_train, y_train=y_train)
+    hypermodel = ResNetHyperModel(space, options.base_config(), search_data,
+                                  max_epochs=options.max_epochs)
+    tuner = make_tuner(options.tuner, hypermodel, directory=options.directory,
+                       project_name=options.project_name, max_trials=options.max_trials,
+                       max_epochs=options.max_epochs, seed=options.seed,
+                       process_per_trial=options.process_per_trial)
+    eye = np.eye(dataset.num_classes, dtype=np.float32)  # the recipe's loss takes one-hot labels
+    tuner.search(x_train, eye[y_train], validation_data=(x_val, eye[y_val]),
+                 epochs=options.max_epochs, verbose=options.verbose)
+    summary: dict = {"project_dir": str(project_dir)}
+    if is_distributed_worker():
+        return summary
+    summary.update(write_report(project_dir))
+    if options.final_epochs > 0 and summary["best"] is not None:
+        summary["final"] = train_best(project_dir, options, dataset=dataset)
+    return summary
+
+
+def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, dataset=None) -> dict:
+    """Trains the best trial's configuration on the full train set with
+    `keras_resnet.training.train` (epochs: `options.final_epochs`), into
+    `<output_dir>/<run_name>/` (default run name `tuned_<project_name>`), a run folder that
+    scripts/export.py takes. A finished run with the same configuration is not trained again;
+    an interrupted one resumes (the training pipeline's BackupAndRestore).
+
+    Returns:
+        The run's metrics (metrics.json), plus the trial id and search directory.
+    """
+    from keras_resnet import training
+
+    best = best_trial(read_trials(project_dir))
+    if best is None:
+        raise ValueError(f"no completed trial in {project_dir}")
+    run_name = options.run_name or f"tuned_{Path(project_dir).name}"
+    config = dataclasses.replace(
+        trial_train_config(options.base_config().resolve(), best.config, options.final_epochs),
+        # The recipe's own warmup for the full run; the whole train set, no validation part.
+        warmup_epochs=options.base_config().warmup_epochs, val_size=0,
+        run_name=run_name, output_dir=os.path.join(options.output_dir, run_name),
+        track_test=True,
+    )
+    out = Path(config.output_dir)
+    metrics_file, config_file = out / "metrics.json", out / "config.json"
+    if metrics_file.is_file() and config_file.is_file() and not (out / "backup").exists():
+        if json.loads(config_file.read_text()) == json.loads(
+                json.dumps(dataclasses.asdict(config.resolve()))):
+            return {**json.loads(metrics_file.read_text()), "trial_id": best.trial_id,
+                    "reused": True}
+    metrics = training.train(config, dataset=dataset)
+    origin = {"trial_id": best.trial_id, "search_dir": os.fspath(project_dir),
+              "val_accuracy": best.val_accuracy, "hyperparameters": best.values}
+    (out / "tuning.json").write_text(json.dumps(origin, indent=2, default=str) + "\n")
+    return {**metrics, "trial_id": best.trial_id}
