@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import keras
@@ -306,9 +307,23 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
         # tf2onnx traces a called model only ("The model provided has never called").
         height, width, channels = model.input_shape[1:]
         serving(np.zeros((1, height or 32, width or 32, channels), "float32"))
-        serving.export(os.fspath(directory / ONNX_FILE), format="onnx", verbose=False,
-                       input_signature=[spec], opset_version=opset)
+        with warnings.catch_warnings():
+            # Keras' tf2onnx patch probes `np.object`, which numpy 2 warns about.
+            warnings.simplefilter("ignore", FutureWarning)
+            serving.export(os.fspath(directory / ONNX_FILE), format="onnx", verbose=False,
+                           input_signature=[spec], opset_version=opset)
     return info
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the exporting process dies, so that an export killed
+    mid-write has no orphan still writing into its temporary folder."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
@@ -318,7 +333,8 @@ def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = [sys.executable, "-m", "keras_resnet.export", "--worker", os.fspath(model_path),
                os.fspath(directory), fmt, str(opset or 0), str(int(float32))]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         message = lines[-1] if lines else f"exit status {result.returncode}"
@@ -418,7 +434,12 @@ def export_model(
         else:
             model_path = resolve_source(source)
             folder = model_path.parent
-            default_name = folder.name if model_path.name == KERAS_FILE else model_path.stem
+            if model_path.name == KERAS_FILE:
+                default_name = folder.name
+            elif folder.name == "checkpoints":  # <run>/checkpoints/best.keras -> <run>-best
+                default_name = f"{folder.parent.name}-{model_path.stem}"
+            else:
+                default_name = model_path.stem
         if class_names is None and folder is not None:
             class_names = read_class_names(folder)
         if name is None:

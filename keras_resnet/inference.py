@@ -49,6 +49,20 @@ def require_tensorflow(what: str, hint: str = "") -> None:
                          f"(pip install tensorflow){hint}")
 
 
+def _register_package_layers() -> None:
+    """Registers keras_resnet's own serializable layers, which are defined on first use: the
+    training augmentation's `RandomPadCrop`, held by a run's `checkpoints/best.keras` (the run's
+    `model.keras` has no augmentation). Registered classes load under safe mode; they are
+    package code, not code from the file."""
+    try:
+        from keras_resnet import data
+    except ImportError:
+        return
+    register = getattr(data, "_random_pad_crop_class", None)
+    if register is not None:
+        register()
+
+
 def load_keras_model(path: str | os.PathLike):
     """Loads a `.keras` file with `safe_mode=True`; every failure is a one-line `ValueError`.
 
@@ -67,6 +81,7 @@ def load_keras_model(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file not found, received model={os.fspath(path)!r}")
+    _register_package_layers()
     try:
         # safe_mode=True is Keras' default; it is spelled out because it is the security
         # boundary: a model file must never run code from the file on load.
@@ -85,8 +100,11 @@ def load_keras_model(path: str | os.PathLike):
 
 def read_class_names(folder: str | os.PathLike) -> list[str] | None:
     """Class names stored beside a model: `assets/class_names.txt`, `class_names.txt`, or
-    `class_names` in a training run's `metrics.json`. None when there are none."""
+    `class_names` in a training run's `metrics.json` (the run's, for `checkpoints/`). None when
+    there are none."""
     folder = Path(folder)
+    if folder.name == "checkpoints":  # a run's checkpoints/best.keras: the run's metrics.json
+        return read_class_names(folder.parent)
     for candidate in (folder / "assets" / CLASS_NAMES_FILE, folder / CLASS_NAMES_FILE):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8").splitlines()

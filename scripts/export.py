@@ -15,6 +15,9 @@ import argparse
 import os
 import sys
 
+# Runnable from a checkout without installing the package (as scripts/train.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(

@@ -398,3 +398,31 @@ def test_predict_cli_on_a_dataset_split(run_dir, capsys):
     assert all(len(r["top_k"]) == 2 for r in results)
     correct = sum(r["top_k"][0]["index"] == r["label"]["index"] for r in results)
     assert document["accuracy"] == correct / 5
+
+
+def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
+    """scripts/train.py's run folder (keras_resnet.training), 1 tiny epoch on synthetic data:
+    its model.keras and checkpoints/best.keras both export, with the run's class names."""
+    training = pytest.importorskip("keras_resnet.training")
+    data = pytest.importorskip("keras_resnet.data")
+    rng = np.random.default_rng(0)
+    dataset = data.Dataset(
+        name="synthetic", class_names=["a", "b", "c"],
+        x_train=rng.integers(0, 256, (96, 16, 16, 1), dtype=np.uint8),
+        y_train=rng.integers(0, 3, 96), x_test=rng.integers(0, 256, (32, 16, 16, 1), np.uint8),
+        y_test=rng.integers(0, 3, 32))
+    run = tmp_path / "run"
+    training.train(training.TrainConfig(
+        width=0.125, epochs=1, batch_size=32, val_size=32, tensorboard=False, track_test=False,
+        verbose=0, output_dir=os.fspath(run)), dataset=dataset)
+    trained = inference.load_keras_model(run / "model.keras")
+    x = rng.uniform(0, 255, (7, 16, 16, 1)).astype("float32")
+    fmt = "saved_model" if HAS_TF else "keras"
+    for source in (run, run / "checkpoints" / "best.keras"):
+        path = export_lib.export_model(source, format=fmt, output_dir=tmp_path / "exports")
+        predictor = inference.load_predictor(path)
+        assert predictor.class_names == ["a", "b", "c"] and predictor.image_shape == (16, 16, 1)
+        reference = trained if source == run else inference.load_keras_model(source)
+        assert np.abs(predictor(x) - _predict(reference, x)).max() <= 1e-5
+    assert sorted(os.listdir(tmp_path / "exports")) == sorted(
+        n + ("" if HAS_TF else "-keras") for n in ("run", "run-best"))
