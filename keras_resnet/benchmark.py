@@ -249,6 +249,107 @@ def _augment_on_device(images, key, image_size: Sequence[int] | None):
     return x
 
 
+# ---------------------------------------------------------------------------------------------
+# Experimental layer variants (measured here; candidates for keras_resnet.models)
+# ---------------------------------------------------------------------------------------------
+
+VARIANTS = ("onepass-bn", "shifted-maxpool")
+
+
+def _onepass_bn_class():
+    import keras
+    from keras import ops
+
+    class OnePassBatchNormalization(keras.layers.BatchNormalization):
+        """Batch norm with float32 statistics and compute-dtype (bf16) normalization.
+
+        Keras' layer upcasts the whole activation to float32 and normalizes in float32; here the
+        statistics are one float32 pass (E[x], E[x^2], fused into one reduction) and the
+        normalization is `x * a + b` in the input's dtype, with `a` and `b` made in float32.
+        Same moving-statistics update as Keras'. channels_last only.
+        """
+
+        def call(self, inputs, training=None, mask=None):
+            if not (training and self.trainable) or mask is not None or self.renorm:
+                return super().call(inputs, training=training, mask=mask)
+            x32 = ops.cast(inputs, "float32")
+            mean = ops.mean(x32, axis=self._reduction_axes)
+            variance = ops.maximum(
+                ops.mean(ops.square(x32), axis=self._reduction_axes) - ops.square(mean), 0.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1 - self.momentum))
+            scale = ops.rsqrt(variance + self.epsilon)
+            if self.scale:
+                scale = scale * ops.cast(self.gamma, "float32")
+            shift = -mean * scale
+            if self.center:
+                shift = shift + ops.cast(self.beta, "float32")
+            dtype = inputs.dtype
+            return ops.cast(inputs * ops.cast(scale, dtype) + ops.cast(shift, dtype),
+                            self.compute_dtype)
+
+    return OnePassBatchNormalization
+
+
+def _shifted_maxpool_class():
+    import keras
+    from keras import ops
+
+    class ShiftedMaxPooling2D(keras.layers.Layer):
+        """Max-pooling as the maximum of k*k strided slices (channels_last, 'valid' padding).
+
+        Same output as `MaxPooling2D`; its gradient is a chain of selects and pads that XLA fuses,
+        instead of the select-and-scatter of `reduce_window`'s gradient.
+        """
+
+        def __init__(self, pool_size=3, strides=2, **kwargs):
+            super().__init__(**kwargs)
+            self.pool_size, self.strides = pool_size, strides
+
+        def call(self, x):
+            k, s = self.pool_size, self.strides
+            h, w = x.shape[1], x.shape[2]
+            ho, wo = (h - k) // s + 1, (w - k) // s + 1
+            out = None
+            for i in range(k):
+                for j in range(k):
+                    part = x[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+                    out = part if out is None else ops.maximum(out, part)
+            return out
+
+        def compute_output_shape(self, input_shape):
+            k, s = self.pool_size, self.strides
+            n, h, w, c = input_shape
+            return (n, (h - k) // s + 1, (w - k) // s + 1, c)
+
+    return ShiftedMaxPooling2D
+
+
+def with_variants(model, variants: Sequence[str]):
+    """A copy of a channels_last keras_resnet model with some layers swapped for experimental
+    ones (fresh weights): 'onepass-bn' (every BatchNormalization) and 'shifted-maxpool' (the
+    stem's MaxPooling2D). The copy computes the same function as the original."""
+    import keras
+
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, received variant={variant!r}")
+    bn_class = _onepass_bn_class()
+    pool_class = _shifted_maxpool_class()
+
+    def swap(layer):
+        config = layer.get_config()
+        if "onepass-bn" in variants and type(layer) is keras.layers.BatchNormalization:
+            return bn_class.from_config(config)
+        if "shifted-maxpool" in variants and isinstance(layer, keras.layers.MaxPooling2D):
+            return pool_class(layer.pool_size[0], layer.strides[0], name=layer.name,
+                              dtype=layer.dtype_policy)
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=swap)
+
+
 class JaxTrainer:
     """A compiled JAX train step over a Keras model: no Keras trainer in the loop.
 

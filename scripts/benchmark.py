@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PEERS = ("keras-fit", "keras-compiled", "torch", "torch-compile")
 PATHS = ("compiled", "fit", "pipeline")
+VARIANTS = ("onepass-bn", "shifted-maxpool")  # keras_resnet.benchmark.VARIANTS
 
 
 def _csv(choices):
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", type=_csv(PATHS), default=["compiled"],
                    help=f"training paths for our models, comma-separated: {', '.join(PATHS)}")
     p.add_argument("--steps-per-execution", type=int, default=1)
+    p.add_argument("--variants", type=_csv(VARIANTS), default=[],
+                   help="experimental layers in our models, comma-separated: "
+                        f"{', '.join(VARIANTS)}")
     p.add_argument("--no-inference", action="store_true", help="skip inference throughput")
     p.add_argument("--peers", type=_csv(PEERS), default=["keras-fit", "torch", "torch-compile"],
                    help=f"comma-separated, or 'none': {', '.join(PEERS)}")
@@ -168,6 +172,9 @@ def run(args):
 
             overrides["normalization"] = channel_stats(dataset.x_train)
         model = get_model(name, input_shape=shape, num_classes=args.num_classes, **overrides)
+        if args.variants:
+            model = benchmark.with_variants(model, args.variants)
+            label += "+" + "+".join(args.variants)
         if "compiled" in args.paths:
             if args.data in ("synthetic", "both"):
                 results.append(benchmark.bench_keras_train(

@@ -199,3 +199,22 @@ def test_script_rejects_unknown_peer():
     proc = subprocess.run([sys.executable, SCRIPT, "--peers", "mxnet"], capture_output=True,
                           text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 2 and "'mxnet' is not one of" in proc.stderr
+
+
+@pytest.mark.parametrize("variants", [["onepass-bn"], ["shifted-maxpool"],
+                                      ["onepass-bn", "shifted-maxpool"]])
+def test_layer_variants_compute_the_same_function(variants):
+    model = get_model("resnet18", width=0.25, input_shape=(64, 64, 3), num_classes=10)
+    variant = benchmark.with_variants(model, variants)
+    variant.set_weights(model.get_weights())
+    x = np.random.default_rng(0).standard_normal((4, 64, 64, 3)).astype("float32")
+    for training in (False, True):
+        expected = keras.ops.convert_to_numpy(model(x, training=training))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variant(x, training=training)),
+                                   expected, atol=1e-5)
+    # Same moving statistics after one training call.
+    for a, b in zip(model.non_trainable_weights, variant.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        benchmark.with_variants(model, ["fused"])
