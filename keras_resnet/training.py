@@ -84,7 +84,7 @@ class TrainConfig:
     flip: bool | None = None  # None: on, except for digits (mnist)
     erasing: float = 0.5
     # optimization
-    epochs: int = 200
+    epochs: int = 100
     batch_size: int = 256
     optimizer: str = "sgd"
     learning_rate: float | None = None  # peak; None: 0.1 per 128 images (SGD), 2e-3 (AdamW)

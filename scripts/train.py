@@ -108,7 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
                       help="horizontal flips (default on, off for mnist)")
     data.add_argument("--erasing", type=_float_in(0, 1), help="random-erasing probability (0.5)")
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--epochs", type=_int_at_least(1), help="default 200")
+    opt.add_argument("--epochs", type=_int_at_least(1), help="default 100")
     opt.add_argument("--batch-size", type=_int_at_least(1), help="global batch (default 256)")
     opt.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd: Nesterov momentum")
     opt.add_argument("--learning-rate", type=_float_in(0, open_low=True),
