@@ -840,6 +840,7 @@ class SearchOptions:
 
     dataset: str = "fashion_mnist"
     source_dir: str | None = None
+    loader: str = "auto"
     tuner: str = "hyperband"
     max_trials: int = 30
     max_epochs: int = 9
@@ -888,7 +889,7 @@ class SearchOptions:
         """The `TrainConfig` that every trial (and the final training) starts from."""
         from keras_resnet.training import TrainConfig
 
-        return TrainConfig(dataset=self.dataset, source_dir=self.source_dir,
+        return TrainConfig(dataset=self.dataset, source_dir=self.source_dir, loader=self.loader,
                            batch_size=self.batch_size, precision=self.precision, seed=self.seed,
                            tensorboard=False, track_test=False, verbose=self.verbose)
 
@@ -896,7 +897,8 @@ class SearchOptions:
         """What must not change between a search and its resumption (max_trials may grow)."""
         base = dataclasses.asdict(self.base_config().resolve())
         # Paths and verbosity may differ between runs; the searched fields come from each trial.
-        for key in ("verbose", "output_dir", "run_name", "source_dir", "data_dir", "epochs",
+        for key in ("verbose", "output_dir", "run_name", "source_dir", "data_dir", "loader",
+                    "epochs",
                     "model", "block", "expansion", "width", "stem", "learning_rate",
                     "weight_decay"):
             base.pop(key, None)
@@ -947,7 +949,8 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
     options.validate()
     project_dir = project_path(options.directory, options.project_name)
     if dataset is None:
-        dataset = data_lib.load_dataset(options.dataset, source_dir=options.source_dir)
+        dataset = data_lib.load_dataset(options.dataset, source_dir=options.source_dir,
+                                        loader=options.loader)
     space.check_input(dataset.image_shape)
     definition = options.definition(space, dataset.image_shape)
     check_definition(project_dir, definition)  # raises before anything is written

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default=opts.dataset)
     data.add_argument("--source-dir", help="folder of the dataset's IDX files (mnist, "
                       "fashion_mnist)")
+    data.add_argument("--loader", choices=("auto", "tfds", "idx"), default=opts.loader,
+                      help="auto: tensorflow-datasets when installed, else the IDX files")
     final = parser.add_argument_group("final training of the best configuration")
     final.add_argument("--final-epochs", type=int, default=opts.final_epochs,
                        help="epochs on the full train set, saved to --output-dir (0: skip; "

@@ -1,0 +1,426 @@
+"""The search: space and flag validation, the report and its Pareto front, a tiny real search
+(process per trial) with its final training, resume after SIGKILL, chief + 2 workers, memory.
+
+Tiny everything: width 0.125, ResNet-18 basic, 28 px Fashion-MNIST, a few hundred images,
+1 epoch per trial. The subprocess tests (kill, distributed) run on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+# TensorFlow 2.21's oneDNN CPU kernels corrupt memory ("double free or corruption", SIGSEGV) on
+# some batch shapes of these tiny ResNets (5 of 5 runs of a 225-image, batch-64 fit; 0 of 5 with
+# oneDNN off). The search's trial processes inherit this; it only takes effect where TensorFlow
+# is not imported yet. The data sizes below also keep every batch full.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import hashlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pytest
+
+import keras_resnet
+from keras_resnet import tuning
+from keras_resnet.data import load_dataset, subset
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "tune.py"
+BACKEND = keras.backend.backend()
+
+# The tiny search used by the end-to-end tests: one architecture, learning rate and weight decay
+# vary (so that the random tuner always finds a new trial).
+TINY_SPACE = dict(depths=(18,), block_kinds=("basic",), width_min=0.125, width_max=0.125)
+TINY_FLAGS = [
+    "--depths", "18", "--block-kinds", "basic", "--width-min", "0.125", "--width-max", "0.125",
+    "--tuner", "random", "--max-epochs", "1", "--batch-size", "64", "--loader", "idx",
+    "--train-fraction", "0.005", "--validation-fraction", "0.005", "--quiet",
+]
+
+
+def _tree_digest(path: Path) -> str:
+    """A hash of every file's path and bytes under `path` (to prove nothing changed)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """320 train and 100 test images of the real Fashion-MNIST (IDX files, no TFDS): trials
+    train on 256 and validate on 64."""
+    return subset(load_dataset("fashion_mnist", loader="idx"), 320, 100, seed=0)
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3",
+               TF_ENABLE_ONEDNN_OPTS="0",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# the space and the flags
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(width_min=0), "width_min"),
+    (dict(width_min=-0.5), "width_min"),
+    (dict(width_min=1.0, width_max=0.5), "width_min"),
+    (dict(width_step=0), "width_step"),
+    (dict(expansion_min=4, expansion_max=2), "expansion_min"),
+    (dict(expansion_min=0), "expansion_min"),
+    (dict(lr_min=0.5, lr_max=0.1), "lr_min"),
+    (dict(weight_decay_min=0, weight_decay_max=1e-3), "weight_decay_min"),
+    (dict(depths=(18, 20)), "depths"),
+    (dict(block_kinds=("basic", "basic")), "block_kinds"),
+    (dict(stems=()), "stems"),
+    (dict(width_min=0.001, width_max=0.5), "width_min"),
+])
+def test_invalid_space_names_the_field(kwargs, field):
+    with pytest.raises(tuning.SearchSpaceError) as info:
+        tuning.SearchSpace(**kwargs)
+    assert info.value.field == field
+    assert f"received {field}=" in str(info.value)
+
+
+def test_declared_hyperparameters_and_conditional_expansion():
+    import keras_tuner as kt
+
+    space = tuning.SearchSpace(depths=(18, 34), width_min=0.25, width_max=1.0, width_step=0.25)
+    assert space.widths() == [0.25, 0.5, 0.75, 1.0]
+    hp = kt.HyperParameters()
+    config = space.declare(hp)
+    names = {p.name for p in hp.space}
+    assert names == {"depth", "block", "expansion", "width", "stem", "learning_rate",
+                     "weight_decay"}
+    # expansion is active for bottleneck blocks only
+    values = dict(depth=34, block="basic", width=0.5, stem="cifar", learning_rate=0.2,
+                  weight_decay=5e-3)
+    assert tuning.config_from_values(values) == {
+        "model": "resnet34", "block": "basic", "expansion": None, "width": 0.5,
+        "stem": "cifar", "learning_rate": 0.2, "weight_decay": 5e-3}
+    values.update(block="bottleneck", expansion=2)
+    assert tuning.config_from_values(values)["expansion"] == 2
+    assert tuning.describe(tuning.config_from_values(values)) == (
+        "resnet34 bottleneck e2 w0.5 cifar")
+    assert config["model"] in ("resnet18", "resnet34")
+    # fixed values where a range is a point: no hyperparameter to search
+    hp = kt.HyperParameters()
+    tuning.SearchSpace(**TINY_SPACE).declare(hp)
+    assert [p.name for p in hp.space if not isinstance(p, kt.engine.hyperparameters.Fixed)] == [
+        "learning_rate", "weight_decay"]
+
+
+def test_stem_too_large_for_the_images():
+    space = tuning.SearchSpace(stems=("cifar", "imagenet"))
+    space.check_input((32, 32, 3))
+    with pytest.raises(tuning.SearchSpaceError, match="'imagenet' needs images of at least 32"):
+        space.check_input((28, 28, 1))
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--width-min", "0"], "--width-min"),
+    (["--width-min", "2", "--width-max", "1"], "--width-min"),
+    (["--expansion-min", "5"], "--expansion-min"),
+    (["--lr-min", "1", "--lr-max", "0.1"], "--lr-min"),
+    (["--tuner", "grid"], "--tuner"),
+    (["--max-trials", "0"], "--max-trials"),
+    (["--train-fraction", "1.5"], "--train-fraction"),
+    (["--stems", "imagenet"], "--stems"),  # 28 px Fashion-MNIST is too small for it
+])
+def test_cli_bad_input_one_line_exit_2(argv, flag, tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tune
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as info:
+        tune.main(argv + ["--directory", str(tmp_path / "d"), "--loader", "idx"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"tune.py: error: argument {flag}"), err
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+def _fake_trial(project: Path, trial_id: str, acc: float, flops: int, status="COMPLETED"):
+    values = dict(depth=18, block="basic", width=0.25, stem="cifar", learning_rate=0.1,
+                  weight_decay=5e-3)
+    metrics = {name: {"direction": "max" if name == "val_accuracy" else "min",
+                      "observations": [{"value": [value], "step": 0}]}
+               for name, value in (("val_accuracy", acc), ("flops", flops), ("params", 1000),
+                                   ("seconds", 1.5), ("epochs", 2))}
+    folder = project / f"trial_{trial_id}"
+    folder.mkdir(parents=True)
+    (folder / "trial.json").write_text(json.dumps({
+        "trial_id": trial_id, "status": status, "hyperparameters": {"values": values},
+        "metrics": {"metrics": metrics}}))
+
+
+def test_report_marks_the_pareto_front(tmp_path):
+    project = tmp_path / "search"
+    # (accuracy, MFLOPs): 0 and 2 and 3 are on the front; 1 is beaten by 0, 4 by 2.
+    points = {"0": (0.80, 10), "1": (0.79, 20), "2": (0.90, 30), "3": (0.95, 80),
+              "4": (0.85, 40)}
+    for trial_id, (acc, mflops) in points.items():
+        _fake_trial(project, trial_id, acc, int(mflops * 1e6))
+    records = tuning.read_trials(project)
+    assert [r.trial_id for r in records if r.pareto] == ["0", "2", "3"]
+    assert tuning.best_trial(records).trial_id == "3"
+    summary = tuning.write_report(project)
+    assert summary["trials"] == 5 and summary["best"]["trial_id"] == "3"
+    table = (project / "report" / "trials.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "COMPLETED" in line]
+    assert len(rows) == 5
+    assert rows[0].endswith("| * |") and rows[1].endswith("|  |")
+    assert "| 80.0 | 0.9500 |" in rows[3]
+    from PIL import Image
+
+    with Image.open(project / "report" / "pareto.png") as png:
+        assert png.size == (770, 495)  # 7 x 4.5 inches at 110 dpi
+    csv_lines = (project / "report" / "trials.csv").read_text().splitlines()
+    assert len(csv_lines) == 6 and csv_lines[0].startswith("trial_id,status,val_accuracy")
+
+
+def test_report_only_from_a_directory(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tune
+    finally:
+        sys.path.pop(0)
+    _fake_trial(tmp_path / "p", "0", 0.5, 10**6)
+    assert tune.main(["--report-only", "--directory", str(tmp_path), "--project-name", "p"]) == 0
+    assert "| 0 | COMPLETED | resnet18 basic w0.25 cifar |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        tune.main(["--report-only", "--directory", str(tmp_path), "--project-name", "none"])
+    assert info.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# a real search
+# ---------------------------------------------------------------------------------------------
+
+def test_search_then_final_training_then_resume(tiny_data, tmp_path):
+    """Two trials, each in its own process; metrics match the model; the best is trained on
+    the full train set into a run folder; a rerun runs nothing again; another space is
+    refused and leaves the directory as it was."""
+    space = tuning.SearchSpace(**TINY_SPACE)
+    options = tuning.SearchOptions(
+        tuner="random", max_trials=2, max_epochs=1, batch_size=64, validation_fraction=0.2,
+        directory=str(tmp_path / "runs"), project_name="tiny", final_epochs=1,
+        output_dir=str(tmp_path / "saved"), verbose=0)
+    summary = tuning.run_search(space, options, dataset=tiny_data)
+    project = Path(summary["project_dir"])
+    records = tuning.read_trials(project)
+    assert [r.status for r in records] == ["COMPLETED", "COMPLETED"]
+    reference = keras_resnet.ResNet18(block="basic", width=0.125, stem="cifar",
+                                      num_classes=10, input_shape=(28, 28, 1))
+    for r in records:
+        assert r.params == keras_resnet.count_params(reference) == 176_258
+        assert r.flops == keras_resnet.count_flops(reference)
+        assert r.epochs == 1 and r.seconds > 0 and 0 <= r.val_accuracy <= 1
+    assert (project / "report" / "pareto.png").stat().st_size > 0
+    events = tuning.read_events(project)
+    assert [(e["event"], e["trial_id"]) for e in events] == [
+        ("start", "0"), ("end", "0"), ("start", "1"), ("end", "1")]
+    assert all(e["child_peak_rss"] > 0 for e in events if e["event"] == "end")
+
+    final = summary["final"]
+    run = Path(final["run_dir"])
+    assert run == tmp_path / "saved" / "tuned_tiny"
+    assert {"model.keras", "metrics.json", "config.json", "tuning.json"} <= {
+        p.name for p in run.iterdir()}
+    config = json.loads((run / "config.json").read_text())
+    best = tuning.best_trial(records)
+    assert config["val_size"] == 0 and config["epochs"] == 1
+    assert config["learning_rate"] == best.config["learning_rate"]
+    assert final["train_images"] == len(tiny_data.x_train)
+    assert json.loads((run / "tuning.json").read_text())["trial_id"] == best.trial_id
+
+    # The same search again: nothing runs, the final model is reused.
+    again = tuning.run_search(space, options, dataset=tiny_data)
+    assert len(tuning.read_events(project)) == 4
+    assert again["final"]["reused"] is True
+
+    # Another space in the same directory: refused, and nothing changed.
+    before = _tree_digest(tmp_path)
+    with pytest.raises(tuning.SearchMismatchError, match="width_max: 0.125 there, 0.25 here"):
+        tuning.run_search(tuning.SearchSpace(**{**TINY_SPACE, "width_max": 0.25}), options,
+                          dataset=tiny_data)
+    assert _tree_digest(tmp_path) == before
+
+
+def test_hyperband_continues_from_the_parent_trial(tiny_data, tmp_path):
+    """Hyperband's second round trains the best first-round trial further, from its weights,
+    in process (the other execution path)."""
+    space = tuning.SearchSpace(**TINY_SPACE)
+    options = tuning.SearchOptions(
+        tuner="hyperband", max_trials=4, max_epochs=3, batch_size=64, validation_fraction=0.2,
+        directory=str(tmp_path), project_name="hb", process_per_trial=False, verbose=0)
+    tuning.run_search(space, options, dataset=tiny_data)
+    records = {r.trial_id: r for r in tuning.read_trials(tmp_path / "hb")}
+    assert len(records) == 4 and all(r.status == "COMPLETED" for r in records.values())
+    first_round = [r for r in records.values() if "tuner/trial_id" not in r.values]
+    continued = [r for r in records.values() if "tuner/trial_id" in r.values]
+    assert len(first_round) == 3 and len(continued) == 1
+    parent = records[continued[0].values["tuner/trial_id"]]
+    assert parent is tuning.best_trial(first_round)
+    assert continued[0].values["tuner/initial_epoch"] == 1
+    assert continued[0].values["tuner/epochs"] == 3 and continued[0].epochs == 3
+    assert (tmp_path / "hb" / f"trial_{parent.trial_id}" / "checkpoint.weights.h5").is_file()
+    ends = [e for e in tuning.read_events(tmp_path / "hb") if e["event"] == "end"]
+    assert all(e["rss"] > 0 and e["child_peak_rss"] is None for e in ends)  # in process
+
+
+def test_cli_refuses_another_search_space_and_leaves_it_untouched(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tune
+    finally:
+        sys.path.pop(0)
+    project = tmp_path / "search"
+    project.mkdir()
+    definition = {"format": 1, "space": {"width_max": 1.0}}
+    (project / tuning.DEFINITION_FILE).write_text(json.dumps(definition))
+    (project / "oracle.json").write_text("{}")
+    before = _tree_digest(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        tune.main(["--directory", str(tmp_path), "--loader", "idx"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds a search with a different definition" in err[-1]
+    assert _tree_digest(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# subprocesses: SIGKILL and resume; chief and workers
+# ---------------------------------------------------------------------------------------------
+
+needs_tf = pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="subprocess tests run on the TensorFlow backend (CI time; the path is the same)")
+
+
+def _wait_for(predicate, timeout: float, what: str, procs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        for proc in procs:
+            if proc.poll() is not None and proc.returncode != 0:
+                raise AssertionError(f"process exited with {proc.returncode} while waiting for "
+                                     f"{what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@needs_tf
+def test_sigkill_mid_search_then_resume(tmp_path):
+    """Kill the search with SIGKILL during its second trial; the same command finishes it,
+    running the interrupted trial again and no completed trial."""
+    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "3",
+           "--directory", str(tmp_path), "--project-name", "k"]
+    project = tmp_path / "k"
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def second_trial_running():
+            events = tuning.read_events(project)
+            return any(e["event"] == "end" for e in events) and events[-1]["event"] == "start"
+
+        _wait_for(second_trial_running, 240, "the second trial to start", [first])
+        time.sleep(3)  # into the trial's training
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    assert first.returncode == -signal.SIGKILL
+    completed_before = {r.trial_id for r in tuning.read_trials(project)
+                        if r.status == "COMPLETED"}
+    started_before = {e["trial_id"] for e in tuning.read_events(project) if e["event"] == "start"}
+    interrupted = started_before - completed_before
+    assert completed_before == {"0"} and interrupted == {"1"}
+    events_before = len(tuning.read_events(project))
+
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rerun = tuning.read_events(project)[events_before:]
+    rerun_started = [e["trial_id"] for e in rerun if e["event"] == "start"]
+    assert not completed_before & set(rerun_started)  # no completed trial ran again
+    assert rerun_started == ["1", "2"]  # the interrupted one first, then the rest
+    records = tuning.read_trials(project)
+    assert [(r.trial_id, r.status) for r in records] == [
+        ("0", "COMPLETED"), ("1", "COMPLETED"), ("2", "COMPLETED")]
+    # Memory: each trial ran in its own process; the search process itself did not grow.
+    ends = [e for e in rerun if e["event"] == "end"]
+    assert abs(ends[-1]["rss"] - ends[0]["rss"]) < 64 * 2**20
+    assert (project / "report" / "trials.md").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_tf
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    """KerasTuner's own chief/worker mode over gRPC on 127.0.0.1, bounded by timeouts
+    (keras-tuner 645 and 915: a worker or the chief can hang)."""
+    port = _free_port()
+    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "4", "--in-process",
+           "--directory", str(tmp_path), "--project-name", "dist"]
+    procs, logs = {}, {}
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w")
+            procs[tuner_id] = subprocess.Popen(
+                cmd, env=_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                              KERASTUNER_ORACLE_PORT=str(port)),
+                stdout=logs[tuner_id], stderr=subprocess.STDOUT)
+            if tuner_id == "chief":
+                time.sleep(2)  # let the chief write the definition and open the port
+        deadline = time.monotonic() + 420
+        for proc in procs.values():
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs.values():
+            log.close()
+    tails = {k: (tmp_path / f"{k}.log").read_text()[-1500:] for k in procs}
+    assert {k: p.returncode for k, p in procs.items()} == {
+        "chief": 0, "tuner0": 0, "tuner1": 0}, tails
+    events = tuning.read_events(tmp_path / "dist")
+    starts = [e["trial_id"] for e in events if e["event"] == "start"]
+    ends = [(e["trial_id"], e["status"]) for e in events if e["event"] == "end"]
+    assert sorted(starts) == ["0", "1", "2", "3"]  # every trial exactly once
+    assert sorted(ends) == [(t, "COMPLETED") for t in ("0", "1", "2", "3")]
+    runners = {e["tuner_id"] for e in events}
+    assert runners <= {"tuner0", "tuner1"} and "chief" not in runners
+    records = tuning.read_trials(tmp_path / "dist")
+    assert [r.status for r in records] == ["COMPLETED"] * 4
+    assert (tmp_path / "dist" / "report" / "trials.md").is_file()  # the chief reported
