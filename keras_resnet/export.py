@@ -315,26 +315,16 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
     return info
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the exporting process dies, so that an export killed
-    mid-write has no orphan still writing into its temporary folder."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        pass
-
-
 def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
                                   opset: int | None, float32: bool) -> dict:
     """`write_artifact` in a fresh Python on the TensorFlow backend (for JAX and torch)."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = [sys.executable, "-m", "keras_resnet.export", "--worker", os.fspath(model_path),
-               os.fspath(directory), fmt, str(opset or 0), str(int(float32))]
-    result = subprocess.run(command, env=env, capture_output=True, text=True,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+               os.fspath(directory), fmt, str(opset or 0), str(int(float32)), str(os.getpid())]
+    # No preexec_fn: it would fork a multithreaded JAX or torch process, which can deadlock.
+    # The worker watches its parent instead (`_exit_with_parent`).
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         message = lines[-1] if lines else f"exit status {result.returncode}"
@@ -556,10 +546,26 @@ def _add_onnx_metadata(path: Path, class_names: list[str]) -> None:
     onnx.save(model, os.fspath(path))
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Ends this worker as soon as the exporting process `parent` is gone (killed mid-export),
+    so that no orphan goes on writing into the temporary folder. The pid comes from the parent:
+    by the time this runs (after importing Keras), it may be dead already."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker(argv: list[str]) -> int:
-    """`python -m keras_resnet.export --worker MODEL DIR FORMAT OPSET FLOAT32`: the subprocess
-    side of `_write_artifact_in_subprocess` (OPSET 0: the default)."""
-    model_path, directory, fmt, opset, float32 = argv
+    """`python -m keras_resnet.export --worker MODEL DIR FORMAT OPSET FLOAT32 PARENT_PID`: the
+    subprocess side of `_write_artifact_in_subprocess` (OPSET 0: the default)."""
+    model_path, directory, fmt, opset, float32, parent = argv
+    _exit_with_parent(int(parent))
     try:
         info = write_artifact(model_path, directory, fmt, opset=int(opset) or None,
                               float32=bool(int(float32)))

@@ -230,28 +230,57 @@ def test_versions_are_numbered_and_never_overwritten(run_dir, tmp_path):
         assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 @needs_tf
-def test_killed_export_leaves_no_version(run_dir, tmp_path):
-    env = dict(os.environ, **{export_lib.PAUSE_ENV: "120"})
+@pytest.mark.parametrize("moment", ["written", "writing"])
+def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
+    """SIGKILL the exporting process once its export is whole in the temporary folder (the
+    pause hook holds it just before the rename), or as soon as the folder exists (from JAX and
+    torch, while the TensorFlow worker subprocess writes)."""
+    env = dict(os.environ, **({export_lib.PAUSE_ENV: "120"} if moment == "written" else {}))
     process = subprocess.Popen(
         [sys.executable, os.fspath(REPO / "scripts" / "export.py"), os.fspath(run_dir),
          "--output-dir", os.fspath(tmp_path), "--name", "killed"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = tmp_path / "killed"
+    pattern = ".tmp-export-*/assets/export.json" if moment == "written" else ".tmp-export-*"
     deadline = time.monotonic() + 240
     try:
-        # Wait until the whole export sits in its temporary folder (export.json is the last
-        # file written before the rename), then kill the process.
-        while not list(base.glob(".tmp-export-*/assets/export.json")):
+        while not list(base.glob(pattern)):
             assert process.poll() is None, "the export exited before it could be killed"
             assert time.monotonic() < deadline, "the export did not start writing in time"
-            time.sleep(0.2)
-        (temp,) = base.glob(".tmp-export-*")
-        assert (temp / "saved_model.pb").is_file()
+            time.sleep(0.05 if moment == "writing" else 0.2)
+        if moment == "writing" and keras.backend.backend() != "tensorflow" and Path(
+                "/proc").is_dir():
+            (temp,) = base.glob(".tmp-export-*")
+            while not _processes_mentioning(temp.name):  # the worker has started
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.5)  # it is importing TensorFlow (seconds), long before it writes
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert process.returncode == -signal.SIGKILL
+    (temp,) = base.glob(".tmp-export-*")
+    if moment == "written":
+        assert (temp / "saved_model.pb").is_file()
+    elif Path("/proc").is_dir():  # a worker subprocess (JAX, torch) must not outlive it
+        deadline = time.monotonic() + 60
+        while _processes_mentioning(temp.name):
+            assert time.monotonic() < deadline, "the export worker outlived the exporter"
+            time.sleep(0.2)
+        # It stopped when its parent died: an orphan would have finished the SavedModel.
+        assert not (temp / "saved_model.pb").exists()
     assert [p.name for p in base.iterdir() if not p.name.startswith(".tmp-export-")] == []
     # The next export takes version 1 and removes the dead process's temporary folder.
     path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="killed")
@@ -400,7 +429,8 @@ def test_predict_cli_on_a_dataset_split(run_dir, capsys):
     assert document["accuracy"] == correct / 5
 
 
-def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
+@pytest.mark.slow  # 20 s on TensorFlow, 60 s on JAX (compiling the train step); run_dir covers
+def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):  # the layout by default
     """scripts/train.py's run folder (keras_resnet.training), 1 tiny epoch on synthetic data:
     its model.keras and checkpoints/best.keras both export, with the run's class names."""
     training = pytest.importorskip("keras_resnet.training")
