@@ -746,7 +746,7 @@ def run_trial_in_process(payload: dict, work_dir: str | os.PathLike) -> tuple[di
     return result["metrics"], result["peak_rss"]
 
 
-def _tuner_class(kind: str, process_per_trial: bool):
+def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float = 0):
     """A KerasTuner tuner class that logs every trial's start and end (with the RSS), and runs
     each trial in a process of its own (or, in process, clears the Keras session after it)."""
     kt = _keras_tuner()
@@ -795,6 +795,15 @@ def _tuner_class(kind: str, process_per_trial: bool):
             log_event(self.project_dir, event="end", trial_id=trial.trial_id,
                       tuner_id=self.tuner_id, status=str(trial.status), rss=rss_bytes(),
                       child_peak_rss=getattr(self, "_child_peak_rss", None))
+            # A time budget: once spent, no new trial starts (the oracle stops at max_trials).
+            if max_search_seconds and time.monotonic() - self._started > max_search_seconds:
+                oracle = self.oracle
+                if hasattr(oracle, "trials"):  # a local oracle, not a distributed worker's client
+                    oracle.max_trials = len(oracle.trials)
+
+        def search(self, *args, **kwargs):
+            self._started = time.monotonic()
+            return super().search(*args, **kwargs)
 
     Tuner.__name__ = Tuner.__qualname__ = f"ResNet{base.__name__}"
     return Tuner
@@ -802,11 +811,12 @@ def _tuner_class(kind: str, process_per_trial: bool):
 
 def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trials: int,
                max_epochs: int, seed: int | None = None, factor: int = 3,
-               process_per_trial: bool = True):
+               process_per_trial: bool = True, max_search_seconds: float = 0):
     """A KerasTuner tuner ('hyperband', 'bayesian' or 'random') maximizing val_accuracy.
 
     With `process_per_trial` (default) every trial trains in a fresh process, so that the
-    search's memory does not grow with the number of trials.
+    search's memory does not grow with the number of trials. With `max_search_seconds`, no trial
+    starts once that much time has passed since `search()` began (0: no limit).
 
     It reloads the search in `directory/project_name` when there is one (KerasTuner's
     `overwrite=False`): completed trials are kept, an interrupted one runs again.
@@ -818,7 +828,7 @@ def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trial
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
         directory=os.fspath(directory), project_name=project_name, overwrite=False,
     )
-    cls = _tuner_class(kind, process_per_trial)
+    cls = _tuner_class(kind, process_per_trial, max_search_seconds)
     if kind == "hyperband":
         tuner = cls(hypermodel, max_epochs=max_epochs, factor=factor, hyperband_iterations=1,
                     **common)
@@ -848,6 +858,8 @@ class SearchOptions:
     validation_fraction: float = 0.1
     batch_size: int = 256
     precision: str = "float32"
+    steps_per_execution: int = 1
+    max_search_seconds: float = 0.0
     seed: int = 0
     directory: str = "runs/tuning"
     project_name: str = "search"
@@ -868,11 +880,14 @@ class SearchOptions:
             raise SearchSpaceError("precision", f"precision must be one of {PRECISIONS}, "
                                    f"received precision={self.precision!r}")
         for field, minimum in (("max_trials", 1), ("max_epochs", 1), ("batch_size", 1),
-                               ("final_epochs", 0)):
+                               ("final_epochs", 0), ("steps_per_execution", 1)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise SearchSpaceError(field, f"{field} must be an integer >= {minimum}, "
                                        f"received {field}={value!r}")
+        if not self.max_search_seconds >= 0:
+            raise SearchSpaceError("max_search_seconds", "max_search_seconds must be >= 0, "
+                                   f"received max_search_seconds={self.max_search_seconds!r}")
         if not 0 < self.train_fraction <= 1:
             raise SearchSpaceError("train_fraction", "train_fraction must be in (0, 1], "
                                    f"received train_fraction={self.train_fraction!r}")
@@ -891,16 +906,17 @@ class SearchOptions:
 
         return TrainConfig(dataset=self.dataset, source_dir=self.source_dir, loader=self.loader,
                            batch_size=self.batch_size, precision=self.precision, seed=self.seed,
+                           steps_per_execution=self.steps_per_execution,
                            tensorboard=False, track_test=False, verbose=self.verbose)
 
     def definition(self, space: SearchSpace, image_shape) -> dict:
         """What must not change between a search and its resumption (max_trials may grow)."""
         base = dataclasses.asdict(self.base_config().resolve())
-        # Paths and verbosity may differ between runs; the searched fields come from each trial.
+        # Paths, speed settings and verbosity may differ between runs; the searched fields come
+        # from each trial.
         for key in ("verbose", "output_dir", "run_name", "source_dir", "data_dir", "loader",
-                    "epochs",
-                    "model", "block", "expansion", "width", "stem", "learning_rate",
-                    "weight_decay"):
+                    "epochs", "steps_per_execution", "model", "block", "expansion", "width",
+                    "stem", "learning_rate", "weight_decay"):
             base.pop(key, None)
         return {
             "format": 1,
@@ -968,7 +984,8 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
     tuner = make_tuner(options.tuner, hypermodel, directory=options.directory,
                        project_name=options.project_name, max_trials=options.max_trials,
                        max_epochs=options.max_epochs, seed=options.seed,
-                       process_per_trial=options.process_per_trial)
+                       process_per_trial=options.process_per_trial,
+                       max_search_seconds=options.max_search_seconds)
     eye = np.eye(dataset.num_classes, dtype=np.float32)  # the recipe's loss takes one-hot labels
     tuner.search(x_train, eye[y_train], validation_data=(x_val, eye[y_val]),
                  epochs=options.max_epochs, verbose=options.verbose)

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fraction of the train set held out to score trials (default "
                         "%(default)s)")
     search.add_argument("--batch-size", type=int, default=opts.batch_size)
+    search.add_argument("--steps-per-execution", type=int, default=opts.steps_per_execution,
+                        help="training steps per compiled call (default %(default)s)")
+    search.add_argument("--max-search-seconds", type=float, default=opts.max_search_seconds,
+                        help="start no trial after this many seconds (0: no limit)")
     search.add_argument("--precision", default=opts.precision,
                         help="float32, mixed_bfloat16 or mixed_float16 (default %(default)s)")
     search.add_argument("--seed", type=int, default=opts.seed)

@@ -387,7 +387,7 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     """KerasTuner's own chief/worker mode over gRPC on 127.0.0.1, bounded by timeouts
     (keras-tuner 645 and 915: a worker or the chief can hang)."""
     port = _free_port()
-    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "4", "--in-process",
+    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "2", "--in-process",
            "--directory", str(tmp_path), "--project-name", "dist"]
     procs, logs = {}, {}
     try:
@@ -417,10 +417,10 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     events = tuning.read_events(tmp_path / "dist")
     starts = [e["trial_id"] for e in events if e["event"] == "start"]
     ends = [(e["trial_id"], e["status"]) for e in events if e["event"] == "end"]
-    assert sorted(starts) == ["0", "1", "2", "3"]  # every trial exactly once
-    assert sorted(ends) == [(t, "COMPLETED") for t in ("0", "1", "2", "3")]
+    assert sorted(starts) == ["0", "1"]  # every trial exactly once
+    assert sorted(ends) == [("0", "COMPLETED"), ("1", "COMPLETED")]
     runners = {e["tuner_id"] for e in events}
     assert runners <= {"tuner0", "tuner1"} and "chief" not in runners
     records = tuning.read_trials(tmp_path / "dist")
-    assert [r.status for r in records] == ["COMPLETED"] * 4
+    assert [r.status for r in records] == ["COMPLETED"] * 2
     assert (tmp_path / "dist" / "report" / "trials.md").is_file()  # the chief reported
