@@ -356,10 +356,14 @@ class JaxTrainer:
     The state (trainable, non-trainable and optimizer variables) is donated to each call, so XLA
     updates it in place; `steps_per_execution` steps run inside one program (`lax.fori_loop`).
     With `devices > 1`, the batch is split over the devices and the state replicated (data
-    parallelism: XLA inserts the gradient all-reduce).
+    parallelism). `local_batch_norm` (default): each device normalizes with its own batch's
+    statistics and the step all-reduces the gradients once (`shard_map` + `pmean`, PyTorch DDP's
+    semantics); otherwise the step is written for the global batch and XLA's SPMD partitioner
+    inserts the collectives, which synchronizes every batch norm (an all-reduce per layer).
     """
 
-    def __init__(self, model, *, steps_per_execution: int = 1, devices: int = 1):
+    def __init__(self, model, *, steps_per_execution: int = 1, devices: int = 1,
+                 local_batch_norm: bool = True):
         import jax
 
         _check_positive("steps_per_execution", steps_per_execution)
@@ -372,6 +376,7 @@ class JaxTrainer:
         self.optimizer = _optimizer()
         self.optimizer.build(model.trainable_variables)
         self.devices = devices
+        self.local_batch_norm = local_batch_norm
         self.mesh = None
         if devices > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -410,6 +415,10 @@ class JaxTrainer:
 
         (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             trainable, non_trainable)
+        if self.mesh is not None and self.local_batch_norm:
+            # Inside shard_map: one all-reduce of the gradients (and of the small moving
+            # statistics), as PyTorch DDP does; the forward pass stays device-local.
+            grads, non_trainable, loss = jax.lax.pmean((grads, non_trainable, loss), "batch")
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
         return (trainable, non_trainable, opt_vars), loss
 
@@ -425,6 +434,11 @@ class JaxTrainer:
                 return self._one_step(state, x, y)
             return jax.lax.fori_loop(0, self.steps, body, (state, jax.numpy.float32(0)))
 
+        if self.mesh is not None and self.local_batch_norm:
+            from jax.sharding import PartitionSpec as P
+
+            run = jax.shard_map(run, mesh=self.mesh, in_specs=(P(), P("batch"), P("batch")),
+                                out_specs=(P(), P()), check_vma=False)
         return jax.jit(run, donate_argnums=0)
 
     def real_step(self, batch_size: int, image_size: Sequence[int] | None):
@@ -433,6 +447,10 @@ class JaxTrainer:
         dataset, augments it on the device and trains on it."""
         import jax
         import jax.numpy as jnp
+
+        if self.mesh is not None and self.local_batch_norm:
+            raise ValueError("real data on several devices needs local_batch_norm=False, "
+                             "received local_batch_norm=True")
 
         def run(state, images, labels, key, start):
             def body(i, carry):
@@ -489,13 +507,14 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
                       peak_flops: float | None = None, num_classes: int | None = None,
                       real: tuple[np.ndarray, np.ndarray] | None = None, dataset: str = "",
                       image_size: Sequence[int] | None = None,
-                      profile_dir: str | None = None) -> Result:
+                      profile_dir: str | None = None, sync_batch_norm: bool = False) -> Result:
     """Training throughput of a Keras model through the 'compiled' path.
 
     `batch_size` is per device. With `real=(images, labels)` (uint8 NHWC), batches are drawn from
     that dataset, resident on the device, and augmented there (resized to `image_size` if given);
     otherwise one synthetic batch resident on the device is reused. `profile_dir` (JAX): trace
-    a few more steps there with `jax.profiler`.
+    a few more steps there with `jax.profiler`. `sync_batch_norm`: with several devices,
+    normalize over the global batch (always so for real data).
     """
     import keras
 
@@ -512,7 +531,8 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
     if keras.backend.backend() == "jax":
         import jax
 
-        trainer = JaxTrainer(model, steps_per_execution=steps_per_execution, devices=devices)
+        trainer = JaxTrainer(model, steps_per_execution=steps_per_execution, devices=devices,
+                             local_batch_norm=not sync_batch_norm and real is None)
         state = trainer.state()
         if real is None:
             x, y = synthetic_data(global_batch, input_shape, num_classes)
@@ -549,6 +569,7 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         for v, value in zip(model.non_trainable_variables, non_trainable, strict=True):
             v.assign(value)
         spe = steps_per_execution
+        trainer_local = trainer.local_batch_norm
     else:
         if devices != 1:
             raise ValueError(f"devices must be 1 on the {keras.backend.backend()} backend, "
@@ -578,6 +599,7 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         if real is not None:
             notes.append("host pipeline: numpy gather + resize per step")
         spe = 1
+        trainer_local = False
     if not math.isfinite(final_loss):
         notes.append(f"loss not finite: {final_loss}")
     stats = summarize(times, spe, global_batch)
@@ -591,8 +613,11 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         data="synthetic" if real is None else f"real:{dataset}", precision=precision,
         batch_size=global_batch, input_shape=tuple(shape), devices=devices,
         flops_per_image=flops, mfu=mfu(flops, stats["img_per_s"], "train", peak_flops, devices),
-        peak_memory_bytes=peak_bytes, notes=notes + [f"steps_per_execution={spe}",
-                                                     f"final loss {final_loss:.4g}"],
+        peak_memory_bytes=peak_bytes, notes=notes + [
+            f"steps_per_execution={spe}",
+            *([f"data parallel, {'local' if trainer_local else 'synchronized'} batch norm"]
+              if devices > 1 else []),
+            f"final loss {final_loss:.4g}"],
         **stats,
     )
 
@@ -728,7 +753,8 @@ def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_
         # One batch held out: with val_size=0 the run's history.csv gets NA columns (CSVLogger).
         val_size=batch_size,
         track_test=False, tensorboard=False, verbose=0, output_dir=output_dir,
-        **(overrides or {}))
+        # One device, as the figure it is compared with (the pipeline's 'auto' spreads over all).
+        distribute="off", **(overrides or {}))
     metrics = training.train(config, dataset=dataset)
     rate = float(metrics["images_per_s"])
     augment = ("augmentation (RandomTranslation, RandomFlip, RandomErasing) inside the model"

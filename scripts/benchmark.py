@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-no-augment", action="store_true",
                    help="the 'pipeline' path without its augmentation layers (to cost them)")
     p.add_argument("--devices", type=int, default=1, help="data parallel over this many devices")
+    p.add_argument("--sync-batch-norm", action="store_true",
+                   help="with --devices > 1: batch norm over the global batch (SPMD)")
     p.add_argument("--interleave-rounds", type=int, default=0,
                    help="instead of the above: inference of each model and "
                         "keras.applications.ResNet50 in alternation, this many rounds")
@@ -180,7 +182,7 @@ def run(args):
                 results.append(benchmark.bench_keras_train(
                     model, name=label, batch_size=args.batch_size,
                     steps_per_execution=args.steps_per_execution, devices=args.devices,
-                    profile_dir=args.profile, **common))
+                    profile_dir=args.profile, sync_batch_norm=args.sync_batch_norm, **common))
                 print(benchmark.format_table(results[-1:]), flush=True)
             if dataset is not None:
                 results.append(benchmark.bench_keras_train(
