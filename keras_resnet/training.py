@@ -524,9 +524,6 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
     checkpoint.parent.mkdir(exist_ok=True)
     monitor = "val_accuracy" if validation is not None else "accuracy"
     run_callbacks = [
-        # Restores weights, optimizer state and epoch when a backup exists; it is deleted once
-        # fit ends normally. It goes first, so the run's other callbacks see the restored model.
-        keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True),
         # raise_error: stop at once, before epoch-end callbacks can save a NaN model or backup.
         keras.callbacks.TerminateOnNaN(raise_error=True),
         clock,
@@ -537,6 +534,12 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
     if config.tensorboard and _tensorboard_available():
         run_callbacks.append(keras.callbacks.TensorBoard(os.fspath(out / "logs"),
                                                          write_graph=False, profile_batch=0))
+    # Restores weights, optimizer state and epoch when a backup exists; deleted once fit ends
+    # normally. Last of the run's callbacks: when it records "epoch N done", the checkpoint and
+    # history.csv already hold epoch N, so a crash in between loses no row (a repeated epoch's
+    # row is overwritten by its rerun in read_history).
+    run_callbacks.append(
+        keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True))
     run_callbacks += list(callbacks or [])
 
     try:

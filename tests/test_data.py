@@ -1,4 +1,4 @@
-"""Data loading (TFDS from local IDX files, numpy IDX reader without TensorFlow) and augmentation."""
+"""Data loading (TFDS from local IDX files; numpy IDX reader without TensorFlow), augmentation."""
 
 from __future__ import annotations
 
@@ -138,7 +138,11 @@ NO_TF_SCRIPT = textwrap.dedent("""
 
 def test_load_without_tensorflow(idx_folder):
     """loader='auto' falls back to the IDX reader where TensorFlow cannot be imported."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # keras_resnet imports keras: without TensorFlow, Keras runs on JAX (or PyTorch).
+    import importlib.util
+
+    backend = "jax" if importlib.util.find_spec("jax") else "torch"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend}
     result = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, str(idx_folder)], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
