@@ -218,3 +218,19 @@ def test_layer_variants_compute_the_same_function(variants):
                                    atol=1e-5)
     with pytest.raises(ValueError, match="variant must be one of"):
         benchmark.with_variants(model, ["fused"])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="data parallelism here is JAX's")
+@pytest.mark.parametrize("sync", [False, True])
+def test_data_parallel_on_two_host_devices(tmp_path, sync):
+    out = tmp_path / "dp.json"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "KERAS_BACKEND": "jax"}
+    args = [*TINY, "--peers", "none", "--devices", "2", "--no-inference", "--json", str(out)]
+    proc = subprocess.run([sys.executable, SCRIPT, *args, *(["--sync-batch-norm"] if sync else [])],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["devices"] == 2 and result["batch_size"] == 8  # 4 per device
+    assert f"data parallel, {'synchronized' if sync else 'local'} batch norm" in result["notes"]
+    assert result["img_per_s"] > 0 and math.isfinite(result["img_per_s"])
