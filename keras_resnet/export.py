@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import shutil
@@ -68,6 +67,7 @@ from keras_resnet.inference import (
     METADATA_FILE,
     ONNX_FILE,
     _one_line,
+    installed,
     load_keras_model,
     read_class_names,
     read_metadata,
@@ -301,7 +301,7 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
                              input_signature=[spec])
         archive.write_out(os.fspath(directory), verbose=False)
     else:
-        if importlib.util.find_spec("tf2onnx") is None:
+        if not installed("tf2onnx"):
             raise ValueError("ONNX export needs tf2onnx, which is not installed "
                              "(pip install tf2onnx)")
         # tf2onnx traces a called model only ("The model provided has never called").
@@ -490,7 +490,7 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
             "keras_version": keras.__version__,
             "exported_from_backend": keras.backend.backend(),
         }
-        if fmt == "onnx" and importlib.util.find_spec("onnx") is not None:
+        if fmt == "onnx" and installed("onnx"):
             _add_onnx_metadata(temp / ONNX_FILE, names)
         assets = temp / "assets"
         assets.mkdir(exist_ok=True)

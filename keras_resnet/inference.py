@@ -42,9 +42,17 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a module set to None
+        return False
+
+
 def require_tensorflow(what: str, hint: str = "") -> None:
     """Raises a one-line `ValueError` when TensorFlow is not installed."""
-    if importlib.util.find_spec("tensorflow") is None:
+    if not installed("tensorflow"):
         raise ValueError(f"{what} needs TensorFlow, which is not installed "
                          f"(pip install tensorflow){hint}")
 
@@ -214,7 +222,7 @@ def _saved_model_predictor(folder: Path) -> Predictor:
 
 
 def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not installed("onnxruntime"):
         raise ValueError("running an ONNX model needs onnxruntime, which is not installed "
                          "(pip install onnxruntime)")
     import onnxruntime

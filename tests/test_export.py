@@ -347,6 +347,51 @@ def test_export_without_tensorflow_says_so(run_dir, tmp_path, monkeypatch):
         export_lib.export_model(run_dir, format="onnx", output_dir=tmp_path)
 
 
+NO_TF = """
+import importlib.abc, runpy, sys
+
+class Block(importlib.abc.MetaPathFinder):  # as on a machine where TensorFlow is absent
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tf2onnx"):
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("jax") or importlib.util.find_spec("torch")),
+                    reason="without TensorFlow, Keras needs JAX or torch")
+def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
+    """In a process where TensorFlow cannot be imported (JAX backend): SavedModel and ONNX
+    export say so in one line, --format keras works, and predict runs the .keras export."""
+    backend = "jax" if importlib.util.find_spec("jax") else "torch"
+    env = dict(os.environ, KERAS_BACKEND=backend)
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NO_TF, os.fspath(REPO / "scripts" / script),
+                               *args], env=env, capture_output=True, text=True, timeout=300)
+
+    out = os.fspath(tmp_path / "out")
+    for fmt, what in (("saved_model", "SavedModel"), ("onnx", "ONNX")):
+        result = run("export.py", os.fspath(run_dir), "--format", fmt, "--output-dir", out)
+        assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+            f"scripts/export.py: error: {what} export needs TensorFlow, which is not installed "
+            "(pip install tensorflow); --format keras works without it")
+    assert not (tmp_path / "out").exists()
+    result = run("export.py", os.fspath(run_dir), "--format", "keras", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    image = _png(tmp_path / "a.png", "L", (32, 32), 5)
+    result = run("predict.py", result.stdout.strip(), os.fspath(image), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["top_k"][0]["class"] in CLASS_NAMES
+    result = run("predict.py", os.fspath(saved_model_dir), os.fspath(image))
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        "scripts/predict.py: error: loading a SavedModel needs TensorFlow, which is not "
+        "installed (pip install tensorflow)")
+
+
 def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
     model_path = os.fspath(run_dir / "model.keras")
     bad = tmp_path / "broken.png"
