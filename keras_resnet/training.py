@@ -356,13 +356,18 @@ def device_description() -> str:
 def _distribution_scope(config: TrainConfig):
     """Data parallelism over every visible GPU: JAX DataParallel or TF MirroredStrategy.
 
-    Multi-host (JAX): call `keras.distribution.initialize()` in every process first (see
-    docs/TRAINING.md); DataParallel then spans the devices of all hosts.
+    Multi-host (JAX): set KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID in
+    every process; `keras.distribution.initialize()` is then called here (docs/TRAINING.md).
     """
     import contextlib
 
-    devices = accelerators() if config.distribute == "auto" else []
     backend = keras.backend.backend()
+    if (backend == "jax" and config.distribute == "auto"
+            and os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") not in ("", "1")):
+        # Multi-host: joins the other processes (addresses, count and rank from the
+        # KERAS_DISTRIBUTION_* variables); list_devices() then spans every host.
+        keras.distribution.initialize()
+    devices = accelerators() if config.distribute == "auto" else []
     if len(devices) > 1 and backend == "jax":
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
