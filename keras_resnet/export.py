@@ -67,6 +67,7 @@ from keras_resnet.inference import (
     METADATA_FILE,
     ONNX_FILE,
     _one_line,
+    check_channels_last,
     installed,
     load_keras_model,
     read_class_names,
@@ -221,13 +222,6 @@ def as_float32(model: keras.Model) -> keras.Model:
     return clone
 
 
-def _check_channels_last(model) -> None:
-    for layer in model._flatten_layers():
-        if getattr(layer, "data_format", None) == "channels_first":
-            raise ValueError("export supports channels_last models only, received a model with "
-                             f"data_format='channels_first' (layer {layer.name!r})")
-
-
 def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
     """A Keras model for the `serve` signature: float32 0-255 images of any size in, float32
     probabilities out. See the module docstring.
@@ -236,7 +230,7 @@ def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
         model: the trained model (raw pixels in, probabilities out).
         float32: compute in float32 even if the model was trained in mixed precision.
     """
-    _check_channels_last(model)
+    check_channels_last(model)
     if float32:
         model = as_float32(model)
     height, width, channels = model.input_shape[1:]
@@ -404,10 +398,9 @@ def export_model(
             target, or a format whose exporter is not installed. Nothing is left behind.
 
     Example:
-        >>> export_model("saved_models/fashion_mnist_resnet18")  # doctest: +SKIP
-        PosixPath('saved_models/fashion_mnist_resnet18/1')
+        >>> export_model("saved_models/resnet18_fashion_mnist")  # doctest: +SKIP
+        PosixPath('saved_models/resnet18_fashion_mnist/1')
     """
-
     fmt = _resolve_format(format)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)
                                 or version < 1):
@@ -415,6 +408,8 @@ def export_model(
     if fmt in ("saved_model", "onnx"):
         require_tensorflow("SavedModel export" if fmt == "saved_model" else "ONNX export",
                            "; --format keras works without it")
+    if fmt == "onnx" and not installed("tf2onnx"):
+        raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
     scratch = None
     try:
         if isinstance(source, keras.Model):
@@ -436,6 +431,7 @@ def export_model(
             name = default_name + ("" if fmt == "saved_model" else f"-{fmt}")
         _check_name(name)
         base = Path(output_dir) / name
+        created = not base.exists()
         base.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(base)
         latest = max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=None)
@@ -451,8 +447,13 @@ def export_model(
             raise ValueError(f"export target exists: {os.fspath(target)!r} (versions are never "
                              f"overwritten; leave --version out to take the next one)")
         label = os.fspath(source) if folder is not None else f"keras.Model {source.name!r}"
-        return _write_version(model_path, base, target, fmt, version, name, class_names,
-                              opset=opset, float32=float32, source_label=label)
+        try:
+            return _write_version(model_path, base, target, fmt, version, name, class_names,
+                                  opset=opset, float32=float32, source_label=label)
+        except BaseException:
+            if created and not any(base.iterdir()):
+                base.rmdir()  # a failed first export leaves no empty <name>/ behind
+            raise
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -461,7 +462,6 @@ def export_model(
 def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version: int, name: str,
                    class_names: list[str] | None, *, opset: int | None, float32: bool,
                    source_label: str) -> Path:
-
     temp = base / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
     try:

@@ -174,6 +174,14 @@ class Predictor:
         return np.asarray(self.fn(images.astype(np.float32)), dtype=np.float32)
 
 
+def check_channels_last(model) -> None:
+    """Raises a one-line `ValueError` for a channels_first model: images here are NHWC."""
+    for layer in model._flatten_layers():
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise ValueError("only channels_last models are supported, received a model with "
+                             f"data_format='channels_first' (layer {layer.name!r})")
+
+
 def _class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
     if names is not None and len(names) == num_classes:
         return names
@@ -184,10 +192,8 @@ def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
     import keras
 
     model = load_keras_model(model_path)
+    check_channels_last(model)
     shape = tuple(model.input_shape[1:])
-    if keras.config.image_data_format() == "channels_first" and shape[0] in (1, 3):
-        raise ValueError("channels_first models are not supported by predict, received "
-                         f"input shape {shape}")
     num_classes = int(model.output_shape[-1])
 
     def fn(images: np.ndarray) -> np.ndarray:

@@ -323,7 +323,7 @@ def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, 
     err = _cli_error(capsys, "export", [os.fspath(corrupt), "--format", "keras",
                                         "--output-dir", os.fspath(out)])
     assert "cannot load model file" in err
-    assert not [p for p in out.rglob("*") if p.is_file()]
+    assert not out.exists() or not list(out.iterdir())
     _script("export").main([os.fspath(run_dir), "--format", "keras", "--output-dir",
                             os.fspath(out), "--name", "fixed"])
     capsys.readouterr()
@@ -390,6 +390,16 @@ def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
         "scripts/predict.py: error: loading a SavedModel needs TensorFlow, which is not "
         "installed (pip install tensorflow)")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the same check runs in the TensorFlow worker from JAX and torch")
+def test_channels_first_is_refused_in_one_line(tmp_path):
+    model = keras_resnet.ResNet18(input_shape=(1, 32, 32), stem="cifar", width=0.125,
+                                  num_classes=3, data_format="channels_first")
+    with pytest.raises(ValueError, match="only channels_last models are supported") as info:
+        export_lib.export_model(model, output_dir=tmp_path)
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
 
 
 def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
