@@ -36,7 +36,7 @@ best = tuning.best_trial(tuning.read_trials(project))
 ref = keras_resnet.count_flops(keras_resnet.ResNet18(stem="cifar", num_classes=10,
                                                      input_shape=(28, 28, 1)))
 epoch_s = 1.4 * 60000 / 60000 * max(1.0, best.flops / ref)  # train + per-epoch test pass
-epochs = max(1, min(final_max, int((left - 90) / epoch_s)))
+epochs = max(1, min(final_max, int((left - 55) / epoch_s)))
 print(f"best trial {best.trial_id}: {tuning.describe(best.config)}, {best.flops / 1e6:.0f} "
       f"MFLOPs ({best.flops / ref:.2f} x ResNet-18); {left:.0f} s left -> {epochs} epochs",
       flush=True)
