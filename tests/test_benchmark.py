@@ -221,7 +221,7 @@ def test_layer_variants_compute_the_same_function(variants):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="data parallelism here is JAX's")
-@pytest.mark.parametrize("sync", [False, True])
+@pytest.mark.parametrize("sync", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_data_parallel_on_two_host_devices(tmp_path, sync):
     out = tmp_path / "dp.json"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
