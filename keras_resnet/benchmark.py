@@ -64,8 +64,9 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name} must be an integer >= 1, received {name}={value!r}")
 
 
-def time_windows(run: Callable[[], object], sync: Callable[[object], None], *, windows: int,
-                 warmup: int) -> list[float]:
+def time_windows(
+    run: Callable[[], object], sync: Callable[[object], None], *, windows: int, warmup: int
+) -> list[float]:
     """Seconds of each of `windows` timed calls of `run`, after `warmup` untimed ones.
 
     `sync(out)` blocks until the device has finished the work that produced `out`.
@@ -89,14 +90,21 @@ def summarize(times: Sequence[float], steps_per_window: int, batch_size: int) ->
     return {
         "img_per_s": batch_size / median,
         "step_ms": 1e3 * median,
-        "step_ms_spread": (1e3 * min(times) / steps_per_window,
-                           1e3 * max(times) / steps_per_window),
+        "step_ms_spread": (
+            1e3 * min(times) / steps_per_window,
+            1e3 * max(times) / steps_per_window,
+        ),
         "timed_steps": len(times) * steps_per_window,
     }
 
 
-def mfu(flops_per_image: int | None, img_per_s: float, task: str, peak_flops: float | None,
-        devices: int = 1) -> float | None:
+def mfu(
+    flops_per_image: int | None,
+    img_per_s: float,
+    task: str,
+    peak_flops: float | None,
+    devices: int = 1,
+) -> float | None:
     """Model FLOPs utilization: achieved model FLOP/s over the peak of all devices used.
 
     A training step counts 3x the forward FLOPs (forward, and a backward pass of twice its cost).
@@ -158,8 +166,9 @@ def peak_flops_for(device: str) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def synthetic_data(batch_size: int, input_shape: Sequence[int], num_classes: int,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_data(
+    batch_size: int, input_shape: Sequence[int], num_classes: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A random float32 batch (normal, not zeros: zeros can run faster than real data)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
@@ -174,12 +183,13 @@ def _read_idx(path: str) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_real_data(name: str = "fashion_mnist", image_size: Sequence[int] | None = None,
-                   limit: int | None = None):
+def load_real_data(
+    name: str = "fashion_mnist", image_size: Sequence[int] | None = None, limit: int | None = None
+):
     """The training issue's dataset (`keras_resnet.data.load_dataset`), optionally cut to its
     first `limit` training images and resized to `image_size` (bilinear, on the default device,
     back to uint8), e.g. Fashion-MNIST at 224 px for a large-input benchmark."""
@@ -189,23 +199,38 @@ def load_real_data(name: str = "fashion_mnist", image_size: Sequence[int] | None
 
     dataset = data_lib.load_dataset(name)
     if limit is not None:
-        dataset = data_lib.Dataset(dataset.name, dataset.x_train[:limit], dataset.y_train[:limit],
-                                   dataset.x_test[:limit], dataset.y_test[:limit],
-                                   dataset.class_names, dataset.source)
+        dataset = data_lib.Dataset(
+            dataset.name,
+            dataset.x_train[:limit],
+            dataset.y_train[:limit],
+            dataset.x_test[:limit],
+            dataset.y_test[:limit],
+            dataset.class_names,
+            dataset.source,
+        )
     if image_size is None or tuple(image_size) == dataset.image_shape[:2]:
         return dataset
 
     def resize(images: np.ndarray) -> np.ndarray:
         chunks = []
         for start in range(0, len(images), 1024):
-            chunk = keras.ops.image.resize(images[start:start + 1024].astype(np.float32),
-                                           tuple(image_size), interpolation="bilinear")
+            chunk = keras.ops.image.resize(
+                images[start : start + 1024].astype(np.float32),
+                tuple(image_size),
+                interpolation="bilinear",
+            )
             chunks.append(np.clip(np.round(keras.ops.convert_to_numpy(chunk)), 0, 255))
         return np.concatenate(chunks).astype(np.uint8)
 
-    return data_lib.Dataset(f"{dataset.name}_{image_size[0]}px", resize(dataset.x_train),
-                            dataset.y_train, resize(dataset.x_test), dataset.y_test,
-                            dataset.class_names, dataset.source)
+    return data_lib.Dataset(
+        f"{dataset.name}_{image_size[0]}px",
+        resize(dataset.x_train),
+        dataset.y_train,
+        resize(dataset.x_test),
+        dataset.y_test,
+        dataset.class_names,
+        dataset.source,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,10 +300,12 @@ def _onepass_bn_class():
             x32 = ops.cast(inputs, "float32")
             mean = ops.mean(x32, axis=self._reduction_axes)
             variance = ops.maximum(
-                ops.mean(ops.square(x32), axis=self._reduction_axes) - ops.square(mean), 0.0)
+                ops.mean(ops.square(x32), axis=self._reduction_axes) - ops.square(mean), 0.0
+            )
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
             self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1 - self.momentum))
+                self.moving_variance * self.momentum + variance * (1 - self.momentum)
+            )
             scale = ops.rsqrt(variance + self.epsilon)
             if self.scale:
                 scale = scale * ops.cast(self.gamma, "float32")
@@ -286,8 +313,9 @@ def _onepass_bn_class():
             if self.center:
                 shift = shift + ops.cast(self.beta, "float32")
             dtype = inputs.dtype
-            return ops.cast(inputs * ops.cast(scale, dtype) + ops.cast(shift, dtype),
-                            self.compute_dtype)
+            return ops.cast(
+                inputs * ops.cast(scale, dtype) + ops.cast(shift, dtype), self.compute_dtype
+            )
 
     return OnePassBatchNormalization
 
@@ -314,7 +342,7 @@ def _shifted_maxpool_class():
             out = None
             for i in range(k):
                 for j in range(k):
-                    part = x[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+                    part = x[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s, :]
                     out = part if out is None else ops.maximum(out, part)
             return out
 
@@ -343,8 +371,9 @@ def with_variants(model, variants: Sequence[str]):
         if "onepass-bn" in variants and type(layer) is keras.layers.BatchNormalization:
             return bn_class.from_config(config)
         if "shifted-maxpool" in variants and isinstance(layer, keras.layers.MaxPooling2D):
-            return pool_class(layer.pool_size[0], layer.strides[0], name=layer.name,
-                              dtype=layer.dtype_policy)
+            return pool_class(
+                layer.pool_size[0], layer.strides[0], name=layer.name, dtype=layer.dtype_policy
+            )
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=swap)
@@ -362,15 +391,23 @@ class JaxTrainer:
     inserts the collectives, which synchronizes every batch norm (an all-reduce per layer).
     """
 
-    def __init__(self, model, *, steps_per_execution: int = 1, devices: int = 1,
-                 local_batch_norm: bool = True):
+    def __init__(
+        self,
+        model,
+        *,
+        steps_per_execution: int = 1,
+        devices: int = 1,
+        local_batch_norm: bool = True,
+    ):
         import jax
 
         _check_positive("steps_per_execution", steps_per_execution)
         _check_positive("devices", devices)
         if devices > len(jax.devices()):
-            raise ValueError(f"devices must be <= {len(jax.devices())} (the devices present), "
-                             f"received devices={devices}")
+            raise ValueError(
+                f"devices must be <= {len(jax.devices())} (the devices present), "
+                f"received devices={devices}"
+            )
         self.model = model
         self.steps = steps_per_execution
         self.optimizer = _optimizer()
@@ -409,12 +446,12 @@ class JaxTrainer:
         trainable, non_trainable, opt_vars = state
 
         def loss_fn(trainable, non_trainable):
-            y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x,
-                                                         training=True)
+            y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
             return _loss(y, y_pred), non_trainable
 
         (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, non_trainable)
+            trainable, non_trainable
+        )
         if self.mesh is not None and self.local_batch_norm:
             # Inside shard_map: one all-reduce of the gradients (and of the small moving
             # statistics), as PyTorch DDP does; the forward pass stays device-local.
@@ -437,8 +474,13 @@ class JaxTrainer:
         if self.mesh is not None and self.local_batch_norm:
             from jax.sharding import PartitionSpec as P
 
-            run = jax.shard_map(run, mesh=self.mesh, in_specs=(P(), P("batch"), P("batch")),
-                                out_specs=(P(), P()), check_vma=False)
+            run = jax.shard_map(
+                run,
+                mesh=self.mesh,
+                in_specs=(P(), P("batch"), P("batch")),
+                out_specs=(P(), P()),
+                check_vma=False,
+            )
         return jax.jit(run, donate_argnums=0)
 
     def real_step(self, batch_size: int, image_size: Sequence[int] | None):
@@ -449,8 +491,10 @@ class JaxTrainer:
         import jax.numpy as jnp
 
         if self.mesh is not None and self.local_batch_norm:
-            raise ValueError("real data on several devices needs local_batch_norm=False, "
-                             "received local_batch_norm=True")
+            raise ValueError(
+                "real data on several devices needs local_batch_norm=False, "
+                "received local_batch_norm=True"
+            )
 
         def run(state, images, labels, key, start):
             def body(i, carry):
@@ -484,8 +528,12 @@ def _compiled_peak_bytes(jitted, *args) -> int | None:
     """Device memory the compiled program needs: arguments + outputs - aliased + temporaries."""
     try:
         analysis = jitted.lower(*args).compile().memory_analysis()
-        return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-                   - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+        return int(
+            analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+            - analysis.alias_size_in_bytes
+            + analysis.temp_size_in_bytes
+        )
     except Exception:  # noqa: BLE001 - memory analysis is best effort (not on every platform)
         return None
 
@@ -502,12 +550,24 @@ def _sync_jax(out) -> None:
     jax.block_until_ready(out)
 
 
-def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: int,
-                      precision: str, steps_per_execution: int = 1, devices: int = 1,
-                      peak_flops: float | None = None, num_classes: int | None = None,
-                      real: tuple[np.ndarray, np.ndarray] | None = None, dataset: str = "",
-                      image_size: Sequence[int] | None = None,
-                      profile_dir: str | None = None, sync_batch_norm: bool = False) -> Result:
+def bench_keras_train(
+    model,
+    *,
+    name: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    steps_per_execution: int = 1,
+    devices: int = 1,
+    peak_flops: float | None = None,
+    num_classes: int | None = None,
+    real: tuple[np.ndarray, np.ndarray] | None = None,
+    dataset: str = "",
+    image_size: Sequence[int] | None = None,
+    profile_dir: str | None = None,
+    sync_batch_norm: bool = False,
+) -> Result:
     """Training throughput of a Keras model through the 'compiled' path.
 
     `batch_size` is per device. With `real=(images, labels)` (uint8 NHWC), batches are drawn from
@@ -531,8 +591,12 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
     if keras.backend.backend() == "jax":
         import jax
 
-        trainer = JaxTrainer(model, steps_per_execution=steps_per_execution, devices=devices,
-                             local_batch_norm=not sync_batch_norm and real is None)
+        trainer = JaxTrainer(
+            model,
+            steps_per_execution=steps_per_execution,
+            devices=devices,
+            local_batch_norm=not sync_batch_norm and real is None,
+        )
         state = trainer.state()
         if real is None:
             x, y = synthetic_data(global_batch, input_shape, num_classes)
@@ -545,8 +609,11 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
             images, labels = jax.device_put(images, where), jax.device_put(labels, where)
             step = trainer.real_step(global_batch, image_size)
             args = (images, labels, jax.random.key(0))
-            notes.append("uint8 dataset resident on the device; gather + flip + crop"
-                         + (" + resize" if image_size else "") + " inside the compiled step")
+            notes.append(
+                "uint8 dataset resident on the device; gather + flip + crop"
+                + (" + resize" if image_size else "")
+                + " inside the compiled step"
+            )
         peak_bytes = _compiled_peak_bytes(step, state, *args, *(() if real is None else (0,)))
         holder = {"state": state, "i": 0}
 
@@ -572,8 +639,10 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
         trainer_local = trainer.local_batch_norm
     else:
         if devices != 1:
-            raise ValueError(f"devices must be 1 on the {keras.backend.backend()} backend, "
-                             f"received devices={devices}")
+            raise ValueError(
+                f"devices must be 1 on the {keras.backend.backend()} backend, "
+                f"received devices={devices}"
+            )
         model.compile(optimizer=_optimizer(), loss="sparse_categorical_crossentropy")
         if real is None:
             x, y = synthetic_data(batch_size, input_shape, num_classes)
@@ -590,7 +659,8 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
             xb = real[0][idx].astype(np.float32)
             if image_size is not None and tuple(image_size) != xb.shape[1:3]:
                 xb = keras.ops.convert_to_numpy(
-                    keras.ops.image.resize(xb, tuple(image_size), interpolation="bilinear"))
+                    keras.ops.image.resize(xb, tuple(image_size), interpolation="bilinear")
+                )
             return model.train_on_batch(xb, real[1][idx])
 
         times = time_windows(run, lambda out: None, windows=steps, warmup=warmup)
@@ -608,23 +678,42 @@ def bench_keras_train(model, *, name: str, batch_size: int, steps: int, warmup: 
     if real is not None and image_size:
         shape = (*image_size, input_shape[-1])
     return Result(
-        name=name, framework=_framework(), task="train",
+        name=name,
+        framework=_framework(),
+        task="train",
         path="compiled" if keras.backend.backend() == "jax" else "train_on_batch",
-        data="synthetic" if real is None else f"real:{dataset}", precision=precision,
-        batch_size=global_batch, input_shape=tuple(shape), devices=devices,
-        flops_per_image=flops, mfu=mfu(flops, stats["img_per_s"], "train", peak_flops, devices),
-        peak_memory_bytes=peak_bytes, notes=notes + [
+        data="synthetic" if real is None else f"real:{dataset}",
+        precision=precision,
+        batch_size=global_batch,
+        input_shape=tuple(shape),
+        devices=devices,
+        flops_per_image=flops,
+        mfu=mfu(flops, stats["img_per_s"], "train", peak_flops, devices),
+        peak_memory_bytes=peak_bytes,
+        notes=notes
+        + [
             f"steps_per_execution={spe}",
-            *([f"data parallel, {'local' if trainer_local else 'synchronized'} batch norm"]
-              if devices > 1 else []),
-            f"final loss {final_loss:.4g}"],
+            *(
+                [f"data parallel, {'local' if trainer_local else 'synchronized'} batch norm"]
+                if devices > 1
+                else []
+            ),
+            f"final loss {final_loss:.4g}",
+        ],
         **stats,
     )
 
 
-def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision: str,
-                    steps_per_execution: int = 1,
-                    peak_flops: float | None = None) -> Result:
+def bench_keras_fit(
+    model,
+    *,
+    name: str,
+    batch_size: int,
+    steps: int,
+    precision: str,
+    steps_per_execution: int = 1,
+    peak_flops: float | None = None,
+) -> Result:
     """Training throughput through `model.compile` + `model.fit` on numpy arrays.
 
     Each epoch is `steps` batches (rounded to a multiple of `steps_per_execution`); the first
@@ -641,8 +730,11 @@ def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision:
     x1, y1 = synthetic_data(batch_size, input_shape, num_classes)
     x = np.concatenate([x1] * steps)
     y = np.concatenate([y1] * steps)
-    model.compile(optimizer=_optimizer(), loss="sparse_categorical_crossentropy",
-                  steps_per_execution=steps_per_execution)
+    model.compile(
+        optimizer=_optimizer(),
+        loss="sparse_categorical_crossentropy",
+        steps_per_execution=steps_per_execution,
+    )
     epoch_times: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):
@@ -654,23 +746,41 @@ def bench_keras_fit(model, *, name: str, batch_size: int, steps: int, precision:
             epoch_times.append(time.perf_counter() - self.start)
 
     # One untimed epoch (compilation), then 3 timed ones.
-    model.fit(x, y, batch_size=batch_size, epochs=4, shuffle=False, verbose=0,
-              callbacks=[EpochTimer()])
+    model.fit(
+        x, y, batch_size=batch_size, epochs=4, shuffle=False, verbose=0, callbacks=[EpochTimer()]
+    )
     times = epoch_times[1:]
     stats = summarize(times, steps, batch_size)
     flops = count_flops(model)
     return Result(
-        name=name, framework=_framework(), task="train", path="fit", data="synthetic",
-        precision=precision, batch_size=batch_size, input_shape=input_shape,
-        flops_per_image=flops, mfu=mfu(flops, stats["img_per_s"], "train", peak_flops),
-        notes=[f"numpy input, {steps} steps per epoch, steps_per_execution={steps_per_execution}",
-               "median of 3 epochs after 1 warm-up epoch"],
+        name=name,
+        framework=_framework(),
+        task="train",
+        path="fit",
+        data="synthetic",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=input_shape,
+        flops_per_image=flops,
+        mfu=mfu(flops, stats["img_per_s"], "train", peak_flops),
+        notes=[
+            f"numpy input, {steps} steps per epoch, steps_per_execution={steps_per_execution}",
+            "median of 3 epochs after 1 warm-up epoch",
+        ],
         **stats,
     )
 
 
-def bench_keras_infer(model, *, name: str, batch_size: int, steps: int, warmup: int,
-                      precision: str, peak_flops: float | None = None) -> Result:
+def bench_keras_infer(
+    model,
+    *,
+    name: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    peak_flops: float | None = None,
+) -> Result:
     """Inference throughput (training=False) on a synthetic batch resident on the device."""
     import keras
 
@@ -688,25 +798,40 @@ def bench_keras_infer(model, *, name: str, batch_size: int, steps: int, warmup: 
         ntv = [v.value for v in model.non_trainable_variables]
         xd = jax.device_put(x)
         peak_bytes = _compiled_peak_bytes(predict, tv, ntv, xd)
-        times = time_windows(lambda: predict(tv, ntv, xd), _sync_jax, windows=steps,
-                             warmup=warmup)
+        times = time_windows(lambda: predict(tv, ntv, xd), _sync_jax, windows=steps, warmup=warmup)
         path = "compiled"
     else:
-        times = time_windows(lambda: model.predict_on_batch(x), lambda out: None,
-                             windows=steps, warmup=warmup)
+        times = time_windows(
+            lambda: model.predict_on_batch(x), lambda out: None, windows=steps, warmup=warmup
+        )
         path = "predict_on_batch"
     stats = summarize(times, 1, batch_size)
     flops = count_flops(model)
     return Result(
-        name=name, framework=_framework(), task="infer", path=path, data="synthetic",
-        precision=precision, batch_size=batch_size, input_shape=input_shape,
-        flops_per_image=flops, mfu=mfu(flops, stats["img_per_s"], "infer", peak_flops),
-        peak_memory_bytes=peak_bytes, **stats,
+        name=name,
+        framework=_framework(),
+        task="infer",
+        path=path,
+        data="synthetic",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=input_shape,
+        flops_per_image=flops,
+        mfu=mfu(flops, stats["img_per_s"], "infer", peak_flops),
+        peak_memory_bytes=peak_bytes,
+        **stats,
     )
 
 
-def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: int,
-                          warmup: int = 2, precision: str = "float32") -> list[Result]:
+def interleaved_inference(
+    models: dict,
+    *,
+    batch_size: int,
+    rounds: int,
+    steps: int,
+    warmup: int = 2,
+    precision: str = "float32",
+) -> list[Result]:
     """Inference throughput of several models measured in alternation (A, B, A, B, ...), so that
     a shared, noisy machine slows each of them alike. Each round times `steps` batches per model;
     the figure is the median over all of a model's timed batches."""
@@ -715,31 +840,58 @@ def interleaved_inference(models: dict, *, batch_size: int, rounds: int, steps: 
     inputs = {}
     for name, model in models.items():
         inputs[name] = synthetic_data(batch_size, tuple(model.inputs[0].shape[1:]), 2)[0]
-        time_windows(lambda m=model, x=inputs[name]: m.predict_on_batch(x), lambda out: None,
-                     windows=0, warmup=warmup)
+        time_windows(
+            lambda m=model, x=inputs[name]: m.predict_on_batch(x),
+            lambda out: None,
+            windows=0,
+            warmup=warmup,
+        )
     for _ in range(rounds):
         for name, model in models.items():
             x = inputs[name]
-            per_model[name] += time_windows(lambda m=model, x=x: m.predict_on_batch(x),
-                                            lambda out: None, windows=steps, warmup=0)
+            per_model[name] += time_windows(
+                lambda m=model, x=x: m.predict_on_batch(x),
+                lambda out: None,
+                windows=steps,
+                warmup=0,
+            )
     from keras_resnet.analysis import count_flops
 
     results = []
     for name, model in models.items():
         stats = summarize(per_model[name], 1, batch_size)
-        results.append(Result(
-            name=name, framework=_framework(), task="infer", path="predict_on_batch",
-            data="synthetic", precision=precision, batch_size=batch_size,
-            input_shape=tuple(model.inputs[0].shape[1:]), flops_per_image=count_flops(model),
-            notes=[f"interleaved with the other models: {rounds} rounds x {steps} batches"],
-            **stats))
+        results.append(
+            Result(
+                name=name,
+                framework=_framework(),
+                task="infer",
+                path="predict_on_batch",
+                data="synthetic",
+                precision=precision,
+                batch_size=batch_size,
+                input_shape=tuple(model.inputs[0].shape[1:]),
+                flops_per_image=count_flops(model),
+                notes=[f"interleaved with the other models: {rounds} rounds x {steps} batches"],
+                **stats,
+            )
+        )
     return results
 
 
-def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_size: int,
-                   epochs: int, precision: str, steps_per_execution: int = 1, output_dir: str,
-                   overrides: dict | None = None, peak_flops: float | None = None,
-                   flops_per_image: int | None = None) -> Result:
+def bench_pipeline(
+    model_name: str,
+    dataset,
+    *,
+    label: str | None = None,
+    batch_size: int,
+    epochs: int,
+    precision: str,
+    steps_per_execution: int = 1,
+    output_dir: str,
+    overrides: dict | None = None,
+    peak_flops: float | None = None,
+    flops_per_image: int | None = None,
+) -> Result:
     """End to end through the training issue's pipeline: `keras_resnet.training.train` on a
     `keras_resnet.data.Dataset` (numpy uint8 -> `model.fit`, augmentation layers and
     normalization inside the model). The figure is the pipeline's own `images_per_s`: the median
@@ -748,26 +900,49 @@ def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_
 
     _check_positive("epochs", epochs)
     config = training.TrainConfig(
-        model=model_name, dataset=dataset.name, epochs=epochs, batch_size=batch_size,
-        precision=precision, steps_per_execution=steps_per_execution,
+        model=model_name,
+        dataset=dataset.name,
+        epochs=epochs,
+        batch_size=batch_size,
+        precision=precision,
+        steps_per_execution=steps_per_execution,
         # One batch held out: with val_size=0 the run's history.csv gets NA columns (CSVLogger).
         val_size=batch_size,
-        track_test=False, tensorboard=False, verbose=0, output_dir=output_dir,
+        track_test=False,
+        tensorboard=False,
+        verbose=0,
+        output_dir=output_dir,
         # One device, as the figure it is compared with (the pipeline's 'auto' spreads over all).
-        distribute="off", **(overrides or {}))
+        distribute="off",
+        **(overrides or {}),
+    )
     metrics = training.train(config, dataset=dataset)
     rate = float(metrics["images_per_s"])
-    augment = ("augmentation (RandomTranslation, RandomFlip, RandomErasing) inside the model"
-               if config.augment else "no augmentation")
+    augment = (
+        "augmentation (RandomTranslation, RandomFlip, RandomErasing) inside the model"
+        if config.augment
+        else "no augmentation"
+    )
     return Result(
-        name=label or model_name, framework=_framework(), task="train", path="pipeline",
-        data=f"real:{dataset.name}", precision=precision, batch_size=batch_size,
-        input_shape=tuple(dataset.image_shape), img_per_s=rate, step_ms=1e3 * batch_size / rate,
-        step_ms_spread=(float("nan"), float("nan")), timed_steps=(epochs - 1) * math.ceil(
-            metrics["train_images"] / batch_size),
-        flops_per_image=flops_per_image, mfu=mfu(flops_per_image, rate, "train", peak_flops),
-        notes=[f"keras_resnet.training.train, {epochs} epochs of {metrics['train_images']} "
-               f"images, median epoch; steps_per_execution={steps_per_execution}; {augment}"])
+        name=label or model_name,
+        framework=_framework(),
+        task="train",
+        path="pipeline",
+        data=f"real:{dataset.name}",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=tuple(dataset.image_shape),
+        img_per_s=rate,
+        step_ms=1e3 * batch_size / rate,
+        step_ms_spread=(float("nan"), float("nan")),
+        timed_steps=(epochs - 1) * math.ceil(metrics["train_images"] / batch_size),
+        flops_per_image=flops_per_image,
+        mfu=mfu(flops_per_image, rate, "train", peak_flops),
+        notes=[
+            f"keras_resnet.training.train, {epochs} epochs of {metrics['train_images']} "
+            f"images, median epoch; steps_per_execution={steps_per_execution}; {augment}"
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,11 +950,21 @@ def bench_pipeline(model_name: str, dataset, *, label: str | None = None, batch_
 # ---------------------------------------------------------------------------------------------
 
 
-def bench_torchvision(arch: str = "resnet50", *, batch_size: int, image_size: Sequence[int],
-                      steps: int, warmup: int, compile: bool, precision: str,
-                      num_classes: int = 1000, task: str = "train",
-                      peak_flops: float | None = None, flops_per_image: int | None = None,
-                      in_channels: int = 3) -> Result:
+def bench_torchvision(
+    arch: str = "resnet50",
+    *,
+    batch_size: int,
+    image_size: Sequence[int],
+    steps: int,
+    warmup: int,
+    compile: bool,
+    precision: str,
+    num_classes: int = 1000,
+    task: str = "train",
+    peak_flops: float | None = None,
+    flops_per_image: int | None = None,
+    in_channels: int = 3,
+) -> Result:
     """torchvision model throughput: channels_last, bf16 autocast (when `precision` is
     'mixed_bfloat16'), SGD with momentum; eager or `torch.compile` (default mode)."""
     import torch
@@ -829,11 +1014,17 @@ def bench_torchvision(arch: str = "resnet50", *, batch_size: int, image_size: Se
     peak = int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
     stats = summarize(times, 1, batch_size)
     return Result(
-        name=f"torchvision.{arch}", framework="torch", task=task,
-        path="torch.compile" if compile else "eager", data="synthetic", precision=precision,
-        batch_size=batch_size, input_shape=(in_channels, *image_size),
+        name=f"torchvision.{arch}",
+        framework="torch",
+        task=task,
+        path="torch.compile" if compile else "eager",
+        data="synthetic",
+        precision=precision,
+        batch_size=batch_size,
+        input_shape=(in_channels, *image_size),
         flops_per_image=flops_per_image,
-        mfu=mfu(flops_per_image, stats["img_per_s"], task, peak_flops), peak_memory_bytes=peak,
+        mfu=mfu(flops_per_image, stats["img_per_s"], task, peak_flops),
+        peak_memory_bytes=peak,
         notes=[f"torch {torch.__version__}, channels_last" + (", bf16 autocast" if bf16 else "")],
         **stats,
     )
@@ -855,18 +1046,29 @@ def ratios(results: Sequence[Result]) -> list[dict]:
             continue
         for b in peers:
             # Peers are one architecture (ResNet-50): compare only our model of that depth.
-            if (_arch(a.name) == _arch(b.name) and a.batch_size == b.batch_size
-                    and a.devices == b.devices and _hw(a.input_shape) == _hw(b.input_shape)):
-                out.append({"ours": _label(a), "peer": _label(b),
-                            "ratio": a.img_per_s / b.img_per_s})
+            if (
+                _arch(a.name) == _arch(b.name)
+                and a.batch_size == b.batch_size
+                and a.devices == b.devices
+                and _hw(a.input_shape) == _hw(b.input_shape)
+            ):
+                out.append(
+                    {"ours": _label(a), "peer": _label(b), "ratio": a.img_per_s / b.img_per_s}
+                )
     for a in ours:
         if not a.data.startswith("real:"):
             continue
         for b in ours:
-            if (b.data == "synthetic" and b.name == a.name and b.path == a.path
-                    and b.batch_size == a.batch_size and _hw(b.input_shape) == _hw(a.input_shape)):
-                out.append({"ours": _label(a), "peer": _label(b),
-                            "ratio": a.img_per_s / b.img_per_s})
+            if (
+                b.data == "synthetic"
+                and b.name == a.name
+                and b.path == a.path
+                and b.batch_size == a.batch_size
+                and _hw(b.input_shape) == _hw(a.input_shape)
+            ):
+                out.append(
+                    {"ours": _label(a), "peer": _label(b), "ratio": a.img_per_s / b.img_per_s}
+                )
     return out
 
 
@@ -891,22 +1093,30 @@ def _label(r: Result) -> str:
 
 def format_table(results: Sequence[Result], ratio_rows: Sequence[dict] = ()) -> str:
     """The results as a text table, then the ratios."""
-    header = (f"{'model':<30} {'framework':<16} {'task':<5} {'path':<14} {'data':<19} "
-              f"{'batch':>5} {'img/s':>9} {'step ms':>8} {'MFU':>6} {'mem GiB':>7}")
+    header = (
+        f"{'model':<30} {'framework':<16} {'task':<5} {'path':<14} {'data':<19} "
+        f"{'batch':>5} {'img/s':>9} {'step ms':>8} {'MFU':>6} {'mem GiB':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         mfu_text = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else "    -"
         mem = f"{r.peak_memory_bytes / 2**30:7.2f}" if r.peak_memory_bytes else "      -"
         lines.append(
             f"{r.name:<30} {r.framework:<16} {r.task:<5} {r.path:<14} {r.data:<19} "
-            f"{r.batch_size:>5} {r.img_per_s:>9.1f} {r.step_ms:>8.2f} {mfu_text:>6} {mem}")
+            f"{r.batch_size:>5} {r.img_per_s:>9.1f} {r.step_ms:>8.2f} {mfu_text:>6} {mem}"
+        )
     for row in ratio_rows:
         lines.append(f"ratio {row['ratio']:.3f}: {row['ours']} / {row['peer']}")
     return "\n".join(lines)
 
 
-def to_json(results: Sequence[Result], info: dict, ratio_rows: Sequence[dict],
-            extra: dict | None = None) -> dict:
+def to_json(
+    results: Sequence[Result], info: dict, ratio_rows: Sequence[dict], extra: dict | None = None
+) -> dict:
     """A JSON-ready record of one benchmark run."""
-    return {"info": info, "results": [asdict(r) for r in results], "ratios": list(ratio_rows),
-            **(extra or {})}
+    return {
+        "info": info,
+        "results": [asdict(r) for r in results],
+        "ratios": list(ratio_rows),
+        **(extra or {}),
+    }

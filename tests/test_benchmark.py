@@ -20,22 +20,48 @@ from keras_resnet import benchmark, count_flops, get_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
-TINY = ["--models", "resnet18", "--width", "0.25", "--stem", "cifar", "--image-size", "32",
-        "--batch-size", "4", "--num-classes", "10", "--steps", "2", "--warmup", "1",
-        "--precision", "float32"]
+TINY = [
+    "--models",
+    "resnet18",
+    "--width",
+    "0.25",
+    "--stem",
+    "cifar",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--num-classes",
+    "10",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--precision",
+    "float32",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return get_model("resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3),
-                     num_classes=10)
+    return get_model("resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3), num_classes=10)
 
 
-def _result(name, img_per_s, *, task="train", data="synthetic", path="compiled", batch=8,
-            shape=(32, 32, 3)):
+def _result(
+    name, img_per_s, *, task="train", data="synthetic", path="compiled", batch=8, shape=(32, 32, 3)
+):
     stats = benchmark.summarize([batch / img_per_s], 1, batch)
-    return benchmark.Result(name=name, framework="x", task=task, path=path, data=data,
-                            precision="float32", batch_size=batch, input_shape=shape, **stats)
+    return benchmark.Result(
+        name=name,
+        framework="x",
+        task=task,
+        path=path,
+        data=data,
+        precision="float32",
+        batch_size=batch,
+        input_shape=shape,
+        **stats,
+    )
 
 
 def _check_sane(result: benchmark.Result):
@@ -69,8 +95,9 @@ def test_mfu_counts_training_as_three_forward_passes():
 
 def test_time_windows_warms_up_then_times_each_window():
     calls, synced = [], []
-    times = benchmark.time_windows(lambda: calls.append(1) or len(calls), synced.append,
-                                   windows=3, warmup=2)
+    times = benchmark.time_windows(
+        lambda: calls.append(1) or len(calls), synced.append, windows=3, warmup=2
+    )
     assert len(calls) == 5 and synced == [1, 2, 3, 4, 5]
     assert len(times) == 3 and all(t >= 0 for t in times)
 
@@ -82,8 +109,10 @@ def test_ratios_pair_same_architecture_batch_and_size():
     peer = _result("torchvision.resnet50", 200.0, path="torch.compile", shape=(3, 32, 32))
     peer_other_batch = _result("keras.applications.ResNet50", 100.0, batch=16)
     rows = benchmark.ratios([ours, ours_real, other_depth, peer, peer_other_batch])
-    by_pair = {(r["ours"].split(" ")[0], r["peer"].split(" ")[0], r["ours"].split(" ")[3]):
-               r["ratio"] for r in rows}
+    by_pair = {
+        (r["ours"].split(" ")[0], r["peer"].split(" ")[0], r["ours"].split(" ")[3]): r["ratio"]
+        for r in rows
+    }
     assert by_pair == {
         ("resnet50", "torchvision.resnet50", "synthetic"): pytest.approx(1.5),
         ("resnet50", "resnet50", "real:fashion_mnist"): pytest.approx(0.9),
@@ -91,14 +120,22 @@ def test_ratios_pair_same_architecture_batch_and_size():
 
 
 def test_train_and_infer_figures_are_sane(tiny_model):
-    train = benchmark.bench_keras_train(tiny_model, name="resnet18", batch_size=4, steps=2,
-                                        warmup=1, precision="float32", peak_flops=1e12)
+    train = benchmark.bench_keras_train(
+        tiny_model,
+        name="resnet18",
+        batch_size=4,
+        steps=2,
+        warmup=1,
+        precision="float32",
+        peak_flops=1e12,
+    )
     _check_sane(train)
     assert train.task == "train" and train.data == "synthetic" and train.timed_steps == 2
     assert train.flops_per_image == count_flops(tiny_model)
     assert train.mfu == pytest.approx(3 * train.flops_per_image * train.img_per_s / 1e12)
-    infer = benchmark.bench_keras_infer(tiny_model, name="resnet18", batch_size=4, steps=2,
-                                        warmup=1, precision="float32")
+    infer = benchmark.bench_keras_infer(
+        tiny_model, name="resnet18", batch_size=4, steps=2, warmup=1, precision="float32"
+    )
     _check_sane(infer)
     assert infer.task == "infer" and infer.mfu is None  # no peak given
     if keras.backend.backend() == "jax":
@@ -111,9 +148,17 @@ def test_compiled_step_trains_with_steps_per_execution_and_real_data(tiny_model)
     images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 64).astype(np.int32)
     before = [np.array(v) for v in tiny_model.trainable_variables]
-    result = benchmark.bench_keras_train(tiny_model, name="resnet18", batch_size=8, steps=4,
-                                         warmup=1, precision="float32", steps_per_execution=2,
-                                         real=(images, labels), dataset="random")
+    result = benchmark.bench_keras_train(
+        tiny_model,
+        name="resnet18",
+        batch_size=8,
+        steps=4,
+        warmup=1,
+        precision="float32",
+        steps_per_execution=2,
+        real=(images, labels),
+        dataset="random",
+    )
     _check_sane(result)
     assert result.data == "real:random" and result.timed_steps == 4
     assert "steps_per_execution=2" in result.notes
@@ -123,17 +168,20 @@ def test_compiled_step_trains_with_steps_per_execution_and_real_data(tiny_model)
 
 
 def test_fit_path_is_sane(tiny_model):
-    result = benchmark.bench_keras_fit(tiny_model, name="resnet18", batch_size=4, steps=2,
-                                       precision="float32")
+    result = benchmark.bench_keras_fit(
+        tiny_model, name="resnet18", batch_size=4, steps=2, precision="float32"
+    )
     _check_sane(result)
     assert result.path == "fit" and result.timed_steps == 6  # 3 timed epochs of 2 steps
 
 
 def test_interleaved_inference_measures_each_model(tiny_model):
-    other = get_model("resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3),
-                      num_classes=10, name="other")
-    results = benchmark.interleaved_inference({"a": tiny_model, "b": other}, batch_size=2,
-                                              rounds=2, steps=2, warmup=1)
+    other = get_model(
+        "resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3), num_classes=10, name="other"
+    )
+    results = benchmark.interleaved_inference(
+        {"a": tiny_model, "b": other}, batch_size=2, rounds=2, steps=2, warmup=1
+    )
     assert [r.name for r in results] == ["a", "b"]
     for r in results:
         _check_sane(r)
@@ -142,10 +190,18 @@ def test_interleaved_inference_measures_each_model(tiny_model):
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="no torchvision")
 def test_torchvision_peer_is_sane():
-    result = benchmark.bench_torchvision("resnet18", batch_size=2, image_size=(32, 32), steps=2,
-                                         warmup=1, compile=False, precision="float32",
-                                         num_classes=10, flops_per_image=10**6,
-                                         peak_flops=1e12)
+    result = benchmark.bench_torchvision(
+        "resnet18",
+        batch_size=2,
+        image_size=(32, 32),
+        steps=2,
+        warmup=1,
+        compile=False,
+        precision="float32",
+        num_classes=10,
+        flops_per_image=10**6,
+        peak_flops=1e12,
+    )
     _check_sane(result)
     assert result.framework == "torch" and result.path == "eager"
     assert result.mfu == pytest.approx(3e6 * result.img_per_s / 1e12)
@@ -156,12 +212,22 @@ def test_pipeline_runs_through_the_training_module(tmp_path):
 
     rng = np.random.default_rng(0)
     dataset = data_lib.Dataset(
-        "random", rng.integers(0, 256, (96, 28, 28, 1), dtype=np.uint8),
-        rng.integers(0, 10, 96), rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
-        rng.integers(0, 10, 16), [str(i) for i in range(10)])
-    result = benchmark.bench_pipeline("resnet18", dataset, batch_size=16, epochs=2,
-                                      precision="float32", output_dir=str(tmp_path / "run"),
-                                      overrides={"width": 0.25, "stem": "cifar"})
+        "random",
+        rng.integers(0, 256, (96, 28, 28, 1), dtype=np.uint8),
+        rng.integers(0, 10, 96),
+        rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+        rng.integers(0, 10, 16),
+        [str(i) for i in range(10)],
+    )
+    result = benchmark.bench_pipeline(
+        "resnet18",
+        dataset,
+        batch_size=16,
+        epochs=2,
+        precision="float32",
+        output_dir=str(tmp_path / "run"),
+        overrides={"width": 0.25, "stem": "cifar"},
+    )
     assert result.path == "pipeline" and result.data == "real:random"
     assert result.img_per_s > 0 and math.isfinite(result.img_per_s)
     assert result.img_per_s * result.step_ms / 1e3 == pytest.approx(16)
@@ -169,40 +235,61 @@ def test_pipeline_runs_through_the_training_module(tmp_path):
 
 def test_script_prints_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, SCRIPT, *TINY, "--peers", "none", "--json", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *TINY, "--peers", "none", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" in proc.stdout and "resnet18" in proc.stdout
     record = json.loads(out.read_text())
     assert record["info"]["backend"] == keras.backend.backend()
     assert [(r["task"], r["name"]) for r in record["results"]] == [
-        ("train", "resnet18"), ("infer", "resnet18")]
+        ("train", "resnet18"),
+        ("infer", "resnet18"),
+    ]
     for r in record["results"]:
         assert r["img_per_s"] > 0 and math.isfinite(r["img_per_s"])
         assert r["batch_size"] == 4 and r["input_shape"] == [32, 32, 3]
     assert record["ratios"] == []  # no peers
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "batch_size must be an integer >= 1, received batch_size=0"),
-    (["--width", "0"], "width must be a number > 0, received width=0"),
-    (["--data", "synthetic", "--paths", "pipeline"], "the 'pipeline' path needs real data"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "batch_size must be an integer >= 1, received batch_size=0"),
+        (["--width", "0"], "width must be a number > 0, received width=0"),
+        (["--data", "synthetic", "--paths", "pipeline"], "the 'pipeline' path needs real data"),
+    ],
+)
 def test_script_errors_are_one_line(args, message):
-    proc = subprocess.run([sys.executable, SCRIPT, *TINY, "--peers", "none", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *TINY, "--peers", "none", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_script_rejects_unknown_peer():
-    proc = subprocess.run([sys.executable, SCRIPT, "--peers", "mxnet"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--peers", "mxnet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "'mxnet' is not one of" in proc.stderr
 
 
-@pytest.mark.parametrize("variants", [["onepass-bn"], ["shifted-maxpool"],
-                                      ["onepass-bn", "shifted-maxpool"]])
+@pytest.mark.parametrize(
+    "variants", [["onepass-bn"], ["shifted-maxpool"], ["onepass-bn", "shifted-maxpool"]]
+)
 def test_layer_variants_compute_the_same_function(variants):
     model = get_model("resnet18", width=0.25, input_shape=(64, 64, 3), num_classes=10)
     variant = benchmark.with_variants(model, variants)
@@ -210,12 +297,14 @@ def test_layer_variants_compute_the_same_function(variants):
     x = np.random.default_rng(0).standard_normal((4, 64, 64, 3)).astype("float32")
     for training in (False, True):
         expected = keras.ops.convert_to_numpy(model(x, training=training))
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(variant(x, training=training)),
-                                   expected, atol=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(variant(x, training=training)), expected, atol=1e-5
+        )
     # Same moving statistics after one training call.
     for a, b in zip(model.non_trainable_weights, variant.non_trainable_weights, strict=True):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-5
+        )
     with pytest.raises(ValueError, match="variant must be one of"):
         benchmark.with_variants(model, ["fused"])
 
@@ -224,11 +313,20 @@ def test_layer_variants_compute_the_same_function(variants):
 @pytest.mark.parametrize("sync", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_data_parallel_on_two_host_devices(tmp_path, sync):
     out = tmp_path / "dp.json"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "KERAS_BACKEND": "jax"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "KERAS_BACKEND": "jax",
+    }
     args = [*TINY, "--peers", "none", "--devices", "2", "--no-inference", "--json", str(out)]
-    proc = subprocess.run([sys.executable, SCRIPT, *args, *(["--sync-batch-norm"] if sync else [])],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *args, *(["--sync-batch-norm"] if sync else [])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (result,) = json.loads(out.read_text())["results"]
     assert result["devices"] == 2 and result["batch_size"] == 8  # 4 per device
