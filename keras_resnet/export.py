@@ -306,7 +306,34 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
             warnings.simplefilter("ignore", FutureWarning)
             serving.export(os.fspath(directory / ONNX_FILE), format="onnx", verbose=False,
                            input_signature=[spec], opset_version=opset)
+        _verify_onnx(directory / ONNX_FILE, serving, (height or 32, width or 32, channels))
     return info
+
+
+# The reload tolerance of an ONNX export (float32; measured differences are ~1e-6).
+ONNX_TOLERANCE = 1e-4
+
+
+def _verify_onnx(path: Path, serving: keras.Model, image_shape: tuple[int, int, int]) -> None:
+    """Runs the ONNX file in onnxruntime against the Keras graph it came from. tf2onnx writes a
+    file even when it could not convert an op (it only logs an error), so an unchecked export
+    could put a model that does not load into a version folder."""
+    if not installed("onnxruntime"):
+        return
+    import onnxruntime
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, *image_shape)).astype("float32")
+    try:
+        session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {INPUT_NAME: x})[0]
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"tf2onnx wrote an ONNX model that onnxruntime cannot run: "
+                         f"{_one_line(error)}") from None
+    expected = keras.ops.convert_to_numpy(serving(x, training=False))
+    difference = float(np.abs(got - expected).max())
+    if not difference <= ONNX_TOLERANCE:
+        raise ValueError(f"the ONNX model differs from the Keras model by {difference:.2e} "
+                         f"(> {ONNX_TOLERANCE:g})")
 
 
 def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,

@@ -159,6 +159,20 @@ def test_onnx_parity_and_metadata(run_dir, model, images, tmp_path):
         assert np.abs(got - _predict(model, x)).max() <= 1e-4
 
 
+@needs_onnx
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="patches the exporter in this process (TensorFlow backend)")
+def test_an_onnx_model_onnxruntime_cannot_run_is_not_published(run_dir, tmp_path, monkeypatch):
+    # Keras' own Normalization instead of the constant one: tf2onnx turns its captured mean and
+    # variance into two more graph inputs, writes the file anyway, and no client can feed them.
+    monkeypatch.setattr(export_lib, "_ConstantNormalization", lambda mean, variance, **kwargs:
+                        keras.layers.Normalization(mean=mean.ravel(), variance=variance.ravel(),
+                                                   **kwargs))
+    with pytest.raises(ValueError, match="onnxruntime cannot run") as info:
+        export_lib.export_model(run_dir, format="onnx", output_dir=tmp_path)
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
+
+
 def test_keras_round_trip_is_identical(run_dir, model, images, tmp_path):
     path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path)
     assert path == tmp_path / "fmnist_resnet18-keras" / "1"
