@@ -44,8 +44,18 @@ ENV_SOURCE_DIR = "KERAS_RESNET_DATA_DIR"
 IDX_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fashion_mnist": (
         "fashion-mnist",
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-         "Bag", "Ankle boot"),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
     "mnist": ("mnist", tuple(str(i) for i in range(10))),
 }
@@ -92,16 +102,19 @@ class Dataset:
         return len(self.class_names)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
-                f"image_shape={self.image_shape}, num_classes={self.num_classes}, "
-                f"source={self.source!r})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"image_shape={self.image_shape}, num_classes={self.num_classes}, "
+            f"source={self.source!r})"
+        )
 
 
 def tfds_available() -> bool:
     """True when tensorflow and tensorflow_datasets can be imported (without importing them)."""
     try:
-        return all(importlib.util.find_spec(m) is not None
-                   for m in ("tensorflow", "tensorflow_datasets"))
+        return all(
+            importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorflow_datasets")
+        )
     except (ImportError, ValueError):  # a blocked or half-installed module
         return False
 
@@ -114,6 +127,7 @@ def default_data_dir() -> str:
 # --------------------------------------------------------------------------------------------
 # IDX files
 # --------------------------------------------------------------------------------------------
+
 
 def _idx_path(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / f"{stem}.gz", folder / stem):
@@ -151,7 +165,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape}, file holds {array.size} values")
@@ -177,6 +191,7 @@ def _read_idx_dataset(name: str, folder: Path) -> Dataset:
 # --------------------------------------------------------------------------------------------
 # tensorflow-datasets
 # --------------------------------------------------------------------------------------------
+
 
 class _LocalFiles:
     """Stands in for TFDS' DownloadManager: a URL resolves to the file of the same name in a folder.
@@ -265,13 +280,15 @@ def _load_tfds(name: str, folder: Path | None, data_dir: str) -> Dataset:
             f"features {sorted(features.keys())}"
         )
     label = features["label"]
-    class_names = list(label.names) if getattr(label, "names", None) else [
-        str(i) for i in range(label.num_classes)]
+    class_names = (
+        list(label.names)
+        if getattr(label, "names", None)
+        else [str(i) for i in range(label.num_classes)]
+    )
     x_train, y_train = _tfds_to_numpy(builder, "train")
     test_split = "test" if "test" in builder.info.splits else "validation"
     x_test, y_test = _tfds_to_numpy(builder, test_split)
-    return Dataset(name, x_train, y_train, x_test, y_test, class_names,
-                   source=f"tfds:{data_dir}")
+    return Dataset(name, x_train, y_train, x_test, y_test, class_names, source=f"tfds:{data_dir}")
 
 
 def _missing_message(name: str, *, data_dir: str | None = None) -> str:
@@ -332,22 +349,30 @@ def load_dataset(
     folder = find_source_dir(name, source_dir) if name in IDX_DATASETS else None
     use_tfds = loader == "tfds" or (loader == "auto" and tfds_available())
     if loader == "tfds" and not tfds_available():
-        raise ValueError("loader='tfds' needs tensorflow and tensorflow-datasets installed, "
-                         "received loader='tfds'")
+        raise ValueError(
+            "loader='tfds' needs tensorflow and tensorflow-datasets installed, "
+            "received loader='tfds'"
+        )
     if use_tfds:
         return _load_tfds(name, folder, os.fspath(data_dir or default_data_dir()))
     if name not in IDX_DATASETS:
-        hint = ("" if loader == "idx" else
-                " (other datasets need tensorflow and tensorflow-datasets installed)")
-        raise ValueError(f"dataset must be one of {sorted(IDX_DATASETS)} without TensorFlow"
-                         f"{hint}, received dataset={name!r}")
+        hint = (
+            ""
+            if loader == "idx"
+            else " (other datasets need tensorflow and tensorflow-datasets installed)"
+        )
+        raise ValueError(
+            f"dataset must be one of {sorted(IDX_DATASETS)} without TensorFlow"
+            f"{hint}, received dataset={name!r}"
+        )
     if folder is None:
         raise DataNotFoundError(_missing_message(name))
     return _read_idx_dataset(name, folder)
 
 
-def subset(data: Dataset, train_size: int | None = None, test_size: int | None = None,
-           *, seed: int = 0) -> Dataset:
+def subset(
+    data: Dataset, train_size: int | None = None, test_size: int | None = None, *, seed: int = 0
+) -> Dataset:
     """A class-stratified-enough random subset (the first `n` of a seeded permutation)."""
     rng = np.random.default_rng(seed)
 
@@ -359,8 +384,7 @@ def subset(data: Dataset, train_size: int | None = None, test_size: int | None =
 
     x_train, y_train = take(data.x_train, data.y_train, train_size)
     x_test, y_test = take(data.x_test, data.y_test, test_size)
-    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test,
-                               y_test=y_test)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -402,8 +426,9 @@ def _random_pad_crop_class():
             offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
             rows = offsets[:, :1] + ops.arange(height, dtype=offsets.dtype)[None, :]
             cols = offsets[:, 1:] + ops.arange(width, dtype=offsets.dtype)[None, :]
-            rows = ops.broadcast_to(rows[:, :, None, None],
-                                    (batch, height, width + 2 * p, images.shape[3]))
+            rows = ops.broadcast_to(
+                rows[:, :, None, None], (batch, height, width + 2 * p, images.shape[3])
+            )
             x = ops.take_along_axis(padded, rows, axis=1)
             cols = ops.broadcast_to(cols[:, None, :, None], (batch, height, width, images.shape[3]))
             return ops.take_along_axis(x, cols, axis=2)
@@ -453,10 +478,19 @@ def augmentation(
     if pad:
         steps.append(_random_pad_crop_class()(pad, seed=seed, dtype="float32", name="random_crop"))
     if flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed, dtype="float32",
-                                       name="random_flip"))
+        steps.append(
+            layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="random_flip")
+        )
     if erasing:
-        steps.append(layers.RandomErasing(
-            factor=(erasing, erasing), scale=(0.02, 0.33), fill_value=None,
-            value_range=(0, 255), seed=seed, dtype="float32", name="random_erasing"))
+        steps.append(
+            layers.RandomErasing(
+                factor=(erasing, erasing),
+                scale=(0.02, 0.33),
+                fill_value=None,
+                value_range=(0, 255),
+                seed=seed,
+                dtype="float32",
+                name="random_erasing",
+            )
+        )
     return keras.Sequential(steps, name="augment")

@@ -171,14 +171,23 @@ def preset(name: str) -> dict[str, Any]:
         return {}
     if name == "quick":
         # Measured on a shared 2-core CPU: see docs/TRAINING.md.
-        return dict(width=0.25, epochs=3, batch_size=128, augment=False, label_smoothing=0.0,
-                    warmup_epochs=0.5, val_size=2000, track_test=False)
+        return dict(
+            width=0.25,
+            epochs=3,
+            batch_size=128,
+            augment=False,
+            label_smoothing=0.0,
+            warmup_epochs=0.5,
+            val_size=2000,
+            track_test=False,
+        )
     raise ValueError(f"preset must be one of {PRESETS}, received preset={name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # model, optimizer
 # ---------------------------------------------------------------------------------------------
+
 
 def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool | None = None):
     """The training model: raw 0-255 pixels -> augmentation (training only) -> normalization ->
@@ -194,13 +203,19 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool
     x = inputs
     if config.augment if augment is None else augment:
         layers = data_lib.augmentation(
-            dataset.image_shape, pad=config.crop_padding, flip=config.flip,
-            erasing=config.erasing, seed=config.seed)
+            dataset.image_shape,
+            pad=config.crop_padding,
+            flip=config.flip,
+            erasing=config.erasing,
+            seed=config.seed,
+        )
         if layers.layers:
             x = layers(x)
-    overrides = {k: getattr(config, k) for k in
-                 ("block", "width", "expansion", "stride_in", "groups", "width_per_group")
-                 if getattr(config, k) is not None}
+    overrides = {
+        k: getattr(config, k)
+        for k in ("block", "width", "expansion", "stride_in", "groups", "width_per_group")
+        if getattr(config, k) is not None
+    }
     return get_model(
         config.model,
         num_classes=dataset.num_classes,
@@ -233,19 +248,25 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
         warmup_steps=warmup,
     )
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True,
-                                         weight_decay=config.weight_decay or None)
+        optimizer = keras.optimizers.SGD(
+            schedule,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay or None,
+        )
     else:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
     if model is not None and config.weight_decay:
         optimizer.exclude_from_weight_decay(
-            var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+            var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
+        )
     return optimizer
 
 
 # ---------------------------------------------------------------------------------------------
 # callbacks
 # ---------------------------------------------------------------------------------------------
+
 
 class EpochClock(keras.callbacks.Callback):
     """Adds to each epoch's logs: `train_time_s` (first to last training step, validation
@@ -254,8 +275,14 @@ class EpochClock(keras.callbacks.Callback):
     `test_accuracy` (for curves and time-to-accuracy; nothing is selected on them). Placed
     before CSVLogger so that history.csv has them."""
 
-    def __init__(self, *, train_images: int, elapsed_before: float = 0.0, test_data=None,
-                 batch_size: int = 256):
+    def __init__(
+        self,
+        *,
+        train_images: int,
+        elapsed_before: float = 0.0,
+        test_data=None,
+        batch_size: int = 256,
+    ):
         super().__init__()
         self.train_images = train_images
         self.elapsed = elapsed_before
@@ -275,8 +302,9 @@ class EpochClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = self.last_step - self.start
         if self.test_data is not None:
-            result = self.model.evaluate(*self.test_data, batch_size=self.batch_size, verbose=0,
-                                         return_dict=True)
+            result = self.model.evaluate(
+                *self.test_data, batch_size=self.batch_size, verbose=0, return_dict=True
+            )
             logs["test_loss"] = float(result["loss"])
             logs["test_accuracy"] = float(result["accuracy"])
         self.elapsed += time.perf_counter() - self.start
@@ -307,6 +335,7 @@ def _backup_epoch(backup_dir: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 # environment
 # ---------------------------------------------------------------------------------------------
+
 
 def _tensorboard_available() -> bool:
     """Keras' TensorBoard callback writes with tf.summary: it needs tensorflow and tensorboard."""
@@ -362,15 +391,19 @@ def _distribution_scope(config: TrainConfig):
     import contextlib
 
     backend = keras.backend.backend()
-    if (backend == "jax" and config.distribute == "auto"
-            and os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") not in ("", "1")):
+    if (
+        backend == "jax"
+        and config.distribute == "auto"
+        and os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") not in ("", "1")
+    ):
         # Multi-host: joins the other processes (addresses, count and rank from the
         # KERAS_DISTRIBUTION_* variables); list_devices() then spans every host.
         keras.distribution.initialize()
     devices = accelerators() if config.distribute == "auto" else []
     if len(devices) > 1 and backend == "jax":
         keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
+            keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        )
     elif len(devices) > 1 and backend == "tensorflow":
         import tensorflow as tf
 
@@ -382,6 +415,7 @@ def _distribution_scope(config: TrainConfig):
 # outputs
 # ---------------------------------------------------------------------------------------------
 
+
 def check_output_dir(path: str | os.PathLike) -> Path:
     """Creates the run folder and checks that it can be written; ValueError naming output_dir."""
     path = Path(path)
@@ -391,8 +425,10 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise ValueError(f"output_dir must be a writable folder, received output_dir="
-                         f"{os.fspath(path)!r} ({error.strerror or error})") from None
+        raise ValueError(
+            f"output_dir must be a writable folder, received output_dir="
+            f"{os.fspath(path)!r} ({error.strerror or error})"
+        ) from None
     return path
 
 
@@ -449,20 +485,24 @@ def _time_to(history: dict[str, list[float]], key: str, target: float) -> dict |
 # train
 # ---------------------------------------------------------------------------------------------
 
+
 def _split_validation(dataset: data_lib.Dataset, val_size: int, seed: int):
     x, y = dataset.x_train, dataset.y_train
     if val_size == 0:
         return (x, y), None
     if val_size >= len(x):
-        raise ValueError(f"val_size must be smaller than the {len(x)} training images, "
-                         f"received val_size={val_size}")
+        raise ValueError(
+            f"val_size must be smaller than the {len(x)} training images, "
+            f"received val_size={val_size}"
+        )
     order = np.random.default_rng(seed + 1).permutation(len(x))
     val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
     return (x[train], y[train]), (x[val], y[val])
 
 
-def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
-          callbacks: list | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig, *, dataset: data_lib.Dataset | None = None, callbacks: list | None = None
+) -> dict[str, Any]:
     """Trains, evaluates on the test split and writes the run folder. Resumes an unfinished run.
 
     Args:
@@ -487,13 +527,19 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
     keras.config.set_dtype_policy(config.precision)
 
     if dataset is None:
-        dataset = data_lib.load_dataset(config.dataset, source_dir=config.source_dir,
-                                        data_dir=config.data_dir, loader=config.loader)
+        dataset = data_lib.load_dataset(
+            config.dataset,
+            source_dir=config.source_dir,
+            data_dir=config.data_dir,
+            loader=config.loader,
+        )
     dataset = data_lib.subset(dataset, config.train_size, config.test_size, seed=config.seed)
     (x_train, y_train), validation = _split_validation(dataset, config.val_size, config.seed)
     if config.batch_size > len(x_train):
-        raise ValueError(f"batch_size must be at most the {len(x_train)} training images, "
-                         f"received batch_size={config.batch_size}")
+        raise ValueError(
+            f"batch_size must be at most the {len(x_train)} training images, "
+            f"received batch_size={config.batch_size}"
+        )
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
 
     def one_hot(y):  # label smoothing needs dense targets (CategoricalCrossentropy)
@@ -502,8 +548,10 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     scope, num_devices = _distribution_scope(config)
     if config.batch_size % num_devices:
-        raise ValueError(f"batch_size must be a multiple of the {num_devices} devices, "
-                         f"received batch_size={config.batch_size}")
+        raise ValueError(
+            f"batch_size must be a multiple of the {num_devices} devices, "
+            f"received batch_size={config.batch_size}"
+        )
     with scope:
         model = build_model(config, dataset)
         optimizer = build_optimizer(config, steps_per_epoch, model)
@@ -521,10 +569,12 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
     if initial_epoch == 0 and history_csv.exists():
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
     test_xy = (dataset.x_test, one_hot(dataset.y_test))
-    clock = EpochClock(train_images=len(x_train),
-                        elapsed_before=_previous_elapsed(history_csv, initial_epoch),
-                        test_data=test_xy if config.track_test else None,
-                        batch_size=config.batch_size)
+    clock = EpochClock(
+        train_images=len(x_train),
+        elapsed_before=_previous_elapsed(history_csv, initial_epoch),
+        test_data=test_xy if config.track_test else None,
+        batch_size=config.batch_size,
+    )
     checkpoint = out / "checkpoints" / "best.keras"
     checkpoint.parent.mkdir(exist_ok=True)
     monitor = "val_accuracy" if validation is not None else "accuracy"
@@ -532,24 +582,28 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
         # raise_error: stop at once, before epoch-end callbacks can save a NaN model or backup.
         keras.callbacks.TerminateOnNaN(raise_error=True),
         clock,
-        keras.callbacks.ModelCheckpoint(os.fspath(checkpoint), monitor=monitor, mode="max",
-                                        save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            os.fspath(checkpoint), monitor=monitor, mode="max", save_best_only=True
+        ),
         keras.callbacks.CSVLogger(os.fspath(history_csv), append=True),
     ]
     if config.tensorboard and _tensorboard_available():
-        run_callbacks.append(keras.callbacks.TensorBoard(os.fspath(out / "logs"),
-                                                         write_graph=False, profile_batch=0))
+        run_callbacks.append(
+            keras.callbacks.TensorBoard(os.fspath(out / "logs"), write_graph=False, profile_batch=0)
+        )
     # Restores weights, optimizer state and epoch when a backup exists; deleted once fit ends
     # normally. Last of the run's callbacks: when it records "epoch N done", the checkpoint and
     # history.csv already hold epoch N, so a crash in between loses no row (a repeated epoch's
     # row is overwritten by its rerun in read_history).
     run_callbacks.append(
-        keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True))
+        keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True)
+    )
     run_callbacks += list(callbacks or [])
 
     try:
         model.fit(
-            x_train, one_hot(y_train),
+            x_train,
+            one_hot(y_train),
             batch_size=config.batch_size,
             epochs=config.epochs,
             validation_data=(validation[0], one_hot(validation[1])) if validation else None,
@@ -576,9 +630,11 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
         layer.set_weights(model.get_layer(layer.name).get_weights())
     inference_model.save(out / "model.keras")
     history = read_history(history_csv)
-    plot_curves(history, out / "curves.png",
-                title=f"{config.model} on {dataset.name}: test accuracy "
-                      f"{100 * test['accuracy']:.2f}%")
+    plot_curves(
+        history,
+        out / "curves.png",
+        title=f"{config.model} on {dataset.name}: test accuracy {100 * test['accuracy']:.2f}%",
+    )
     # images/s: the median epoch, so that compilation (epoch 1) does not count.
     images_per_s = float(np.median(history["images_per_s"])) if "images_per_s" in history else None
     best_epoch = int(np.nanargmax(history[monitor])) if monitor in history else None
@@ -591,11 +647,18 @@ def train(config: TrainConfig, *, dataset: data_lib.Dataset | None = None,
         "wall_time_s": history["elapsed_s"][-1] if history.get("elapsed_s") else None,
         "time_to_test_accuracy": {
             f"{t:.3f}": _time_to(history, "test_accuracy", t) for t in (0.90, 0.95, 0.955)
-        } if config.track_test else None,
+        }
+        if config.track_test
+        else None,
         "images_per_s": images_per_s,
-        "best_checkpoint": None if best_epoch is None else {
-            "monitor": monitor, "epoch": best_epoch + 1, "value": history[monitor][best_epoch],
-            "path": os.fspath(checkpoint)},
+        "best_checkpoint": None
+        if best_epoch is None
+        else {
+            "monitor": monitor,
+            "epoch": best_epoch + 1,
+            "value": history[monitor][best_epoch],
+            "path": os.fspath(checkpoint),
+        },
         "backend": keras.backend.backend(),
         "device": device_description(),
         "num_devices": num_devices,

@@ -36,8 +36,15 @@ def _select_backend(argv: list[str]) -> None:
 _select_backend(sys.argv[1:])
 from keras_resnet.cli import add_model_arguments  # noqa: E402
 
-MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
-          "resnext50_32x4d")
+MODELS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "wide_resnet50_2",
+    "resnext50_32x4d",
+)
 
 
 def _int_at_least(minimum: int):
@@ -59,8 +66,13 @@ def _float_in(low: float, high: float | None = None, *, open_low: bool = False):
             value = float(text)
         except ValueError:
             value = None
-        if (value is None or value != value or value < low or (open_low and value == low)
-                or (high is not None and value > high)):
+        if (
+            value is None
+            or value != value
+            or value < low
+            or (open_low and value == low)
+            or (high is not None and value > high)
+        ):
             bounds = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high else "")
             raise argparse.ArgumentTypeError(f"must be a number {bounds}, received {text!r}")
         return value
@@ -76,62 +88,109 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="train.py", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("default", "quick"), default="default",
-                        help="'quick': width 0.25, 3 epochs, no augmentation (CPU quick start)")
-    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
-                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    parser = _OneLineParser(
+        prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("default", "quick"),
+        default="default",
+        help="'quick': width 0.25, 3 epochs, no augmentation (CPU quick start)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=MODELS, help="default resnet18")
     add_model_arguments(model)
-    model.add_argument("--zero-init-residual", action="store_true", default=None,
-                       help="start each block's last BN gamma at 0")
+    model.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        default=None,
+        help="start each block's last BN gamma at 0",
+    )
     model.add_argument("--dropout-rate", type=_float_in(0, 0.99), help="before the classifier")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help="a tensorflow-datasets name (default fashion_mnist)")
-    data.add_argument("--source-dir", help="folder of the IDX files of fashion_mnist/mnist "
-                      "(default: $KERAS_RESNET_DATA_DIR, /usr/share/datasets/<name>)")
-    data.add_argument("--data-dir", help="TFDS data folder, cache of prepared datasets "
-                      "(default ~/tensorflow_datasets)")
-    data.add_argument("--loader", choices=("auto", "tfds", "idx"),
-                      help="auto: TFDS when TensorFlow is installed, else read the IDX files")
-    data.add_argument("--train-size", type=_int_at_least(1),
-                      help="random subset of the train split")
+    data.add_argument(
+        "--source-dir",
+        help="folder of the IDX files of fashion_mnist/mnist "
+        "(default: $KERAS_RESNET_DATA_DIR, /usr/share/datasets/<name>)",
+    )
+    data.add_argument(
+        "--data-dir",
+        help="TFDS data folder, cache of prepared datasets (default ~/tensorflow_datasets)",
+    )
+    data.add_argument(
+        "--loader",
+        choices=("auto", "tfds", "idx"),
+        help="auto: TFDS when TensorFlow is installed, else read the IDX files",
+    )
+    data.add_argument(
+        "--train-size", type=_int_at_least(1), help="random subset of the train split"
+    )
     data.add_argument("--test-size", type=_int_at_least(1), help="random subset of the test split")
-    data.add_argument("--val-size", type=_int_at_least(0),
-                      help="held out of the training split for the best checkpoint (default 5000)")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                      help="random crop with padding, flip, erasing (default on)")
+    data.add_argument(
+        "--val-size",
+        type=_int_at_least(0),
+        help="held out of the training split for the best checkpoint (default 5000)",
+    )
+    data.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random crop with padding, flip, erasing (default on)",
+    )
     data.add_argument("--crop-padding", type=_int_at_least(0), help="default 4")
-    data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                      help="horizontal flips (default on, off for mnist)")
+    data.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="horizontal flips (default on, off for mnist)",
+    )
     data.add_argument("--erasing", type=_float_in(0, 1), help="random-erasing probability (0.5)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--epochs", type=_int_at_least(1), help="default 100")
     opt.add_argument("--batch-size", type=_int_at_least(1), help="global batch (default 256)")
     opt.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd: Nesterov momentum")
-    opt.add_argument("--learning-rate", type=_float_in(0, open_low=True),
-                     help="peak rate (default 0.1 per 128 images for sgd, 2e-3 for adamw)")
+    opt.add_argument(
+        "--learning-rate",
+        type=_float_in(0, open_low=True),
+        help="peak rate (default 0.1 per 128 images for sgd, 2e-3 for adamw)",
+    )
     opt.add_argument("--momentum", type=_float_in(0, 0.999))
-    opt.add_argument("--weight-decay", type=_float_in(0),
-                     help="decoupled, not on BN/bias (default 5e-3 sgd = L2 5e-4; 0.05 adamw)")
+    opt.add_argument(
+        "--weight-decay",
+        type=_float_in(0),
+        help="decoupled, not on BN/bias (default 5e-3 sgd = L2 5e-4; 0.05 adamw)",
+    )
     opt.add_argument("--warmup-epochs", type=_float_in(0), help="linear warmup (default 2)")
     opt.add_argument("--label-smoothing", type=_float_in(0, 0.99), help="default 0.1")
     run = parser.add_argument_group("execution and output")
     run.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     run.add_argument("--xla", choices=("auto", "on", "off"), help="jit_compile (default auto)")
     run.add_argument("--steps-per-execution", type=_int_at_least(1))
-    run.add_argument("--distribute", choices=("auto", "off"),
-                     help="auto: data parallel over every visible GPU")
+    run.add_argument(
+        "--distribute", choices=("auto", "off"), help="auto: data parallel over every visible GPU"
+    )
     run.add_argument("--seed", type=int)
     run.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
     run.add_argument("--run-name", help="default <model>_<dataset>")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
-    run.add_argument("--track-test", action=argparse.BooleanOptionalAction, default=None,
-                     help="evaluate the test split after every epoch (curves, time to accuracy)")
-    run.add_argument("--verbose", type=int, choices=(0, 1, 2),
-                     help="1: progress bar (default), 2: one line per epoch")
+    run.add_argument(
+        "--track-test",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="evaluate the test split after every epoch (curves, time to accuracy)",
+    )
+    run.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        help="1: progress bar (default), 2: one line per epoch",
+    )
     return parser
 
 
@@ -160,16 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataNotFoundError) as error:
         message = str(error).splitlines()[0]
         flag = _flag_of(message, fields)
-        parser.exit(2, f"{parser.prog}: error: {'argument ' + flag + ': ' if flag else ''}"
-                       f"{message}\n")
+        parser.exit(
+            2, f"{parser.prog}: error: {'argument ' + flag + ': ' if flag else ''}{message}\n"
+        )
     except TrainingDiverged as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     times = metrics.get("time_to_test_accuracy") or {}
     to_95 = times.get("0.950")
     reached = f"; 95% at epoch {to_95['epoch']} ({to_95['elapsed_s']:.0f} s)" if to_95 else ""
-    print(f"test accuracy: {100 * metrics['test_accuracy']:.2f}% (loss {metrics['test_loss']:.4f}) "
-          f"after {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s{reached}; "
-          f"{metrics['images_per_s']:.0f} images/s on {metrics['device']} ({metrics['backend']})")
+    print(
+        f"test accuracy: {100 * metrics['test_accuracy']:.2f}% (loss {metrics['test_loss']:.4f}) "
+        f"after {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s{reached}; "
+        f"{metrics['images_per_s']:.0f} images/s on {metrics['device']} ({metrics['backend']})"
+    )
     print(f"saved: {metrics['run_dir']}/model.keras, metrics.json, curves.png")
     return 0
 

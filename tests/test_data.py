@@ -39,7 +39,7 @@ def make_idx_folder(folder: Path, n_train: int = 120, n_test: int = 40, seed: in
         rng.shuffle(labels)
         images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
         for i, k in enumerate(labels):
-            images[i, 4:24, 2 * k + 4: 2 * k + 6] = 250
+            images[i, 4:24, 2 * k + 4 : 2 * k + 6] = 250
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
     return folder
@@ -143,13 +143,23 @@ def test_load_without_tensorflow(idx_folder):
 
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend}
-    result = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, str(idx_folder)], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TF_SCRIPT, str(idx_folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     expected = data_lib.load_dataset("fashion_mnist", source_dir=idx_folder, loader="idx")
-    assert out == {"tfds": False, "source": f"idx:{idx_folder}", "shape": [120, 28, 28, 1],
-                   "labels": expected.y_test[:5].tolist(), "tf_imported": False}
+    assert out == {
+        "tfds": False,
+        "source": f"idx:{idx_folder}",
+        "shape": [120, 28, 28, 1],
+        "labels": expected.y_test[:5].tolist(),
+        "tf_imported": False,
+    }
 
 
 def _sorted_examples(x: np.ndarray, y: np.ndarray):
@@ -179,8 +189,9 @@ def test_tfds_prepares_from_local_files_once(tmp_path, monkeypatch):
     reference = data_lib.load_dataset("fashion_mnist", source_dir=DEBIAN_DIR, loader="idx")
     for split in ("test",):  # the test split (10000) is enough to compare and is fast
         x, y = _sorted_examples(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
-        rx, ry = _sorted_examples(getattr(reference, f"x_{split}"),
-                                  getattr(reference, f"y_{split}"))
+        rx, ry = _sorted_examples(
+            getattr(reference, f"x_{split}"), getattr(reference, f"y_{split}")
+        )
         np.testing.assert_array_equal(y, ry)
         np.testing.assert_array_equal(x, rx)
 
@@ -196,6 +207,7 @@ def test_tfds_unknown_or_unprepared(tmp_path):
 
 # --- augmentation (runs on the current backend) ---
 
+
 def test_random_pad_crop_is_a_per_image_crop_of_the_padded_image():
     import keras
 
@@ -205,8 +217,12 @@ def test_random_pad_crop_is_a_per_image_crop_of_the_padded_image():
     offsets = set()
     for i in range(16):
         padded = np.pad(x[i, :, :, 0], 2)
-        found = [(r, c) for r in range(5) for c in range(5)
-                 if np.array_equal(padded[r:r + 12, c:c + 12], y[i, :, :, 0])]
+        found = [
+            (r, c)
+            for r in range(5)
+            for c in range(5)
+            if np.array_equal(padded[r : r + 12, c : c + 12], y[i, :, :, 0])
+        ]
         assert len(found) == 1, f"image {i} is not a crop of its padded self"
         offsets.add(found[0])
     assert len(offsets) > 1  # one draw per image, not one per batch
@@ -217,8 +233,11 @@ def test_augmentation_is_identity_at_inference_and_serializable():
     import keras
 
     augment = data_lib.augmentation((28, 28, 1), seed=0)
-    assert [layer.name for layer in augment.layers] == ["random_crop", "random_flip",
-                                                         "random_erasing"]
+    assert [layer.name for layer in augment.layers] == [
+        "random_crop",
+        "random_flip",
+        "random_erasing",
+    ]
     x = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(augment(x, training=False)), x)
     trained = keras.ops.convert_to_numpy(augment(x, training=True))

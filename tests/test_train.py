@@ -29,9 +29,20 @@ BACKEND = keras.backend.backend()
 
 def tiny(tmp_path: Path, **overrides) -> TrainConfig:
     """A ResNet-18 of width 1/8 (8-64 channels) on 28 px images; seconds per epoch on CPU."""
-    options = dict(width=0.125, epochs=3, batch_size=32, val_size=100, augment=False,
-                   learning_rate=0.05, warmup_epochs=0.0, label_smoothing=0.0, verbose=0,
-                   output_dir=str(tmp_path / "run"), loader="idx", tensorboard=False)
+    options = dict(
+        width=0.125,
+        epochs=3,
+        batch_size=32,
+        val_size=100,
+        augment=False,
+        learning_rate=0.05,
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        verbose=0,
+        output_dir=str(tmp_path / "run"),
+        loader="idx",
+        tensorboard=False,
+    )
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -50,6 +61,7 @@ def read_csv(path: Path) -> list[dict]:
 
 # --- the recipe ---
 
+
 def test_config_resolves_defaults():
     config = TrainConfig().resolve()
     assert config.model == "resnet18" and config.stem == "cifar"
@@ -60,15 +72,18 @@ def test_config_resolves_defaults():
     assert TrainConfig(dataset="mnist").resolve().flip is False  # digits are not mirror-symmetric
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("model", "resnet19", "model must be one of"),
-    ("optimizer", "rmsprop", "optimizer must be one of"),
-    ("precision", "float16", "precision must be one of"),
-    ("epochs", 0, "epochs must be an integer >= 1, received epochs=0"),
-    ("batch_size", -4, "batch_size must be an integer >= 1"),
-    ("label_smoothing", 1.0, "label_smoothing must be in"),
-    ("val_size", -1, "val_size must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model", "resnet19", "model must be one of"),
+        ("optimizer", "rmsprop", "optimizer must be one of"),
+        ("precision", "float16", "precision must be one of"),
+        ("epochs", 0, "epochs must be an integer >= 1, received epochs=0"),
+        ("batch_size", -4, "batch_size must be an integer >= 1"),
+        ("label_smoothing", 1.0, "label_smoothing must be in"),
+        ("val_size", -1, "val_size must be an integer >= 0"),
+    ],
+)
 def test_config_errors_name_the_option(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value}).validate()
@@ -102,19 +117,21 @@ def test_model_takes_raw_pixels_and_augments_only_in_training(stripes):
     assert names[:3] == ["image", "augment", "normalize"]
     normalize = model.get_layer("normalize")
     mean, std = data_lib.channel_stats(stripes.x_train)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalize.mean).ravel(), mean,
-                               rtol=1e-6)
-    np.testing.assert_allclose(np.sqrt(keras.ops.convert_to_numpy(normalize.variance)).ravel(),
-                               std, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalize.mean).ravel(), mean, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sqrt(keras.ops.convert_to_numpy(normalize.variance)).ravel(), std, rtol=1e-5
+    )
     x = stripes.x_test[:4].astype("float32")
     inference = training.build_model(config, stripes, augment=False)
     for layer in inference.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())
-    np.testing.assert_allclose(model.predict(x, verbose=0), inference.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), inference.predict(x, verbose=0), atol=1e-6
+    )
 
 
 # --- a short fit ---
+
 
 def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
     # Augmentation on, but no shift or flip: the classes here are stripe positions.
@@ -153,6 +170,7 @@ def test_batch_larger_than_the_data(tmp_path, stripes):
 
 # --- NaN: stop with a clear message, keep the best checkpoint ---
 
+
 class PoisonAtEpoch(keras.callbacks.Callback):
     """Sets the classifier's kernel to NaN when `epoch` begins (after recording the checkpoint)."""
 
@@ -183,11 +201,22 @@ def test_nan_loss_stops_and_keeps_the_best_checkpoint(tmp_path, stripes):
 
 # --- the command line ---
 
+
 def run_script(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": BACKEND,
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, **popen)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KERAS_BACKEND": BACKEND,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -199,14 +228,17 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="the flag checks do not depend on the backend")
-@pytest.mark.parametrize("args, flag", [
-    (["--model", "resnet19"], "--model"),
-    (["--optimizer", "lamb"], "--optimizer"),
-    (["--epochs", "0"], "--epochs"),
-    (["--dataset", "no_such_dataset"], "--dataset"),
-    (["--batch-size", "1000", "--train-size", "300", "--val-size", "0"], "--batch-size"),
-    (["--output-dir", "/proc/no/such/dir"], "--output-dir"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--model", "resnet19"], "--model"),
+        (["--optimizer", "lamb"], "--optimizer"),
+        (["--epochs", "0"], "--epochs"),
+        (["--dataset", "no_such_dataset"], "--dataset"),
+        (["--batch-size", "1000", "--train-size", "300", "--val-size", "0"], "--batch-size"),
+        (["--output-dir", "/proc/no/such/dir"], "--output-dir"),
+    ],
+)
 def test_bad_flags_give_one_line_errors(tmp_path, args, flag, stripes_folder):
     common = ["--source-dir", str(stripes_folder), "--loader", "idx", "--width", "0.125"]
     if "--dataset" in args:
@@ -226,20 +258,49 @@ def stripes_folder(tmp_path_factory) -> Path:
 
 # --- resume after SIGKILL ---
 
+
 def test_sigkill_then_same_command_resumes(tmp_path, stripes_folder):
     """Kill the process in the middle of epoch 2 (epoch 1's backup written), rerun the same
     command: it continues from the last completed epoch and ends after the same 4 epochs."""
     out = tmp_path / "run"
-    command = ["--source-dir", str(stripes_folder), "--loader", "idx", "--width", "0.125",
-               "--epochs", "4", "--batch-size", "16", "--val-size", "100", "--no-augment",
-               "--learning-rate", "0.05", "--warmup-epochs", "0", "--no-tensorboard",
-               "--verbose", "2", "--output-dir", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": BACKEND,
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [
+        "--source-dir",
+        str(stripes_folder),
+        "--loader",
+        "idx",
+        "--width",
+        "0.125",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--val-size",
+        "100",
+        "--no-augment",
+        "--learning-rate",
+        "0.05",
+        "--warmup-epochs",
+        "0",
+        "--no-tensorboard",
+        "--verbose",
+        "2",
+        "--output-dir",
+        str(out),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KERAS_BACKEND": BACKEND,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     metadata = out / "backup" / "training_metadata.json"
-    process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *command],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and process.poll() is None:
