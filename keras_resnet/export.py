@@ -406,9 +406,10 @@ def export_model(
             `metrics.json` with the class names), or a `keras.Model`.
         format: 'saved_model' (default; 'tf_saved_model' too), 'onnx' or 'keras'.
         output_dir: the folder of model names (TF Serving's base paths' parent).
-        name: the model's name; default: the run directory's name (or the file's stem) with
-            '-onnx' or '-keras' appended for those formats, so that formats never share the
-            version sequence TF Serving reads.
+        name: the model's name; default: `<run>-<format>` (the run directory's name, or the
+            file's stem), e.g. 'resnet18_fashion_mnist-saved_model': the versions sit apart from
+            the run's own files, and formats never share the version sequence TF Serving
+            reads.
         version: the version number; default: the next free one. An existing version is an
             error, never overwritten.
         class_names: one per class; default: those stored beside the source, else indices.
@@ -426,7 +427,7 @@ def export_model(
 
     Example:
         >>> export_model("saved_models/resnet18_fashion_mnist")  # doctest: +SKIP
-        PosixPath('saved_models/resnet18_fashion_mnist/1')
+        PosixPath('saved_models/resnet18_fashion_mnist-saved_model/1')
     """
     fmt = _resolve_format(format)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)
@@ -455,7 +456,7 @@ def export_model(
         if class_names is None and folder is not None:
             class_names = read_class_names(folder)
         if name is None:
-            name = default_name + ("" if fmt == "saved_model" else f"-{fmt}")
+            name = f"{default_name}-{fmt}"
         _check_name(name)
         base = Path(output_dir) / name
         created = not base.exists()

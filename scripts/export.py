@@ -1,7 +1,7 @@
 """Export a trained model for serving: SavedModel (TF Serving's layout), ONNX, or .keras.
 
-    python scripts/export.py saved_models/<run>                  # -> saved_models/<run>/<next>/
-    python scripts/export.py saved_models/<run> --format onnx    # -> saved_models/<run>-onnx/1/
+    python scripts/export.py saved_models/<run>               # saved_models/<run>-saved_model/1/
+    python scripts/export.py saved_models/<run> --format onnx # saved_models/<run>-onnx/1/
     python scripts/export.py model.keras --name fmnist --version 3
 
 The SavedModel's `serve` signature takes float32 images of raw 0-255 pixels, shape
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="default saved_model")
     parser.add_argument("--output-dir", default="saved_models",
                         help="parent of the <name>/<version>/ folders (default saved_models)")
-    parser.add_argument("--name", help="model name (default: the run's name, plus -onnx or "
-                        "-keras for those formats)")
+    parser.add_argument("--name", help="model name (default: <run>-<format>, e.g. "
+                        "resnet18_fashion_mnist-saved_model)")
     parser.add_argument("--version", type=int,
                         help="version number (default: the next one); an existing version is "
                         "an error, never overwritten")
