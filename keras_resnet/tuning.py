@@ -710,7 +710,8 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_trial_in_process(payload: dict, work_dir: str | os.PathLike) -> tuple[dict, int]:
+def run_trial_in_process(payload: dict, work_dir: str | os.PathLike,
+                         on_start=None) -> tuple[dict, int]:
     """Runs one trial in a fresh Python process; returns (metrics, the child's peak RSS).
 
     A process per trial hands all of a trial's memory back to the system when it ends: within
@@ -718,7 +719,8 @@ def run_trial_in_process(payload: dict, work_dir: str | os.PathLike) -> tuple[di
     (figures in docs/TUNING.md). A plain `python -c` child, not multiprocessing: 'fork' can
     deadlock a process that runs TensorFlow's or JAX's threads, and 'spawn' re-imports the
     caller's `__main__`. The payload (hypermodel with its data, hyperparameters, fit arguments)
-    goes by a pickle file in the trial's folder, deleted afterwards.
+    goes by a pickle file in the trial's folder, deleted afterwards. `on_start(pid)` is called
+    once the child runs.
     """
     import pickle
     import subprocess
@@ -732,11 +734,14 @@ def run_trial_in_process(payload: dict, work_dir: str | os.PathLike) -> tuple[di
     code = ("import sys; from keras_resnet.tuning import _trial_main; "
             "sys.exit(_trial_main(sys.argv[1], sys.argv[2]))")
     try:
-        completed = subprocess.run([sys.executable, "-c", code, os.fspath(payload_file),
-                                    os.fspath(result_file)], check=False)
+        child = subprocess.Popen([sys.executable, "-c", code, os.fspath(payload_file),
+                                  os.fspath(result_file)])
+        if on_start is not None:
+            on_start(child.pid)
+        returncode = child.wait()
         if not result_file.is_file():
             raise RuntimeError(f"the trial's process died without a result (exit code "
-                               f"{completed.returncode})")
+                               f"{returncode})")
         result = json.loads(result_file.read_text())
     finally:
         payload_file.unlink(missing_ok=True)
@@ -780,7 +785,10 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
                 "parent_checkpoint": parent and self._get_checkpoint_fname(parent),
             }
             metrics, self._child_peak_rss = run_trial_in_process(
-                payload, self.get_trial_dir(trial.trial_id))
+                payload, self.get_trial_dir(trial.trial_id),
+                on_start=lambda pid: log_event(self.project_dir, event="child",
+                                               trial_id=trial.trial_id, tuner_id=self.tuner_id,
+                                               child_pid=pid))
             return metrics
 
         def on_trial_end(self, trial):

@@ -239,7 +239,7 @@ def test_search_then_final_training_then_resume(tiny_data, tmp_path):
     assert (project / "report" / "pareto.png").stat().st_size > 0
     events = tuning.read_events(project)
     assert [(e["event"], e["trial_id"]) for e in events] == [
-        ("start", "0"), ("end", "0"), ("start", "1"), ("end", "1")]
+        ("start", "0"), ("child", "0"), ("end", "0"), ("start", "1"), ("child", "1"), ("end", "1")]
     assert all(e["child_peak_rss"] > 0 for e in events if e["event"] == "end")
 
     final = summary["final"]
@@ -256,7 +256,7 @@ def test_search_then_final_training_then_resume(tiny_data, tmp_path):
 
     # The same search again: nothing runs, the final model is reused.
     again = tuning.run_search(space, options, dataset=tiny_data)
-    assert len(tuning.read_events(project)) == 4
+    assert len(tuning.read_events(project)) == 6
     assert again["final"]["reused"] is True
 
     # Another space in the same directory: refused, and nothing changed.
@@ -267,6 +267,8 @@ def test_search_then_final_training_then_resume(tiny_data, tmp_path):
     assert _tree_digest(tmp_path) == before
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="KerasTuner's Hyperband logic does not "
+                    "depend on the backend; run once (CI time)")
 def test_hyperband_continues_from_the_parent_trial(tiny_data, tmp_path):
     """Hyperband's second round trains the best first-round trial further, from its weights,
     in process (the other execution path)."""
@@ -343,9 +345,10 @@ def test_sigkill_mid_search_then_resume(tmp_path):
     try:
         def second_trial_running():
             events = tuning.read_events(project)
-            return any(e["event"] == "end" for e in events) and events[-1]["event"] == "start"
+            return any(e["event"] == "end" for e in events) and events[-1]["event"] == "child"
 
-        _wait_for(second_trial_running, 240, "the second trial to start", [first])
+        _wait_for(second_trial_running, 240, "the second trial's process", [first])
+        child_pid = tuning.read_events(project)[-1]["child_pid"]
         time.sleep(3)  # into the trial's training
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
@@ -354,6 +357,16 @@ def test_sigkill_mid_search_then_resume(tmp_path):
             first.kill()
         log.close()
     assert first.returncode == -signal.SIGKILL
+
+    def child_gone():  # the trial's process dies with the search (PR_SET_PDEATHSIG)
+        try:
+            status = Path(f"/proc/{child_pid}/status").read_text()
+            cmdline = Path(f"/proc/{child_pid}/cmdline").read_bytes()
+        except OSError:
+            return True
+        return "\nState:\tZ" in status or b"_trial_main" not in cmdline
+
+    _wait_for(child_gone, 20, "the trial's process to die with the search")
     completed_before = {r.trial_id for r in tuning.read_trials(project)
                         if r.status == "COMPLETED"}
     started_before = {e["trial_id"] for e in tuning.read_events(project) if e["event"] == "start"}
