@@ -524,8 +524,16 @@ def train(
     out = check_output_dir(config.output_dir)
 
     keras.utils.set_random_seed(config.seed)
+    # The dtype policy is global in Keras: set for this run, restored afterwards.
+    previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
+    try:
+        return _train(config, out, dataset, callbacks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
 
+
+def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
     if dataset is None:
         dataset = data_lib.load_dataset(
             config.dataset,

@@ -105,6 +105,9 @@ def make_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=MODELS, help="default resnet18")
     add_model_arguments(model)
+    for action in model._group_actions:  # the shared flag's help names the builder's default
+        if action.dest == "stem":
+            action.help = "default cifar here (3x3 stride-1 convolution, no pool: small images)"
     model.add_argument(
         "--zero-init-residual",
         action="store_true",

@@ -163,6 +163,35 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    "precision",
+    # bfloat16 is slow on CPU (emulated); the GPU accuracy run uses it on JAX.
+    [pytest.param("mixed_bfloat16", marks=pytest.mark.slow), "mixed_float16"],
+)
+def test_mixed_precision_fit(tmp_path, stripes, precision):
+    small = data_lib.subset(stripes, 96, 32)
+    config = tiny(tmp_path, precision=precision, epochs=1, val_size=32, xla="off")
+    seen = keras.callbacks.LambdaCallback()
+    seen.on_train_begin = lambda logs=None: setattr(seen, "optimizer", seen.model.optimizer)
+    metrics = training.train(config, dataset=small, callbacks=[seen])
+    assert metrics["precision"] == precision and np.isfinite(metrics["test_loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    model = keras.saving.load_model(Path(config.output_dir) / "model.keras")
+    assert model.get_layer("conv1_conv").compute_dtype == precision.split("_")[1]
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    # float16 needs loss scaling: Keras wraps the optimizer (bfloat16 has float32's range).
+    wrapped = isinstance(seen.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert wrapped == (precision == "mixed_float16")
+
+
+def test_quick_preset():
+    options = training.preset("quick")
+    assert options["width"] == 0.25 and options["epochs"] == 3 and options["augment"] is False
+    assert training.preset("default") == {}
+    with pytest.raises(ValueError, match="preset must be one of"):
+        training.preset("fast")
+
+
 def test_batch_larger_than_the_data(tmp_path, stripes):
     with pytest.raises(ValueError, match="batch_size must be at most the 400 training images"):
         training.train(tiny(tmp_path, batch_size=401), dataset=stripes)
