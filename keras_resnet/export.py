@@ -97,8 +97,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if path.is_dir():
         if (path / KERAS_FILE).is_file():
             return path / KERAS_FILE
-        raise ValueError(f"no {KERAS_FILE} in the run directory, "
-                         f"received source={os.fspath(path)!r}")
+        raise ValueError(
+            f"no {KERAS_FILE} in the run directory, received source={os.fspath(path)!r}"
+        )
     if not path.is_file():
         raise ValueError(f"model file not found, received source={os.fspath(path)!r}")
     return path
@@ -107,11 +108,17 @@ def resolve_source(source: str | os.PathLike) -> Path:
 def _is_inference_identity(layer) -> bool:
     """True for a weightless augmentation layer (or model of them) that is the identity at
     inference, checked on a random batch of its input shape."""
-    sublayers = ([layer] if not isinstance(layer, keras.Model)
-                 else list(layer._flatten_layers(include_self=False)))
+    sublayers = (
+        [layer]
+        if not isinstance(layer, keras.Model)
+        else list(layer._flatten_layers(include_self=False))
+    )
     sublayers = [sub for sub in sublayers if not isinstance(sub, keras.layers.InputLayer)]
-    if not sublayers or layer.weights or not all(
-            type(sub).__name__.startswith("Random") for sub in sublayers):
+    if (
+        not sublayers
+        or layer.weights
+        or not all(type(sub).__name__.startswith("Random") for sub in sublayers)
+    ):
         return False
     try:
         shape = tuple(layer.input.shape)
@@ -173,11 +180,17 @@ def inference_model(model: keras.Model) -> keras.Model:
     def swap(layer):
         if _is_inference_identity(layer):
             return _Identity(name=layer.name)
-        if (isinstance(layer, keras.layers.Normalization) and layer.input_mean is not None
-                and not layer.invert):
+        if (
+            isinstance(layer, keras.layers.Normalization)
+            and layer.input_mean is not None
+            and not layer.invert
+        ):
             return _ConstantNormalization(
-                keras.ops.convert_to_numpy(layer.mean), keras.ops.convert_to_numpy(layer.variance),
-                dtype=layer.dtype_policy, name=layer.name)
+                keras.ops.convert_to_numpy(layer.mean),
+                keras.ops.convert_to_numpy(layer.variance),
+                dtype=layer.dtype_policy,
+                name=layer.name,
+            )
         return layer
 
     # A subclassed model (neither functional nor Sequential) is exported unchanged.
@@ -193,8 +206,10 @@ def as_float32(model: keras.Model) -> keras.Model:
     bfloat16 ("unsupported numpy dtype 'bfloat16'"), and onnxruntime's CPU kernels are float32.
     The weights of a mixed-precision model are float32 already, so nothing is rounded.
     """
-    if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == "float32"
-           for layer in model._flatten_layers()):
+    if all(
+        getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == "float32"
+        for layer in model._flatten_layers()
+    ):
         return model
 
     def to_float32(config):
@@ -207,8 +222,9 @@ def as_float32(model: keras.Model) -> keras.Model:
             return {key: to_float32(value) for key, value in config.items()}
         if isinstance(config, list):
             return [to_float32(value) for value in config]
-        if config in ("bfloat16", "float16") or (isinstance(config, str)
-                                                 and config.startswith("mixed_")):
+        if config in ("bfloat16", "float16") or (
+            isinstance(config, str) and config.startswith("mixed_")
+        ):
             return "float32"
         return config
 
@@ -238,8 +254,9 @@ def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
     x = images
     if height is not None and width is not None:
         # Resizing to the same size is exactly the identity (half-pixel centres, scale 1).
-        x = keras.layers.Resizing(height, width, interpolation="bilinear", dtype="float32",
-                                  name="resize")(x)
+        x = keras.layers.Resizing(
+            height, width, interpolation="bilinear", dtype="float32", name="resize"
+        )(x)
     x = inference_model(model)(x, training=False)
     x = keras.layers.Activation("linear", dtype="float32", name="probabilities")(x)
     return keras.Model(images, x, name="serving")
@@ -247,8 +264,13 @@ def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
 
 def model_info(model) -> dict:
     """Input shape, class count and dtype policies of a model, for `export.json`."""
-    policies = sorted({layer.dtype_policy.name for layer in model._flatten_layers()
-                       if hasattr(layer, "dtype_policy")})
+    policies = sorted(
+        {
+            layer.dtype_policy.name
+            for layer in model._flatten_layers()
+            if hasattr(layer, "dtype_policy")
+        }
+    )
     return {
         "image_shape": list(model.input_shape[1:]),
         "num_classes": int(model.output_shape[-1]),
@@ -256,8 +278,14 @@ def model_info(model) -> dict:
     }
 
 
-def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, format: str,
-                   *, opset: int | None = None, float32: bool = False) -> dict:
+def write_artifact(
+    model_path: str | os.PathLike,
+    directory: str | os.PathLike,
+    format: str,
+    *,
+    opset: int | None = None,
+    float32: bool = False,
+) -> dict:
     """Writes one format of a `.keras` model into `directory` (which exists and is empty), in
     this process. SavedModel and ONNX need the TensorFlow backend.
 
@@ -281,31 +309,41 @@ def write_artifact(model_path: str | os.PathLike, directory: str | os.PathLike, 
         model.save(directory / KERAS_FILE)
         return info
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"format={fmt!r} is written on the TensorFlow backend, received "
-                         f"backend {keras.backend.backend()!r}")
+        raise ValueError(
+            f"format={fmt!r} is written on the TensorFlow backend, received "
+            f"backend {keras.backend.backend()!r}"
+        )
     float32 = float32 or fmt == "onnx" or info["dtype_policies"] == ["float32"]
     info["compute_float32"] = float32
     serving = serving_model(model, float32=float32)
-    spec = keras.InputSpec(shape=(None, None, None, model.input_shape[-1]), dtype="float32",
-                           name=INPUT_NAME)
+    spec = keras.InputSpec(
+        shape=(None, None, None, model.input_shape[-1]), dtype="float32", name=INPUT_NAME
+    )
     if fmt == "saved_model":
         archive = keras.export.ExportArchive()
         archive.track(serving)
-        archive.add_endpoint("serve", lambda images: serving(images, training=False),
-                             input_signature=[spec])
+        archive.add_endpoint(
+            "serve", lambda images: serving(images, training=False), input_signature=[spec]
+        )
         archive.write_out(os.fspath(directory), verbose=False)
     else:
         if not installed("tf2onnx"):
-            raise ValueError("ONNX export needs tf2onnx, which is not installed "
-                             "(pip install tf2onnx)")
+            raise ValueError(
+                "ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)"
+            )
         # tf2onnx traces a called model only ("The model provided has never called").
         height, width, channels = model.input_shape[1:]
         serving(np.zeros((1, height or 32, width or 32, channels), "float32"))
         with warnings.catch_warnings():
             # Keras' tf2onnx patch probes `np.object`, which numpy 2 warns about.
             warnings.simplefilter("ignore", FutureWarning)
-            serving.export(os.fspath(directory / ONNX_FILE), format="onnx", verbose=False,
-                           input_signature=[spec], opset_version=opset)
+            serving.export(
+                os.fspath(directory / ONNX_FILE),
+                format="onnx",
+                verbose=False,
+                input_signature=[spec],
+                opset_version=opset,
+            )
         _verify_onnx(directory / ONNX_FILE, serving, (height or 32, width or 32, channels))
     return info
 
@@ -327,22 +365,36 @@ def _verify_onnx(path: Path, serving: keras.Model, image_shape: tuple[int, int, 
         session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         got = session.run(None, {INPUT_NAME: x})[0]
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"tf2onnx wrote an ONNX model that onnxruntime cannot run: "
-                         f"{_one_line(error)}") from None
+        raise ValueError(
+            f"tf2onnx wrote an ONNX model that onnxruntime cannot run: {_one_line(error)}"
+        ) from None
     expected = keras.ops.convert_to_numpy(serving(x, training=False))
     difference = float(np.abs(got - expected).max())
     if not difference <= ONNX_TOLERANCE:
-        raise ValueError(f"the ONNX model differs from the Keras model by {difference:.2e} "
-                         f"(> {ONNX_TOLERANCE:g})")
+        raise ValueError(
+            f"the ONNX model differs from the Keras model by {difference:.2e} "
+            f"(> {ONNX_TOLERANCE:g})"
+        )
 
 
-def _write_artifact_in_subprocess(model_path: Path, directory: Path, fmt: str,
-                                  opset: int | None, float32: bool) -> dict:
+def _write_artifact_in_subprocess(
+    model_path: Path, directory: Path, fmt: str, opset: int | None, float32: bool
+) -> dict:
     """`write_artifact` in a fresh Python on the TensorFlow backend (for JAX and torch)."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    command = [sys.executable, "-m", "keras_resnet.export", "--worker", os.fspath(model_path),
-               os.fspath(directory), fmt, str(opset or 0), str(int(float32)), str(os.getpid())]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_resnet.export",
+        "--worker",
+        os.fspath(model_path),
+        os.fspath(directory),
+        fmt,
+        str(opset or 0),
+        str(int(float32)),
+        str(os.getpid()),
+    ]
     # No preexec_fn: it would fork a multithreaded JAX or torch process, which can deadlock.
     # The worker watches its parent instead (`_exit_with_parent`).
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -367,7 +419,7 @@ def _remove_stale_temps(base: Path) -> None:
     """Removes the temporary folders of exports whose process is gone (killed mid-write)."""
     for entry in base.glob(TEMP_PREFIX + "*"):
         try:
-            pid = int(entry.name[len(TEMP_PREFIX):].split("-")[0])
+            pid = int(entry.name[len(TEMP_PREFIX) :].split("-")[0])
         except ValueError:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
@@ -384,8 +436,9 @@ def next_version(base: str | os.PathLike) -> int:
 
 def _check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or os.sep in name or name.isdigit():
-        raise ValueError("name must be a folder name (not a number, no '/'), "
-                         f"received name={name!r}")
+        raise ValueError(
+            f"name must be a folder name (not a number, no '/'), received name={name!r}"
+        )
 
 
 def export_model(
@@ -430,12 +483,15 @@ def export_model(
         PosixPath('saved_models/resnet18_fashion_mnist-saved_model/1')
     """
     fmt = _resolve_format(format)
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or version < 1):
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
         raise ValueError(f"version must be an integer >= 1, received version={version!r}")
     if fmt in ("saved_model", "onnx"):
-        require_tensorflow("SavedModel export" if fmt == "saved_model" else "ONNX export",
-                           "; --format keras works without it")
+        require_tensorflow(
+            "SavedModel export" if fmt == "saved_model" else "ONNX export",
+            "; --format keras works without it",
+        )
     if fmt == "onnx" and not installed("tf2onnx"):
         raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
     scratch = None
@@ -468,16 +524,29 @@ def export_model(
             if existing and existing != fmt:
                 raise ValueError(
                     f"{os.fspath(base)!r} holds {existing} versions; a {fmt} export needs a name "
-                    f"of its own (TF Serving loads the highest version), received name={name!r}")
+                    f"of its own (TF Serving loads the highest version), received name={name!r}"
+                )
         version = version or next_version(base)
         target = base / str(version)
         if target.exists():
-            raise ValueError(f"export target exists: {os.fspath(target)!r} (versions are never "
-                             f"overwritten; leave --version out to take the next one)")
+            raise ValueError(
+                f"export target exists: {os.fspath(target)!r} (versions are never "
+                f"overwritten; leave --version out to take the next one)"
+            )
         label = os.fspath(source) if folder is not None else f"keras.Model {source.name!r}"
         try:
-            return _write_version(model_path, base, target, fmt, version, name, class_names,
-                                  opset=opset, float32=float32, source_label=label)
+            return _write_version(
+                model_path,
+                base,
+                target,
+                fmt,
+                version,
+                name,
+                class_names,
+                opset=opset,
+                float32=float32,
+                source_label=label,
+            )
         except BaseException:
             if created and not any(base.iterdir()):
                 base.rmdir()  # a failed first export leaves no empty <name>/ behind
@@ -487,9 +556,19 @@ def export_model(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version: int, name: str,
-                   class_names: list[str] | None, *, opset: int | None, float32: bool,
-                   source_label: str) -> Path:
+def _write_version(
+    model_path: Path,
+    base: Path,
+    target: Path,
+    fmt: str,
+    version: int,
+    name: str,
+    class_names: list[str] | None,
+    *,
+    opset: int | None,
+    float32: bool,
+    source_label: str,
+) -> Path:
     temp = base / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
     try:
@@ -499,8 +578,10 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
             info = _write_artifact_in_subprocess(model_path, temp, fmt, opset, float32)
         num_classes = info["num_classes"]
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names must have {num_classes} names (the model's classes), "
-                             f"received {len(class_names)}")
+            raise ValueError(
+                f"class_names must have {num_classes} names (the model's classes), "
+                f"received {len(class_names)}"
+            )
         names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         metadata = {
             "name": name,
@@ -508,11 +589,20 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
             "format": fmt,
             "source": source_label,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "input": {"name": INPUT_NAME, "dtype": "float32", "range": [0, 255],
-                      "layout": "NHWC", "shape": [None, None, None, info["image_shape"][-1]]},
-            "output": {"dtype": "float32", "content": "class probabilities",
-                       "shape": [None, num_classes]},
+                timespec="seconds"
+            ),
+            "input": {
+                "name": INPUT_NAME,
+                "dtype": "float32",
+                "range": [0, 255],
+                "layout": "NHWC",
+                "shape": [None, None, None, info["image_shape"][-1]],
+            },
+            "output": {
+                "dtype": "float32",
+                "content": "class probabilities",
+                "shape": [None, num_classes],
+            },
             **info,
             "class_names": names,
             "keras_version": keras.__version__,
@@ -536,8 +626,9 @@ def _write_version(model_path: Path, base: Path, target: Path, fmt: str, version
     return target
 
 
-def check_parity(version_dir: str | os.PathLike, source, *, batch_sizes=(1, 7),
-                 seed: int = 0) -> dict[int, float]:
+def check_parity(
+    version_dir: str | os.PathLike, source, *, batch_sizes=(1, 7), seed: int = 0
+) -> dict[int, float]:
     """Max |difference| between an export and the Keras model on this process' backend.
 
     Args:
@@ -551,8 +642,7 @@ def check_parity(version_dir: str | os.PathLike, source, *, batch_sizes=(1, 7),
     """
     from keras_resnet.inference import load_predictor
 
-    model = source if isinstance(source, keras.Model) else load_keras_model(
-        resolve_source(source))
+    model = source if isinstance(source, keras.Model) else load_keras_model(resolve_source(source))
     predictor = load_predictor(version_dir)
     rng = np.random.default_rng(seed)
     shape = tuple(d or 32 for d in model.input_shape[1:])
@@ -595,8 +685,9 @@ def _worker(argv: list[str]) -> int:
     model_path, directory, fmt, opset, float32, parent = argv
     _exit_with_parent(int(parent))
     try:
-        info = write_artifact(model_path, directory, fmt, opset=int(opset) or None,
-                              float32=bool(int(float32)))
+        info = write_artifact(
+            model_path, directory, fmt, opset=int(opset) or None, float32=bool(int(float32))
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -53,8 +53,9 @@ def installed(module: str) -> bool:
 def require_tensorflow(what: str, hint: str = "") -> None:
     """Raises a one-line `ValueError` when TensorFlow is not installed."""
     if not installed("tensorflow"):
-        raise ValueError(f"{what} needs TensorFlow, which is not installed "
-                         f"(pip install tensorflow){hint}")
+        raise ValueError(
+            f"{what} needs TensorFlow, which is not installed (pip install tensorflow){hint}"
+        )
 
 
 def _register_package_layers() -> None:
@@ -135,8 +136,9 @@ def read_metadata(folder: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise ValueError(f"corrupt export metadata {os.fspath(path)!r}: "
-                         f"{_one_line(error)}") from None
+        raise ValueError(
+            f"corrupt export metadata {os.fspath(path)!r}: {_one_line(error)}"
+        ) from None
 
 
 def latest_version(base: str | os.PathLike) -> Path | None:
@@ -178,8 +180,10 @@ def check_channels_last(model) -> None:
     """Raises a one-line `ValueError` for a channels_first model: images here are NHWC."""
     for layer in model._flatten_layers():
         if getattr(layer, "data_format", None) == "channels_first":
-            raise ValueError("only channels_last models are supported, received a model with "
-                             f"data_format='channels_first' (layer {layer.name!r})")
+            raise ValueError(
+                "only channels_last models are supported, received a model with "
+                f"data_format='channels_first' (layer {layer.name!r})"
+            )
 
 
 def _class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
@@ -199,8 +203,13 @@ def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
     def fn(images: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
 
-    return Predictor("keras", model_path, shape, _class_names_or_indices(
-        read_class_names(folder), num_classes), fn)
+    return Predictor(
+        "keras",
+        model_path,
+        shape,
+        _class_names_or_indices(read_class_names(folder), num_classes),
+        fn,
+    )
 
 
 def _saved_model_predictor(folder: Path) -> Predictor:
@@ -210,8 +219,9 @@ def _saved_model_predictor(folder: Path) -> Predictor:
     try:
         loaded = tf.saved_model.load(os.fspath(folder))
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot load SavedModel {os.fspath(folder)!r}: "
-                         f"{_one_line(error)}") from None
+        raise ValueError(
+            f"cannot load SavedModel {os.fspath(folder)!r}: {_one_line(error)}"
+        ) from None
     if not hasattr(loaded, "serve"):
         raise ValueError(f"SavedModel {os.fspath(folder)!r} has no 'serve' endpoint")
     metadata = read_metadata(folder)
@@ -221,24 +231,35 @@ def _saved_model_predictor(folder: Path) -> Predictor:
     def fn(images: np.ndarray) -> np.ndarray:
         return loaded.serve(tf.constant(images)).numpy()
 
-    num_classes = int(metadata.get("num_classes") or fn(np.zeros((1, *(
-        d or 32 for d in shape[:2]), shape[2]), np.float32)).shape[-1])
-    return Predictor("saved_model", folder, shape,
-                     _class_names_or_indices(read_class_names(folder), num_classes), fn)
+    num_classes = int(
+        metadata.get("num_classes")
+        or fn(np.zeros((1, *(d or 32 for d in shape[:2]), shape[2]), np.float32)).shape[-1]
+    )
+    return Predictor(
+        "saved_model",
+        folder,
+        shape,
+        _class_names_or_indices(read_class_names(folder), num_classes),
+        fn,
+    )
 
 
 def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
     if not installed("onnxruntime"):
-        raise ValueError("running an ONNX model needs onnxruntime, which is not installed "
-                         "(pip install onnxruntime)")
+        raise ValueError(
+            "running an ONNX model needs onnxruntime, which is not installed "
+            "(pip install onnxruntime)"
+        )
     import onnxruntime
 
     try:
-        session = onnxruntime.InferenceSession(os.fspath(model_path),
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            os.fspath(model_path), providers=["CPUExecutionProvider"]
+        )
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot load ONNX model {os.fspath(model_path)!r}: "
-                         f"{_one_line(error)}") from None
+        raise ValueError(
+            f"cannot load ONNX model {os.fspath(model_path)!r}: {_one_line(error)}"
+        ) from None
     metadata = read_metadata(folder)
     input_name = session.get_inputs()[0].name
     channels = session.get_inputs()[0].shape[-1]
@@ -248,8 +269,13 @@ def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
     def fn(images: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: images})[0]
 
-    return Predictor("onnx", model_path, shape,
-                     _class_names_or_indices(read_class_names(folder), int(num_classes)), fn)
+    return Predictor(
+        "onnx",
+        model_path,
+        shape,
+        _class_names_or_indices(read_class_names(folder), int(num_classes)),
+        fn,
+    )
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
@@ -262,8 +288,9 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model not found, received model={os.fspath(path)!r}")
-    if path.is_dir() and not any((path / f).exists() for f in (
-            "saved_model.pb", KERAS_FILE, ONNX_FILE)):
+    if path.is_dir() and not any(
+        (path / f).exists() for f in ("saved_model.pb", KERAS_FILE, ONNX_FILE)
+    ):
         latest = latest_version(path)
         if latest is not None:
             path = latest
@@ -331,8 +358,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim != 3:
-            raise ValueError(f"an .npy image must be (H, W) or (H, W, C), received shape "
-                             f"{array.shape} in {os.fspath(path)!r}")
+            raise ValueError(
+                f"an .npy image must be (H, W) or (H, W, C), received shape "
+                f"{array.shape} in {os.fspath(path)!r}"
+            )
         return array.astype(np.float32)
     try:
         with Image.open(path) as image:
@@ -356,8 +385,11 @@ def prepare_image(image: np.ndarray, image_shape: Sequence[int | None]) -> np.nd
     if height is not None and width is not None and image.shape[:2] != (height, width):
         # Bilinear without antialiasing: what the SavedModel's Resizing layer does, so a
         # client that sends the original image gets the same answer.
-        image = keras.ops.convert_to_numpy(keras.ops.image.resize(
-            image, (height, width), interpolation="bilinear", data_format="channels_last"))
+        image = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(
+                image, (height, width), interpolation="bilinear", data_format="channels_last"
+            )
+        )
     return image.astype(np.float32)
 
 
@@ -373,8 +405,9 @@ def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 5) -> 
     ]
 
 
-def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *,
-                   batch_size: int = 64) -> np.ndarray:
+def predict_images(
+    predictor: Predictor, images: Sequence[np.ndarray], *, batch_size: int = 64
+) -> np.ndarray:
     """Probabilities for (H, W, C) 0-255 images of any size and channel count."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, received batch_size={batch_size!r}")
@@ -383,7 +416,7 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *,
     sized = all(d is not None for d in predictor.image_shape[:2])
     step = batch_size if sized else 1  # images of different sizes cannot share a batch
     for start in range(0, len(prepared), step):
-        outputs.append(predictor(np.stack(prepared[start:start + step])))
+        outputs.append(predictor(np.stack(prepared[start : start + step])))
     if not outputs:
         return np.zeros((0, len(predictor.class_names)), np.float32)
     return np.concatenate(outputs)

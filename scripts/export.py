@@ -21,28 +21,52 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/export.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="a .keras file, or a training run directory holding "
-                        "model.keras (and metrics.json with the class names)")
-    parser.add_argument("--format", default="saved_model",
-                        choices=("saved_model", "tf_saved_model", "onnx", "keras"),
-                        help="default saved_model")
-    parser.add_argument("--output-dir", default="saved_models",
-                        help="parent of the <name>/<version>/ folders (default saved_models)")
-    parser.add_argument("--name", help="model name (default: <run>-<format>, e.g. "
-                        "resnet18_fashion_mnist-saved_model)")
-    parser.add_argument("--version", type=int,
-                        help="version number (default: the next one); an existing version is "
-                        "an error, never overwritten")
-    parser.add_argument("--class-names", help="file with one class name per line (default: "
-                        "those stored with the source)")
+        prog="scripts/export.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "source",
+        help="a .keras file, or a training run directory holding "
+        "model.keras (and metrics.json with the class names)",
+    )
+    parser.add_argument(
+        "--format",
+        default="saved_model",
+        choices=("saved_model", "tf_saved_model", "onnx", "keras"),
+        help="default saved_model",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default="saved_models",
+        help="parent of the <name>/<version>/ folders (default saved_models)",
+    )
+    parser.add_argument(
+        "--name",
+        help="model name (default: <run>-<format>, e.g. resnet18_fashion_mnist-saved_model)",
+    )
+    parser.add_argument(
+        "--version",
+        type=int,
+        help="version number (default: the next one); an existing version is "
+        "an error, never overwritten",
+    )
+    parser.add_argument(
+        "--class-names",
+        help="file with one class name per line (default: those stored with the source)",
+    )
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
-    parser.add_argument("--float32", action="store_true",
-                        help="SavedModel of a mixed-precision model: compute in float32")
-    parser.add_argument("--check", action="store_true",
-                        help="reload the export and print its max |difference| from the Keras "
-                        "model (this backend) on random images, batch sizes 1 and 7")
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="SavedModel of a mixed-precision model: compute in float32",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="reload the export and print its max |difference| from the Keras "
+        "model (this backend) on random images, batch sizes 1 and 7",
+    )
     args = parser.parse_args(argv)
 
     # The backend is chosen before Keras is imported (KERAS_BACKEND); any works, see export.py.
@@ -56,11 +80,19 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.class_names, encoding="utf-8") as file:
                     class_names = [line.rstrip("\n") for line in file if line.strip()]
             except OSError as error:
-                raise ValueError(f"cannot read --class-names {args.class_names!r}: "
-                                 f"{error.strerror}") from None
-        path = export_model(args.source, format=args.format, output_dir=args.output_dir,
-                            name=args.name, version=args.version, class_names=class_names,
-                            opset=args.opset, float32=args.float32)
+                raise ValueError(
+                    f"cannot read --class-names {args.class_names!r}: {error.strerror}"
+                ) from None
+        path = export_model(
+            args.source,
+            format=args.format,
+            output_dir=args.output_dir,
+            name=args.name,
+            version=args.version,
+            class_names=class_names,
+            opset=args.opset,
+            float32=args.float32,
+        )
         parity = check_parity(path, args.source) if args.check else None
     except (ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -69,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         import keras
 
         diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in parity.items())
-        print(f"max |export - Keras model ({keras.backend.backend()})| on random 0-255 images: "
-              f"{diffs}")
+        print(
+            f"max |export - Keras model ({keras.backend.backend()})| on random 0-255 images: "
+            f"{diffs}"
+        )
     return 0
 
 

@@ -23,16 +23,26 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/predict.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="scripts/predict.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="SavedModel directory, .keras/.onnx file or run directory")
     parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...; .npy arrays)")
-    parser.add_argument("--dataset", help="classify a tensorflow-datasets split instead, e.g. "
-                        "fashion_mnist (read offline, as scripts/train.py does)")
-    parser.add_argument("--split", default="test", choices=("train", "test"),
-                        help="split of --dataset (default test)")
-    parser.add_argument("--limit", type=int, default=10,
-                        help="first N images of the split (default 10; 0: all)")
+    parser.add_argument(
+        "--dataset",
+        help="classify a tensorflow-datasets split instead, e.g. "
+        "fashion_mnist (read offline, as scripts/train.py does)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "test"),
+        help="split of --dataset (default test)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=10, help="first N images of the split (default 10; 0: all)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="classes to print (default 3)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -48,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if bool(args.images) == bool(args.dataset):
-            raise ValueError("give image files or --dataset, not both or neither, received "
-                             f"{len(args.images)} image(s) and --dataset={args.dataset!r}")
+            raise ValueError(
+                "give image files or --dataset, not both or neither, received "
+                f"{len(args.images)} image(s) and --dataset={args.dataset!r}"
+            )
         if args.limit < 0:
             raise ValueError(f"--limit must be >= 0, received --limit={args.limit}")
         if args.top_k < 1:
@@ -60,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             from keras_resnet.data import load_dataset
 
             data = load_dataset(args.dataset)
-            x, y = (data.x_test, data.y_test) if args.split == "test" else (
-                data.x_train, data.y_train)
+            x, y = (
+                (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
+            )
             if args.limit:
                 x, y = x[: args.limit], y[: args.limit]
             images = list(x)
@@ -85,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if labels is not None:
         correct = sum(r["top_k"][0]["index"] == r["label"]["index"] for r in results)
     if args.json:
-        document = {"model": os.fspath(predictor.path), "kind": predictor.kind,
-                    "results": results}
+        document = {"model": os.fspath(predictor.path), "kind": predictor.kind, "results": results}
         if correct is not None:
             document["accuracy"] = correct / max(len(results), 1)
         print(json.dumps(document, indent=2))

@@ -22,13 +22,24 @@ from keras_resnet import export as export_lib
 from keras_resnet import inference
 
 REPO = Path(__file__).resolve().parents[1]
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="SavedModel export needs TensorFlow")
-needs_onnx = pytest.mark.skipif(not (HAS_TF and HAS_ONNX),
-                                reason="ONNX export needs TensorFlow, tf2onnx and onnxruntime")
+needs_onnx = pytest.mark.skipif(
+    not (HAS_TF and HAS_ONNX), reason="ONNX export needs TensorFlow, tf2onnx and onnxruntime"
+)
 
 
 def _script(name: str):
@@ -49,8 +60,13 @@ def _stand_in(policy: str | None = None, erasing: bool = True) -> keras.Model:
         if erasing:
             steps.append(keras.layers.RandomErasing(value_range=(0, 255), seed=1))
         x = keras.Sequential(steps, name="augment")(keras.Input((32, 32, 1)))
-        model = keras_resnet.ResNet18(input_tensor=x, stem="cifar", width=0.125, num_classes=10,
-                                      normalization=([72.9], [90.0]))
+        model = keras_resnet.ResNet18(
+            input_tensor=x,
+            stem="cifar",
+            width=0.125,
+            num_classes=10,
+            normalization=([72.9], [90.0]),
+        )
     finally:
         keras.config.set_dtype_policy(previous)
     # Non-trivial batch-norm statistics, so that parity is tested on a model that is not
@@ -75,8 +91,11 @@ def run_dir(tmp_path_factory) -> Path:
     folder.mkdir()
     model = _stand_in()
     model.save(folder / "model.keras")
-    (folder / "metrics.json").write_text(json.dumps(
-        {"class_names": CLASS_NAMES, "dataset": "fashion_mnist", "image_shape": [32, 32, 1]}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {"class_names": CLASS_NAMES, "dataset": "fashion_mnist", "image_shape": [32, 32, 1]}
+        )
+    )
     return folder
 
 
@@ -99,6 +118,7 @@ def saved_model_dir(run_dir, tmp_path_factory) -> Path:
 
 
 # --- parity -------------------------------------------------------------------------------------
+
 
 @needs_tf
 def test_saved_model_layout_signature_and_parity(saved_model_dir, model, images):
@@ -149,8 +169,9 @@ def test_onnx_parity_and_metadata(run_dir, model, images, tmp_path):
     assert path == tmp_path / "fmnist_resnet18-onnx" / "1"
     proto = onnx.load(os.fspath(path / "model.onnx"))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["class_names"]) == CLASS_NAMES
-    session = onnxruntime.InferenceSession(os.fspath(path / "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        os.fspath(path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     (onnx_input,) = session.get_inputs()  # no captured constants turned into extra inputs
     assert onnx_input.name == "images" and onnx_input.type == "tensor(float)"
     assert not any(isinstance(d, int) for d in onnx_input.shape[:3]) and onnx_input.shape[3] == 1
@@ -161,14 +182,20 @@ def test_onnx_parity_and_metadata(run_dir, model, images, tmp_path):
 
 
 @needs_onnx
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="patches the exporter in this process (TensorFlow backend)")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="patches the exporter in this process (TensorFlow backend)",
+)
 def test_an_onnx_model_onnxruntime_cannot_run_is_not_published(run_dir, tmp_path, monkeypatch):
     # Keras' own Normalization instead of the constant one: tf2onnx turns its captured mean and
     # variance into two more graph inputs, writes the file anyway, and no client can feed them.
-    monkeypatch.setattr(export_lib, "_ConstantNormalization", lambda mean, variance, **kwargs:
-                        keras.layers.Normalization(mean=mean.ravel(), variance=variance.ravel(),
-                                                   **kwargs))
+    monkeypatch.setattr(
+        export_lib,
+        "_ConstantNormalization",
+        lambda mean, variance, **kwargs: keras.layers.Normalization(
+            mean=mean.ravel(), variance=variance.ravel(), **kwargs
+        ),
+    )
     with pytest.raises(ValueError, match="onnxruntime cannot run") as info:
         export_lib.export_model(run_dir, format="onnx", output_dir=tmp_path)
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
@@ -220,8 +247,9 @@ def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
         import onnxruntime
 
         path = export_lib.export_model(model, format="onnx", output_dir=tmp_path, name="mx")
-        session = onnxruntime.InferenceSession(os.fspath(path / "model.onnx"),
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            os.fspath(path / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         twin = export_lib.as_float32(model)
         assert twin.get_layer("conv1_conv").compute_dtype == "float32"
         for x in images.values():
@@ -231,6 +259,7 @@ def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
 
 
 # --- versions and atomic writes -----------------------------------------------------------------
+
 
 def test_versions_are_numbered_and_never_overwritten(run_dir, tmp_path):
     first = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m")
@@ -266,9 +295,19 @@ def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
     torch, while the TensorFlow worker subprocess writes)."""
     env = dict(os.environ, **({export_lib.PAUSE_ENV: "120"} if moment == "written" else {}))
     process = subprocess.Popen(
-        [sys.executable, os.fspath(REPO / "scripts" / "export.py"), os.fspath(run_dir),
-         "--output-dir", os.fspath(tmp_path), "--name", "killed"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            os.fspath(REPO / "scripts" / "export.py"),
+            os.fspath(run_dir),
+            "--output-dir",
+            os.fspath(tmp_path),
+            "--name",
+            "killed",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = tmp_path / "killed"
     pattern = ".tmp-export-*/assets/export.json" if moment == "written" else ".tmp-export-*"
     deadline = time.monotonic() + 240
@@ -277,8 +316,11 @@ def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
             assert process.poll() is None, "the export exited before it could be killed"
             assert time.monotonic() < deadline, "the export did not start writing in time"
             time.sleep(0.05 if moment == "writing" else 0.2)
-        if moment == "writing" and keras.backend.backend() != "tensorflow" and Path(
-                "/proc").is_dir():
+        if (
+            moment == "writing"
+            and keras.backend.backend() != "tensorflow"
+            and Path("/proc").is_dir()
+        ):
             (temp,) = base.glob(".tmp-export-*")
             while not _processes_mentioning(temp.name):  # the worker has started
                 assert process.poll() is None and time.monotonic() < deadline
@@ -306,6 +348,7 @@ def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
 
 # --- safety and bad input -----------------------------------------------------------------------
 
+
 def test_safe_mode_refuses_a_lambda_layer(tmp_path):
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
@@ -330,21 +373,37 @@ def _cli_error(capsys, script: str, argv: list[str]) -> str:
 
 def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    err = _cli_error(capsys, "export", [os.fspath(tmp_path / "nope.keras"), "--output-dir",
-                                        os.fspath(out)])
+    err = _cli_error(
+        capsys, "export", [os.fspath(tmp_path / "nope.keras"), "--output-dir", os.fspath(out)]
+    )
     assert "model file not found" in err
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 this is not a zip archive" * 10)
-    err = _cli_error(capsys, "export", [os.fspath(corrupt), "--format", "keras",
-                                        "--output-dir", os.fspath(out)])
+    err = _cli_error(
+        capsys, "export", [os.fspath(corrupt), "--format", "keras", "--output-dir", os.fspath(out)]
+    )
     assert "cannot load model file" in err
     assert not out.exists() or not list(out.iterdir())
-    _script("export").main([os.fspath(run_dir), "--format", "keras", "--output-dir",
-                            os.fspath(out), "--name", "fixed"])
+    _script("export").main(
+        [os.fspath(run_dir), "--format", "keras", "--output-dir", os.fspath(out), "--name", "fixed"]
+    )
     capsys.readouterr()
     before = (out / "fixed" / "1" / "model.keras").read_bytes()
-    err = _cli_error(capsys, "export", [os.fspath(run_dir), "--format", "keras", "--output-dir",
-                                        os.fspath(out), "--name", "fixed", "--version", "1"])
+    err = _cli_error(
+        capsys,
+        "export",
+        [
+            os.fspath(run_dir),
+            "--format",
+            "keras",
+            "--output-dir",
+            os.fspath(out),
+            "--name",
+            "fixed",
+            "--version",
+            "1",
+        ],
+    )
     assert "export target exists" in err
     assert (out / "fixed" / "1" / "model.keras").read_bytes() == before
     assert sorted(os.listdir(out / "fixed")) == ["1"]
@@ -352,10 +411,14 @@ def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, 
 
 def test_export_without_tensorflow_says_so(run_dir, tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    with pytest.raises(ValueError, match="SavedModel export needs TensorFlow, which is not "
-                                         "installed") as info:
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real(name, *a),
+    )
+    with pytest.raises(
+        ValueError, match="SavedModel export needs TensorFlow, which is not installed"
+    ) as info:
         export_lib.export_model(run_dir, output_dir=tmp_path)
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="ONNX export needs TensorFlow"):
@@ -376,8 +439,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.skipif(not (importlib.util.find_spec("jax") or importlib.util.find_spec("torch")),
-                    reason="without TensorFlow, Keras needs JAX or torch")
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("jax") or importlib.util.find_spec("torch")),
+    reason="without TensorFlow, Keras needs JAX or torch",
+)
 def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     """In a process where TensorFlow cannot be imported (JAX backend): SavedModel and ONNX
     export say so in one line, --format keras works, and predict runs the .keras export."""
@@ -385,15 +450,21 @@ def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     env = dict(os.environ, KERAS_BACKEND=backend)
 
     def run(script: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", NO_TF, os.fspath(REPO / "scripts" / script),
-                               *args], env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", NO_TF, os.fspath(REPO / "scripts" / script), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     out = os.fspath(tmp_path / "out")
     for fmt, what in (("saved_model", "SavedModel"), ("onnx", "ONNX")):
         result = run("export.py", os.fspath(run_dir), "--format", fmt, "--output-dir", out)
         assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
             f"scripts/export.py: error: {what} export needs TensorFlow, which is not installed "
-            "(pip install tensorflow); --format keras works without it")
+            "(pip install tensorflow); --format keras works without it"
+        )
     assert not (tmp_path / "out").exists()
     result = run("export.py", os.fspath(run_dir), "--format", "keras", "--output-dir", out)
     assert result.returncode == 0, result.stderr
@@ -404,14 +475,22 @@ def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     result = run("predict.py", os.fspath(saved_model_dir), os.fspath(image))
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
         "scripts/predict.py: error: loading a SavedModel needs TensorFlow, which is not "
-        "installed (pip install tensorflow)")
+        "installed (pip install tensorflow)"
+    )
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the same check runs in the TensorFlow worker from JAX and torch")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the same check runs in the TensorFlow worker from JAX and torch",
+)
 def test_channels_first_is_refused_in_one_line(tmp_path):
-    model = keras_resnet.ResNet18(input_shape=(1, 32, 32), stem="cifar", width=0.125,
-                                  num_classes=3, data_format="channels_first")
+    model = keras_resnet.ResNet18(
+        input_shape=(1, 32, 32),
+        stem="cifar",
+        width=0.125,
+        num_classes=3,
+        data_format="channels_first",
+    )
     with pytest.raises(ValueError, match="only channels_last models are supported") as info:
         export_lib.export_model(model, output_dir=tmp_path)
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
@@ -428,10 +507,12 @@ def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
     assert "image has 5 channels and the model takes 1" in err
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_text("not a model")
-    assert "cannot load model file" in _cli_error(capsys, "predict", [os.fspath(corrupt),
-                                                                      os.fspath(five)])
-    assert "model not found" in _cli_error(capsys, "predict", [os.fspath(tmp_path / "x"),
-                                                               os.fspath(five)])
+    assert "cannot load model file" in _cli_error(
+        capsys, "predict", [os.fspath(corrupt), os.fspath(five)]
+    )
+    assert "model not found" in _cli_error(
+        capsys, "predict", [os.fspath(tmp_path / "x"), os.fspath(five)]
+    )
 
 
 def test_predictor_checks_the_channel_count(run_dir):
@@ -447,6 +528,7 @@ def test_predictor_checks_the_channel_count(run_dir):
 
 
 # --- predict ------------------------------------------------------------------------------------
+
 
 def _png(path: Path, mode: str, size: tuple[int, int], seed: int) -> Path:
     from PIL import Image
@@ -467,8 +549,10 @@ def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request)
         target = os.fspath(run_dir)  # a run directory: model.keras + metrics.json
     rgb = _png(tmp_path / "photo.png", "RGB", (50, 40), 1)
     gray = _png(tmp_path / "gray.jpg", "L", (32, 32), 2)
-    assert _script("predict").main([target, os.fspath(rgb), os.fspath(gray), "--top-k", "4",
-                                    "--json"]) == 0
+    assert (
+        _script("predict").main([target, os.fspath(rgb), os.fspath(gray), "--top-k", "4", "--json"])
+        == 0
+    )
     document = json.loads(capsys.readouterr().out)
     assert document["kind"] == kind and len(document["results"]) == 2
     x = [inference.prepare_image(inference.read_image(p), (32, 32, 1)) for p in (rgb, gray)]
@@ -486,11 +570,26 @@ def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request)
 
 def test_predict_cli_on_a_dataset_split(run_dir, capsys):
     data = pytest.importorskip("keras_resnet.data")
-    if data.find_source_dir("fashion_mnist") is None and not (
-            Path(data.default_data_dir()) / "fashion_mnist").is_dir():
+    if (
+        data.find_source_dir("fashion_mnist") is None
+        and not (Path(data.default_data_dir()) / "fashion_mnist").is_dir()
+    ):
         pytest.skip("no local Fashion-MNIST (see keras_resnet/data.py)")
-    assert _script("predict").main([os.fspath(run_dir), "--dataset", "fashion_mnist",
-                                    "--limit", "5", "--top-k", "2", "--json"]) == 0
+    assert (
+        _script("predict").main(
+            [
+                os.fspath(run_dir),
+                "--dataset",
+                "fashion_mnist",
+                "--limit",
+                "5",
+                "--top-k",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     document = json.loads(capsys.readouterr().out)
     results = document["results"]
     assert [r["source"] for r in results] == [f"fashion_mnist/test[{i}]" for i in range(5)]
@@ -502,9 +601,13 @@ def test_predict_cli_on_a_dataset_split(run_dir, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason=(
-    "20 s on TensorFlow, 60 s on JAX (compiling the train step); exports from JAX and torch are "
-    "covered by the other tests, and run folders by the run_dir fixture"))
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason=(
+        "20 s on TensorFlow, 60 s on JAX (compiling the train step); exports from JAX and "
+        "torch are covered by the other tests, and run folders by the run_dir fixture"
+    ),
+)
 def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
     """scripts/train.py's run folder (keras_resnet.training), 1 tiny epoch on synthetic data:
     its model.keras and checkpoints/best.keras both export, with the run's class names."""
@@ -512,14 +615,27 @@ def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
     data = pytest.importorskip("keras_resnet.data")
     rng = np.random.default_rng(0)
     dataset = data.Dataset(
-        name="synthetic", class_names=["a", "b", "c"],
+        name="synthetic",
+        class_names=["a", "b", "c"],
         x_train=rng.integers(0, 256, (96, 16, 16, 1), dtype=np.uint8),
-        y_train=rng.integers(0, 3, 96), x_test=rng.integers(0, 256, (32, 16, 16, 1), np.uint8),
-        y_test=rng.integers(0, 3, 32))
+        y_train=rng.integers(0, 3, 96),
+        x_test=rng.integers(0, 256, (32, 16, 16, 1), np.uint8),
+        y_test=rng.integers(0, 3, 32),
+    )
     run = tmp_path / "run"
-    training.train(training.TrainConfig(
-        width=0.125, epochs=1, batch_size=32, val_size=32, tensorboard=False, track_test=False,
-        verbose=0, output_dir=os.fspath(run)), dataset=dataset)
+    training.train(
+        training.TrainConfig(
+            width=0.125,
+            epochs=1,
+            batch_size=32,
+            val_size=32,
+            tensorboard=False,
+            track_test=False,
+            verbose=0,
+            output_dir=os.fspath(run),
+        ),
+        dataset=dataset,
+    )
     trained = inference.load_keras_model(run / "model.keras")
     x = rng.uniform(0, 255, (7, 16, 16, 1)).astype("float32")
     fmt = "saved_model" if HAS_TF else "keras"
