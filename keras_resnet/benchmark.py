@@ -906,8 +906,7 @@ def bench_pipeline(
         batch_size=batch_size,
         precision=precision,
         steps_per_execution=steps_per_execution,
-        # One batch held out: with val_size=0 the run's history.csv gets NA columns (CSVLogger).
-        val_size=batch_size,
+        val_size=0,
         track_test=False,
         tensorboard=False,
         verbose=0,

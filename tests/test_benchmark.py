@@ -233,17 +233,11 @@ def test_pipeline_runs_through_the_training_module(tmp_path):
     assert result.img_per_s * result.step_ms / 1e3 == pytest.approx(16)
 
 
-def test_script_prints_table_and_writes_json(tmp_path):
+def test_script_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, *TINY, "--peers", "none", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "img/s" in proc.stdout and "resnet18" in proc.stdout
+    assert _script_main()([*TINY, "--peers", "none", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "img/s" in stdout and "resnet18" in stdout
     record = json.loads(out.read_text())
     assert record["info"]["backend"] == keras.backend.backend()
     assert [(r["task"], r["name"]) for r in record["results"]] == [
