@@ -490,7 +490,7 @@ def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: 
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or "keras_resnet search: accuracy against FLOPs")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
