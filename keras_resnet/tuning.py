@@ -111,8 +111,11 @@ class SearchSpace:
         def number(field, minimum, *, integer=False, strict=True):
             value = getattr(self, field)
             ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if isinstance(value, bool) or not ok_type or not math.isfinite(value) or (
-                value <= minimum if strict else value < minimum
+            if (
+                isinstance(value, bool)
+                or not ok_type
+                or not math.isfinite(value)
+                or (value <= minimum if strict else value < minimum)
             ):
                 kind = "an integer" if integer else "a number"
                 sign = ">" if strict else ">="
@@ -123,16 +126,18 @@ class SearchSpace:
         def ordered(low, high):
             if getattr(self, low) > getattr(self, high):
                 raise SearchSpaceError(
-                    low, f"{low} must be <= {high}, received {low}={getattr(self, low)!r} and "
-                    f"{high}={getattr(self, high)!r}"
+                    low,
+                    f"{low} must be <= {high}, received {low}={getattr(self, low)!r} and "
+                    f"{high}={getattr(self, high)!r}",
                 )
 
         def choices(field, allowed):
             value = getattr(self, field)
             if not value or any(v not in allowed for v in value) or len(set(value)) != len(value):
                 raise SearchSpaceError(
-                    field, f"{field} must be distinct values from {tuple(allowed)}, "
-                    f"received {field}={list(value)!r}"
+                    field,
+                    f"{field} must be distinct values from {tuple(allowed)}, "
+                    f"received {field}={list(value)!r}",
                 )
 
         choices("depths", sorted(DEPTHS))
@@ -147,8 +152,9 @@ class SearchSpace:
         # The narrowest network must keep at least one channel in the stem (64 * width).
         if round(64 * self.width_min) < 1:
             raise SearchSpaceError(
-                "width_min", "width_min must leave one channel per layer (>= 1/64), "
-                f"received width_min={self.width_min!r}"
+                "width_min",
+                "width_min must leave one channel per layer (>= 1/64), "
+                f"received width_min={self.width_min!r}",
             )
         choices("stems", STEMS)
         number("lr_min", 0)
@@ -159,8 +165,9 @@ class SearchSpace:
         ordered("weight_decay_min", "weight_decay_max")
         if self.weight_decay_min == 0 and self.weight_decay_max > 0:
             raise SearchSpaceError(
-                "weight_decay_min", "weight_decay_min must be > 0 when weight_decay_max > 0 "
-                "(it is sampled on a log scale), received weight_decay_min=0"
+                "weight_decay_min",
+                "weight_decay_min must be > 0 when weight_decay_max > 0 "
+                "(it is sampled on a log scale), received weight_decay_min=0",
             )
 
     def check_input(self, image_shape: Sequence[int]) -> None:
@@ -169,8 +176,9 @@ class SearchSpace:
             downsampling = (4 if stem == "imagenet" else 1) * 8  # the stem, then 3 strided stages
             if min(image_shape[:2]) < downsampling:
                 raise SearchSpaceError(
-                    "stems", f"stems: {stem!r} needs images of at least {downsampling} px, the "
-                    f"data's are {tuple(image_shape)}, received stems={list(self.stems)!r}"
+                    "stems",
+                    f"stems: {stem!r} needs images of at least {downsampling} px, the "
+                    f"data's are {tuple(image_shape)}, received stems={list(self.stems)!r}",
                 )
 
     # ---- hyperparameters -------------------------------------------------------------------
@@ -196,8 +204,10 @@ class SearchSpace:
         return config_from_values(hp.values)
 
     def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
 
 def _choice_or_fixed(hp, name, values, ordered=False):
@@ -247,6 +257,7 @@ def describe(config: dict) -> str:
 # --------------------------------------------------------------------------------------------
 # The search directory: its definition, its events
 # --------------------------------------------------------------------------------------------
+
 
 def project_path(directory: str | os.PathLike, project_name: str) -> Path:
     return Path(directory) / project_name
@@ -349,6 +360,7 @@ def read_events(project_dir: str | os.PathLike) -> list[dict]:
 # Report
 # --------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TrialRecord:
     """One trial of a search, as read back from its directory."""
@@ -386,16 +398,18 @@ def read_trials(project_dir: str | os.PathLike) -> list[TrialRecord]:
         values = dict(data.get("hyperparameters", {}).get("values", {}))
         flops, params = _metric(data, "flops"), _metric(data, "params")
         seconds, epochs = _metric(data, "seconds"), _metric(data, "epochs")
-        records.append(TrialRecord(
-            trial_id=str(data["trial_id"]),
-            status=str(data.get("status")),
-            values=values,
-            val_accuracy=_metric(data, OBJECTIVE, best="max"),
-            params=None if params is None else int(params),
-            flops=None if flops is None else int(flops),
-            seconds=seconds,
-            epochs=None if epochs is None else int(epochs),
-        ))
+        records.append(
+            TrialRecord(
+                trial_id=str(data["trial_id"]),
+                status=str(data.get("status")),
+                values=values,
+                val_accuracy=_metric(data, OBJECTIVE, best="max"),
+                params=None if params is None else int(params),
+                flops=None if flops is None else int(flops),
+                seconds=seconds,
+                epochs=None if epochs is None else int(epochs),
+            )
+        )
     mark_pareto(records)
     return records
 
@@ -407,7 +421,9 @@ def mark_pareto(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     front = []
     for r in done:
         r.pareto = not any(
-            o is not r and o.flops <= r.flops and o.val_accuracy >= r.val_accuracy
+            o is not r
+            and o.flops <= r.flops
+            and o.val_accuracy >= r.val_accuracy
             and (o.flops < r.flops or o.val_accuracy > r.val_accuracy)
             for o in done
         )
@@ -426,8 +442,10 @@ def best_trial(records: Sequence[TrialRecord]) -> TrialRecord | None:
 
 def format_trials(records: Sequence[TrialRecord]) -> str:
     """The trials as a Markdown table; '*' marks the Pareto front."""
-    header = ("| trial | status | architecture | lr | weight decay | epochs | params | MFLOPs "
-              "| val acc | seconds | Pareto |")
+    header = (
+        "| trial | status | architecture | lr | weight decay | epochs | params | MFLOPs "
+        "| val acc | seconds | Pareto |"
+    )
     lines = [header, "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"]
 
     def fmt(value, spec):
@@ -456,11 +474,33 @@ def _write_csv(records: Sequence[TrialRecord], path: Path) -> None:
     names = sorted({k for r in records for k in r.values})
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial_id", "status", "val_accuracy", "params", "flops", "seconds",
-                         "epochs", "pareto", *names])
+        writer.writerow(
+            [
+                "trial_id",
+                "status",
+                "val_accuracy",
+                "params",
+                "flops",
+                "seconds",
+                "epochs",
+                "pareto",
+                *names,
+            ]
+        )
         for r in records:
-            writer.writerow([r.trial_id, r.status, r.val_accuracy, r.params, r.flops, r.seconds,
-                             r.epochs, int(r.pareto), *(r.values.get(k, "") for k in names)])
+            writer.writerow(
+                [
+                    r.trial_id,
+                    r.status,
+                    r.val_accuracy,
+                    r.params,
+                    r.flops,
+                    r.seconds,
+                    r.epochs,
+                    int(r.pareto),
+                    *(r.values.get(k, "") for k in names),
+                ]
+            )
 
 
 def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: str = "") -> None:
@@ -474,16 +514,41 @@ def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: 
     front = sorted((r for r in done if r.pareto), key=lambda r: r.flops)
     best = best_trial(records)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter([r.flops / 1e6 for r in done], [r.val_accuracy for r in done], s=22,
-               color="tab:blue", alpha=0.6, label="trial")
+    ax.scatter(
+        [r.flops / 1e6 for r in done],
+        [r.val_accuracy for r in done],
+        s=22,
+        color="tab:blue",
+        alpha=0.6,
+        label="trial",
+    )
     if front:
-        ax.step([r.flops / 1e6 for r in front], [r.val_accuracy for r in front], where="post",
-                color="tab:red", linewidth=1.2, label="Pareto front")
-        ax.scatter([r.flops / 1e6 for r in front], [r.val_accuracy for r in front], s=40,
-                   facecolors="none", edgecolors="tab:red")
+        ax.step(
+            [r.flops / 1e6 for r in front],
+            [r.val_accuracy for r in front],
+            where="post",
+            color="tab:red",
+            linewidth=1.2,
+            label="Pareto front",
+        )
+        ax.scatter(
+            [r.flops / 1e6 for r in front],
+            [r.val_accuracy for r in front],
+            s=40,
+            facecolors="none",
+            edgecolors="tab:red",
+        )
     if best is not None and best.flops is not None:
-        ax.scatter([best.flops / 1e6], [best.val_accuracy], marker="*", s=180, color="gold",
-                   edgecolors="black", zorder=5, label=f"best (trial {best.trial_id})")
+        ax.scatter(
+            [best.flops / 1e6],
+            [best.val_accuracy],
+            marker="*",
+            s=180,
+            color="gold",
+            edgecolors="black",
+            zorder=5,
+            label=f"best (trial {best.trial_id})",
+        )
     if done and max(r.flops for r in done) > 10 * min(r.flops for r in done):
         ax.set_xscale("log")
     ax.set_xlabel("forward MFLOPs per image (multiply-add = 2)")
@@ -516,8 +581,10 @@ def write_report(project_dir: str | os.PathLike, out_dir: str | os.PathLike | No
         lines += ["Definition: `" + json.dumps(definition, sort_keys=True) + "`", ""]
     lines += [format_trials(records), ""]
     if best is not None:
-        lines.append(f"Best: trial {best.trial_id}, {describe(best.config)}, "
-                     f"val accuracy {best.val_accuracy:.4f}.")
+        lines.append(
+            f"Best: trial {best.trial_id}, {describe(best.config)}, "
+            f"val accuracy {best.val_accuracy:.4f}."
+        )
     (out / "trials.md").write_text("\n".join(lines) + "\n")
     _write_csv(records, out / "trials.csv")
     plot_pareto(records, out / "pareto.png", title=f"{project_dir.name}: accuracy against FLOPs")
@@ -533,8 +600,10 @@ def write_report(project_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 # Data for the search
 # --------------------------------------------------------------------------------------------
 
-def search_split(x, y, *, train_fraction: float = 1.0, validation_fraction: float = 0.1,
-                 seed: int = 0):
+
+def search_split(
+    x, y, *, train_fraction: float = 1.0, validation_fraction: float = 0.1, seed: int = 0
+):
     """Splits a train set into the search's train and validation parts.
 
     The validation part (`validation_fraction` of the train set) is held out first, so that it
@@ -550,8 +619,10 @@ def search_split(x, y, *, train_fraction: float = 1.0, validation_fraction: floa
             f"train_fraction must be in (0, 1], received train_fraction={train_fraction!r}"
         )
     if not 0 < validation_fraction < 1:
-        raise ValueError("validation_fraction must be in (0, 1), received "
-                         f"validation_fraction={validation_fraction!r}")
+        raise ValueError(
+            "validation_fraction must be in (0, 1), received "
+            f"validation_fraction={validation_fraction!r}"
+        )
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = max(1, int(round(len(x) * validation_fraction)))
     val, rest = order[:n_val], order[n_val:]
@@ -585,8 +656,9 @@ def trial_train_config(base, config: dict, epochs: int):
     The warmup is at most a fifth of the trial's epochs (the recipe's 2 epochs would fill a
     1-epoch Hyperband trial with warmup and never decay the learning rate).
     """
-    return dataclasses.replace(base, **config, epochs=max(1, epochs),
-                               warmup_epochs=min(base.warmup_epochs, epochs / 5))
+    return dataclasses.replace(
+        base, **config, epochs=max(1, epochs), warmup_epochs=min(base.warmup_epochs, epochs / 5)
+    )
 
 
 class ResNetHyperModel(_keras_tuner().HyperModel):
@@ -622,15 +694,25 @@ class ResNetHyperModel(_keras_tuner().HyperModel):
         steps_per_epoch = math.ceil(len(self.dataset.x_train) / train_config.batch_size)
         model.compile(
             optimizer=training.build_optimizer(train_config, steps_per_epoch, model),
-            loss=keras.losses.CategoricalCrossentropy(
-                label_smoothing=train_config.label_smoothing),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_config.label_smoothing),
             metrics=["accuracy"],
             jit_compile={"auto": "auto", "on": True, "off": False}[train_config.xla],
         )
         return model
 
-    def fit(self, hp, model, x, y=None, *, validation_data=None, epochs=None, initial_epoch=0,
-            callbacks=None, **kwargs):
+    def fit(
+        self,
+        hp,
+        model,
+        x,
+        y=None,
+        *,
+        validation_data=None,
+        epochs=None,
+        initial_epoch=0,
+        callbacks=None,
+        **kwargs,
+    ):
         """Trains with `model.fit` and returns the trial's metrics: the best epoch's
         val_accuracy (as KerasTuner takes it from a History), params, flops, seconds, epochs."""
         from keras_resnet.analysis import count_flops, count_params
@@ -638,9 +720,17 @@ class ResNetHyperModel(_keras_tuner().HyperModel):
         epochs = self.max_epochs if epochs is None else epochs
         kwargs.setdefault("verbose", self.base.verbose)
         start = time.perf_counter()
-        history = model.fit(x, y, batch_size=self.base.batch_size, epochs=epochs,
-                            initial_epoch=initial_epoch, validation_data=validation_data,
-                            callbacks=callbacks, shuffle=True, **kwargs)
+        history = model.fit(
+            x,
+            y,
+            batch_size=self.base.batch_size,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            shuffle=True,
+            **kwargs,
+        )
         seconds = time.perf_counter() - start
         accuracies = history.history.get(OBJECTIVE) or [float("nan")]
         return {
@@ -673,14 +763,18 @@ def _trial_main(payload_file: str, result_file: str) -> int:
         if payload["parent_checkpoint"]:
             model.load_weights(payload["parent_checkpoint"])
         checkpoint = keras.callbacks.ModelCheckpoint(
-            payload["checkpoint"], monitor=OBJECTIVE, mode="max", save_best_only=True,
-            save_weights_only=True)
-        metrics = hypermodel.fit(hp, model, *payload["args"], callbacks=[checkpoint],
-                                 **payload["kwargs"])
+            payload["checkpoint"],
+            monitor=OBJECTIVE,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+        )
+        metrics = hypermodel.fit(
+            hp, model, *payload["args"], callbacks=[checkpoint], **payload["kwargs"]
+        )
         result = {"status": "ok", "metrics": metrics, "peak_rss": _peak_rss()}
     except BaseException:  # noqa: BLE001 - everything goes back to the tuner as a failed trial
-        result = {"status": "error", "traceback": traceback.format_exc(),
-                  "peak_rss": _peak_rss()}
+        result = {"status": "error", "traceback": traceback.format_exc(), "peak_rss": _peak_rss()}
     tmp = f"{result_file}.tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
@@ -710,8 +804,9 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_trial_in_process(payload: dict, work_dir: str | os.PathLike,
-                         on_start=None) -> tuple[dict, int]:
+def run_trial_in_process(
+    payload: dict, work_dir: str | os.PathLike, on_start=None
+) -> tuple[dict, int]:
     """Runs one trial in a fresh Python process; returns (metrics, the child's peak RSS).
 
     A process per trial hands all of a trial's memory back to the system when it ends: within
@@ -731,17 +826,21 @@ def run_trial_in_process(payload: dict, work_dir: str | os.PathLike,
     result_file.unlink(missing_ok=True)
     with open(payload_file, "wb") as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    code = ("import sys; from keras_resnet.tuning import _trial_main; "
-            "sys.exit(_trial_main(sys.argv[1], sys.argv[2]))")
+    code = (
+        "import sys; from keras_resnet.tuning import _trial_main; "
+        "sys.exit(_trial_main(sys.argv[1], sys.argv[2]))"
+    )
     try:
-        child = subprocess.Popen([sys.executable, "-c", code, os.fspath(payload_file),
-                                  os.fspath(result_file)])
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, os.fspath(payload_file), os.fspath(result_file)]
+        )
         if on_start is not None:
             on_start(child.pid)
         returncode = child.wait()
         if not result_file.is_file():
-            raise RuntimeError(f"the trial's process died without a result (exit code "
-                               f"{returncode})")
+            raise RuntimeError(
+                f"the trial's process died without a result (exit code {returncode})"
+            )
         result = json.loads(result_file.read_text())
     finally:
         payload_file.unlink(missing_ok=True)
@@ -755,8 +854,11 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
     """A KerasTuner tuner class that logs every trial's start and end (with the RSS), and runs
     each trial in a process of its own (or, in process, clears the Keras session after it)."""
     kt = _keras_tuner()
-    base = {"hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization,
-            "random": kt.RandomSearch}[kind]
+    base = {
+        "hyperband": kt.Hyperband,
+        "bayesian": kt.BayesianOptimization,
+        "random": kt.RandomSearch,
+    }[kind]
 
     class Tuner(base):
         def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
@@ -766,14 +868,16 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
                 super()._configure_tensorboard_dir(callbacks, trial, execution)
 
         def run_trial(self, trial, *args, **kwargs):
-            log_event(self.project_dir, event="start", trial_id=trial.trial_id,
-                      tuner_id=self.tuner_id)
+            log_event(
+                self.project_dir, event="start", trial_id=trial.trial_id, tuner_id=self.tuner_id
+            )
             self._child_peak_rss = None
             if not process_per_trial:
                 return super().run_trial(trial, *args, **kwargs)
             values = trial.hyperparameters.values
-            initial_epoch, epochs = trial_epochs(values, kwargs.pop("epochs", None)
-                                                 or self.hypermodel.max_epochs)
+            initial_epoch, epochs = trial_epochs(
+                values, kwargs.pop("epochs", None) or self.hypermodel.max_epochs
+            )
             parent = values.get("tuner/trial_id")  # Hyperband: continue from this trial
             kwargs.pop("callbacks", None)
             payload = {
@@ -785,10 +889,16 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
                 "parent_checkpoint": parent and self._get_checkpoint_fname(parent),
             }
             metrics, self._child_peak_rss = run_trial_in_process(
-                payload, self.get_trial_dir(trial.trial_id),
-                on_start=lambda pid: log_event(self.project_dir, event="child",
-                                               trial_id=trial.trial_id, tuner_id=self.tuner_id,
-                                               child_pid=pid))
+                payload,
+                self.get_trial_dir(trial.trial_id),
+                on_start=lambda pid: log_event(
+                    self.project_dir,
+                    event="child",
+                    trial_id=trial.trial_id,
+                    tuner_id=self.tuner_id,
+                    child_pid=pid,
+                ),
+            )
             return metrics
 
         def on_trial_end(self, trial):
@@ -800,9 +910,15 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
             # (model <-> callbacks <-> History) that keep a model alive (keras-tuner 873, 1031).
             keras.backend.clear_session()
             gc.collect()
-            log_event(self.project_dir, event="end", trial_id=trial.trial_id,
-                      tuner_id=self.tuner_id, status=str(trial.status), rss=rss_bytes(),
-                      child_peak_rss=getattr(self, "_child_peak_rss", None))
+            log_event(
+                self.project_dir,
+                event="end",
+                trial_id=trial.trial_id,
+                tuner_id=self.tuner_id,
+                status=str(trial.status),
+                rss=rss_bytes(),
+                child_peak_rss=getattr(self, "_child_peak_rss", None),
+            )
             # A time budget: once spent, no new trial starts (the oracle stops at max_trials).
             if max_search_seconds and time.monotonic() - self._started > max_search_seconds:
                 oracle = self.oracle
@@ -817,9 +933,19 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
     return Tuner
 
 
-def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trials: int,
-               max_epochs: int, seed: int | None = None, factor: int = 3,
-               process_per_trial: bool = True, max_search_seconds: float = 0):
+def make_tuner(
+    kind: str,
+    hypermodel,
+    *,
+    directory,
+    project_name: str,
+    max_trials: int,
+    max_epochs: int,
+    seed: int | None = None,
+    factor: int = 3,
+    process_per_trial: bool = True,
+    max_search_seconds: float = 0,
+):
     """A KerasTuner tuner ('hyperband', 'bayesian' or 'random') maximizing val_accuracy.
 
     With `process_per_trial` (default) every trial trains in a fresh process, so that the
@@ -833,13 +959,17 @@ def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trial
         raise ValueError(f"tuner must be one of {TUNERS}, received tuner={kind!r}")
     kt = _keras_tuner()
     common = dict(
-        objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
-        directory=os.fspath(directory), project_name=project_name, overwrite=False,
+        objective=kt.Objective(OBJECTIVE, direction="max"),
+        seed=seed,
+        directory=os.fspath(directory),
+        project_name=project_name,
+        overwrite=False,
     )
     cls = _tuner_class(kind, process_per_trial, max_search_seconds)
     if kind == "hyperband":
-        tuner = cls(hypermodel, max_epochs=max_epochs, factor=factor, hyperband_iterations=1,
-                    **common)
+        tuner = cls(
+            hypermodel, max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **common
+        )
         # Hyperband takes no max_trials, but its oracle honours the attribute (not part of the
         # saved state, so it is set again on every run).
         tuner.oracle.max_trials = max_trials
@@ -851,6 +981,7 @@ def make_tuner(kind: str, hypermodel, *, directory, project_name: str, max_trial
 # --------------------------------------------------------------------------------------------
 # A whole search
 # --------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class SearchOptions:
@@ -882,49 +1013,91 @@ class SearchOptions:
         from keras_resnet.training import PRECISIONS
 
         if self.tuner not in TUNERS:
-            raise SearchSpaceError("tuner", f"tuner must be one of {TUNERS}, "
-                                   f"received tuner={self.tuner!r}")
+            raise SearchSpaceError(
+                "tuner", f"tuner must be one of {TUNERS}, received tuner={self.tuner!r}"
+            )
         if self.precision not in PRECISIONS:
-            raise SearchSpaceError("precision", f"precision must be one of {PRECISIONS}, "
-                                   f"received precision={self.precision!r}")
-        for field, minimum in (("max_trials", 1), ("max_epochs", 1), ("batch_size", 1),
-                               ("final_epochs", 0), ("steps_per_execution", 1)):
+            raise SearchSpaceError(
+                "precision",
+                f"precision must be one of {PRECISIONS}, received precision={self.precision!r}",
+            )
+        for field, minimum in (
+            ("max_trials", 1),
+            ("max_epochs", 1),
+            ("batch_size", 1),
+            ("final_epochs", 0),
+            ("steps_per_execution", 1),
+        ):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise SearchSpaceError(field, f"{field} must be an integer >= {minimum}, "
-                                       f"received {field}={value!r}")
+                raise SearchSpaceError(
+                    field, f"{field} must be an integer >= {minimum}, received {field}={value!r}"
+                )
         if not self.max_search_seconds >= 0:
-            raise SearchSpaceError("max_search_seconds", "max_search_seconds must be >= 0, "
-                                   f"received max_search_seconds={self.max_search_seconds!r}")
+            raise SearchSpaceError(
+                "max_search_seconds",
+                "max_search_seconds must be >= 0, "
+                f"received max_search_seconds={self.max_search_seconds!r}",
+            )
         if not 0 < self.train_fraction <= 1:
-            raise SearchSpaceError("train_fraction", "train_fraction must be in (0, 1], "
-                                   f"received train_fraction={self.train_fraction!r}")
+            raise SearchSpaceError(
+                "train_fraction",
+                "train_fraction must be in (0, 1], "
+                f"received train_fraction={self.train_fraction!r}",
+            )
         if not 0 < self.validation_fraction < 1:
-            raise SearchSpaceError("validation_fraction", "validation_fraction must be in "
-                                   "(0, 1), received validation_fraction="
-                                   f"{self.validation_fraction!r}")
-        if not self.project_name or os.sep in self.project_name or self.project_name in (
-                ".", ".."):
-            raise SearchSpaceError("project_name", "project_name must be a plain folder name, "
-                                   f"received project_name={self.project_name!r}")
+            raise SearchSpaceError(
+                "validation_fraction",
+                "validation_fraction must be in "
+                "(0, 1), received validation_fraction="
+                f"{self.validation_fraction!r}",
+            )
+        if not self.project_name or os.sep in self.project_name or self.project_name in (".", ".."):
+            raise SearchSpaceError(
+                "project_name",
+                "project_name must be a plain folder name, "
+                f"received project_name={self.project_name!r}",
+            )
 
     def base_config(self):
         """The `TrainConfig` that every trial (and the final training) starts from."""
         from keras_resnet.training import TrainConfig
 
-        return TrainConfig(dataset=self.dataset, source_dir=self.source_dir, loader=self.loader,
-                           batch_size=self.batch_size, precision=self.precision, seed=self.seed,
-                           steps_per_execution=self.steps_per_execution,
-                           tensorboard=False, track_test=False, verbose=self.verbose)
+        return TrainConfig(
+            dataset=self.dataset,
+            source_dir=self.source_dir,
+            loader=self.loader,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            seed=self.seed,
+            steps_per_execution=self.steps_per_execution,
+            tensorboard=False,
+            track_test=False,
+            verbose=self.verbose,
+        )
 
     def definition(self, space: SearchSpace, image_shape) -> dict:
         """What must not change between a search and its resumption (max_trials may grow)."""
         base = dataclasses.asdict(self.base_config().resolve())
         # Paths, speed settings and verbosity may differ between runs; the searched fields come
         # from each trial.
-        for key in ("verbose", "output_dir", "run_name", "source_dir", "data_dir", "loader",
-                    "epochs", "steps_per_execution", "model", "block", "expansion", "width",
-                    "stem", "learning_rate", "weight_decay"):
+        for key in (
+            "verbose",
+            "output_dir",
+            "run_name",
+            "source_dir",
+            "data_dir",
+            "loader",
+            "epochs",
+            "steps_per_execution",
+            "model",
+            "block",
+            "expansion",
+            "width",
+            "stem",
+            "learning_rate",
+            "weight_decay",
+        ):
             base.pop(key, None)
         return {
             "format": 1,
@@ -942,7 +1115,8 @@ class SearchOptions:
 def is_distributed_worker() -> bool:
     """True in a KerasTuner worker process (KERASTUNER_ORACLE_IP set, the tuner id not chief)."""
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
-        "KERASTUNER_TUNER_ID", "")
+        "KERASTUNER_TUNER_ID", ""
+    )
 
 
 def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> dict:
@@ -973,30 +1147,50 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
     options.validate()
     project_dir = project_path(options.directory, options.project_name)
     if dataset is None:
-        dataset = data_lib.load_dataset(options.dataset, source_dir=options.source_dir,
-                                        loader=options.loader)
+        dataset = data_lib.load_dataset(
+            options.dataset, source_dir=options.source_dir, loader=options.loader
+        )
     space.check_input(dataset.image_shape)
     definition = options.definition(space, dataset.image_shape)
     check_definition(project_dir, definition)  # raises before anything is written
 
     (x_train, y_train), (x_val, y_val) = search_split(
-        dataset.x_train, dataset.y_train, train_fraction=options.train_fraction,
-        validation_fraction=options.validation_fraction, seed=options.seed)
+        dataset.x_train,
+        dataset.y_train,
+        train_fraction=options.train_fraction,
+        validation_fraction=options.validation_fraction,
+        seed=options.seed,
+    )
     if options.batch_size > len(x_train):
-        raise SearchSpaceError("batch_size", f"batch_size must be at most the {len(x_train)} "
-                               f"images trials train on, received batch_size={options.batch_size}")
+        raise SearchSpaceError(
+            "batch_size",
+            f"batch_size must be at most the {len(x_train)} "
+            f"images trials train on, received batch_size={options.batch_size}",
+        )
     write_definition(project_dir, definition)
     search_data = dc.replace(dataset, x_train=x_train, y_train=y_train)
-    hypermodel = ResNetHyperModel(space, options.base_config(), search_data,
-                                  max_epochs=options.max_epochs)
-    tuner = make_tuner(options.tuner, hypermodel, directory=options.directory,
-                       project_name=options.project_name, max_trials=options.max_trials,
-                       max_epochs=options.max_epochs, seed=options.seed,
-                       process_per_trial=options.process_per_trial,
-                       max_search_seconds=options.max_search_seconds)
+    hypermodel = ResNetHyperModel(
+        space, options.base_config(), search_data, max_epochs=options.max_epochs
+    )
+    tuner = make_tuner(
+        options.tuner,
+        hypermodel,
+        directory=options.directory,
+        project_name=options.project_name,
+        max_trials=options.max_trials,
+        max_epochs=options.max_epochs,
+        seed=options.seed,
+        process_per_trial=options.process_per_trial,
+        max_search_seconds=options.max_search_seconds,
+    )
     eye = np.eye(dataset.num_classes, dtype=np.float32)  # the recipe's loss takes one-hot labels
-    tuner.search(x_train, eye[y_train], validation_data=(x_val, eye[y_val]),
-                 epochs=options.max_epochs, verbose=options.verbose)
+    tuner.search(
+        x_train,
+        eye[y_train],
+        validation_data=(x_val, eye[y_val]),
+        epochs=options.max_epochs,
+        verbose=options.verbose,
+    )
     summary: dict = {"project_dir": str(project_dir)}
     if is_distributed_worker():
         return summary
@@ -1025,19 +1219,29 @@ def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, datase
     config = dataclasses.replace(
         trial_train_config(options.base_config().resolve(), best.config, options.final_epochs),
         # The recipe's own warmup for the full run; the whole train set, no validation part.
-        warmup_epochs=options.base_config().warmup_epochs, val_size=0,
-        run_name=run_name, output_dir=os.path.join(options.output_dir, run_name),
+        warmup_epochs=options.base_config().warmup_epochs,
+        val_size=0,
+        run_name=run_name,
+        output_dir=os.path.join(options.output_dir, run_name),
         track_test=True,
     )
     out = Path(config.output_dir)
     metrics_file, config_file = out / "metrics.json", out / "config.json"
     if metrics_file.is_file() and config_file.is_file() and not (out / "backup").exists():
         if json.loads(config_file.read_text()) == json.loads(
-                json.dumps(dataclasses.asdict(config.resolve()))):
-            return {**json.loads(metrics_file.read_text()), "trial_id": best.trial_id,
-                    "reused": True}
+            json.dumps(dataclasses.asdict(config.resolve()))
+        ):
+            return {
+                **json.loads(metrics_file.read_text()),
+                "trial_id": best.trial_id,
+                "reused": True,
+            }
     metrics = training.train(config, dataset=dataset)
-    origin = {"trial_id": best.trial_id, "search_dir": os.fspath(project_dir),
-              "val_accuracy": best.val_accuracy, "hyperparameters": best.values}
+    origin = {
+        "trial_id": best.trial_id,
+        "search_dir": os.fspath(project_dir),
+        "val_accuracy": best.val_accuracy,
+        "hyperparameters": best.values,
+    }
     (out / "tuning.json").write_text(json.dumps(origin, indent=2, default=str) + "\n")
     return {**metrics, "trial_id": best.trial_id}

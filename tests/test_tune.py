@@ -39,9 +39,27 @@ BACKEND = keras.backend.backend()
 # vary (so that the random tuner always finds a new trial).
 TINY_SPACE = dict(depths=(18,), block_kinds=("basic",), width_min=0.125, width_max=0.125)
 TINY_FLAGS = [
-    "--depths", "18", "--block-kinds", "basic", "--width-min", "0.125", "--width-max", "0.125",
-    "--tuner", "random", "--max-epochs", "1", "--batch-size", "64", "--loader", "idx",
-    "--train-fraction", "0.005", "--validation-fraction", "0.005", "--quiet",
+    "--depths",
+    "18",
+    "--block-kinds",
+    "basic",
+    "--width-min",
+    "0.125",
+    "--width-max",
+    "0.125",
+    "--tuner",
+    "random",
+    "--max-epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--loader",
+    "idx",
+    "--train-fraction",
+    "0.005",
+    "--validation-fraction",
+    "0.005",
+    "--quiet",
 ]
 
 
@@ -62,9 +80,13 @@ def tiny_data():
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3",
-               TF_ENABLE_ONEDNN_OPTS="0",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=BACKEND,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        TF_ENABLE_ONEDNN_OPTS="0",
+        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
     for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(key, None)
     env.update(extra)
@@ -75,20 +97,24 @@ def _env(**extra) -> dict:
 # the space and the flags
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(width_min=0), "width_min"),
-    (dict(width_min=-0.5), "width_min"),
-    (dict(width_min=1.0, width_max=0.5), "width_min"),
-    (dict(width_step=0), "width_step"),
-    (dict(expansion_min=4, expansion_max=2), "expansion_min"),
-    (dict(expansion_min=0), "expansion_min"),
-    (dict(lr_min=0.5, lr_max=0.1), "lr_min"),
-    (dict(weight_decay_min=0, weight_decay_max=1e-3), "weight_decay_min"),
-    (dict(depths=(18, 20)), "depths"),
-    (dict(block_kinds=("basic", "basic")), "block_kinds"),
-    (dict(stems=()), "stems"),
-    (dict(width_min=0.001, width_max=0.5), "width_min"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(width_min=0), "width_min"),
+        (dict(width_min=-0.5), "width_min"),
+        (dict(width_min=1.0, width_max=0.5), "width_min"),
+        (dict(width_step=0), "width_step"),
+        (dict(expansion_min=4, expansion_max=2), "expansion_min"),
+        (dict(expansion_min=0), "expansion_min"),
+        (dict(lr_min=0.5, lr_max=0.1), "lr_min"),
+        (dict(weight_decay_min=0, weight_decay_max=1e-3), "weight_decay_min"),
+        (dict(depths=(18, 20)), "depths"),
+        (dict(block_kinds=("basic", "basic")), "block_kinds"),
+        (dict(stems=()), "stems"),
+        (dict(width_min=0.001, width_max=0.5), "width_min"),
+    ],
+)
 def test_invalid_space_names_the_field(kwargs, field):
     with pytest.raises(tuning.SearchSpaceError) as info:
         tuning.SearchSpace(**kwargs)
@@ -104,24 +130,41 @@ def test_declared_hyperparameters_and_conditional_expansion():
     hp = kt.HyperParameters()
     config = space.declare(hp)
     names = {p.name for p in hp.space}
-    assert names == {"depth", "block", "expansion", "width", "stem", "learning_rate",
-                     "weight_decay"}
+    assert names == {
+        "depth",
+        "block",
+        "expansion",
+        "width",
+        "stem",
+        "learning_rate",
+        "weight_decay",
+    }
     # expansion is active for bottleneck blocks only
-    values = dict(depth=34, block="basic", width=0.5, stem="cifar", learning_rate=0.2,
-                  weight_decay=5e-3)
+    values = dict(
+        depth=34, block="basic", width=0.5, stem="cifar", learning_rate=0.2, weight_decay=5e-3
+    )
     assert tuning.config_from_values(values) == {
-        "model": "resnet34", "block": "basic", "expansion": None, "width": 0.5,
-        "stem": "cifar", "learning_rate": 0.2, "weight_decay": 5e-3}
+        "model": "resnet34",
+        "block": "basic",
+        "expansion": None,
+        "width": 0.5,
+        "stem": "cifar",
+        "learning_rate": 0.2,
+        "weight_decay": 5e-3,
+    }
     values.update(block="bottleneck", expansion=2)
     assert tuning.config_from_values(values)["expansion"] == 2
     assert tuning.describe(tuning.config_from_values(values)) == (
-        "resnet34 bottleneck e2 w0.5 cifar")
+        "resnet34 bottleneck e2 w0.5 cifar"
+    )
     assert config["model"] in ("resnet18", "resnet34")
     # fixed values where a range is a point: no hyperparameter to search
     hp = kt.HyperParameters()
     tuning.SearchSpace(**TINY_SPACE).declare(hp)
     assert [p.name for p in hp.space if not isinstance(p, kt.engine.hyperparameters.Fixed)] == [
-        "learning_rate", "weight_decay"]
+        "learning_rate",
+        "weight_decay",
+    ]
 
 
 def test_stem_too_large_for_the_images():
@@ -131,16 +174,19 @@ def test_stem_too_large_for_the_images():
         space.check_input((28, 28, 1))
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--width-min", "0"], "--width-min"),
-    (["--width-min", "2", "--width-max", "1"], "--width-min"),
-    (["--expansion-min", "5"], "--expansion-min"),
-    (["--lr-min", "1", "--lr-max", "0.1"], "--lr-min"),
-    (["--tuner", "grid"], "--tuner"),
-    (["--max-trials", "0"], "--max-trials"),
-    (["--train-fraction", "1.5"], "--train-fraction"),
-    (["--stems", "imagenet"], "--stems"),  # 28 px Fashion-MNIST is too small for it
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--width-min", "0"], "--width-min"),
+        (["--width-min", "2", "--width-max", "1"], "--width-min"),
+        (["--expansion-min", "5"], "--expansion-min"),
+        (["--lr-min", "1", "--lr-max", "0.1"], "--lr-min"),
+        (["--tuner", "grid"], "--tuner"),
+        (["--max-trials", "0"], "--max-trials"),
+        (["--train-fraction", "1.5"], "--train-fraction"),
+        (["--stems", "imagenet"], "--stems"),  # 28 px Fashion-MNIST is too small for it
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(argv, flag, tmp_path, capsys):
     sys.path.insert(0, str(SCRIPT.parent))
     try:
@@ -160,25 +206,42 @@ def test_cli_bad_input_one_line_exit_2(argv, flag, tmp_path, capsys):
 # the report
 # ---------------------------------------------------------------------------------------------
 
+
 def _fake_trial(project: Path, trial_id: str, acc: float, flops: int, status="COMPLETED"):
-    values = dict(depth=18, block="basic", width=0.25, stem="cifar", learning_rate=0.1,
-                  weight_decay=5e-3)
-    metrics = {name: {"direction": "max" if name == "val_accuracy" else "min",
-                      "observations": [{"value": [value], "step": 0}]}
-               for name, value in (("val_accuracy", acc), ("flops", flops), ("params", 1000),
-                                   ("seconds", 1.5), ("epochs", 2))}
+    values = dict(
+        depth=18, block="basic", width=0.25, stem="cifar", learning_rate=0.1, weight_decay=5e-3
+    )
+    metrics = {
+        name: {
+            "direction": "max" if name == "val_accuracy" else "min",
+            "observations": [{"value": [value], "step": 0}],
+        }
+        for name, value in (
+            ("val_accuracy", acc),
+            ("flops", flops),
+            ("params", 1000),
+            ("seconds", 1.5),
+            ("epochs", 2),
+        )
+    }
     folder = project / f"trial_{trial_id}"
     folder.mkdir(parents=True)
-    (folder / "trial.json").write_text(json.dumps({
-        "trial_id": trial_id, "status": status, "hyperparameters": {"values": values},
-        "metrics": {"metrics": metrics}}))
+    (folder / "trial.json").write_text(
+        json.dumps(
+            {
+                "trial_id": trial_id,
+                "status": status,
+                "hyperparameters": {"values": values},
+                "metrics": {"metrics": metrics},
+            }
+        )
+    )
 
 
 def test_report_marks_the_pareto_front(tmp_path):
     project = tmp_path / "search"
     # (accuracy, MFLOPs): 0 and 2 and 3 are on the front; 1 is beaten by 0, 4 by 2.
-    points = {"0": (0.80, 10), "1": (0.79, 20), "2": (0.90, 30), "3": (0.95, 80),
-              "4": (0.85, 40)}
+    points = {"0": (0.80, 10), "1": (0.79, 20), "2": (0.90, 30), "3": (0.95, 80), "4": (0.85, 40)}
     for trial_id, (acc, mflops) in points.items():
         _fake_trial(project, trial_id, acc, int(mflops * 1e6))
     records = tuning.read_trials(project)
@@ -217,21 +280,31 @@ def test_report_only_from_a_directory(tmp_path, capsys):
 # a real search
 # ---------------------------------------------------------------------------------------------
 
+
 def test_search_then_final_training_then_resume(tiny_data, tmp_path):
     """Two trials, each in its own process; metrics match the model; the best is trained on
     the full train set into a run folder; a rerun runs nothing again; another space is
     refused and leaves the directory as it was."""
     space = tuning.SearchSpace(**TINY_SPACE)
     options = tuning.SearchOptions(
-        tuner="random", max_trials=2, max_epochs=1, batch_size=64, validation_fraction=0.2,
-        directory=str(tmp_path / "runs"), project_name="tiny", final_epochs=1,
-        output_dir=str(tmp_path / "saved"), verbose=0)
+        tuner="random",
+        max_trials=2,
+        max_epochs=1,
+        batch_size=64,
+        validation_fraction=0.2,
+        directory=str(tmp_path / "runs"),
+        project_name="tiny",
+        final_epochs=1,
+        output_dir=str(tmp_path / "saved"),
+        verbose=0,
+    )
     summary = tuning.run_search(space, options, dataset=tiny_data)
     project = Path(summary["project_dir"])
     records = tuning.read_trials(project)
     assert [r.status for r in records] == ["COMPLETED", "COMPLETED"]
-    reference = keras_resnet.ResNet18(block="basic", width=0.125, stem="cifar",
-                                      num_classes=10, input_shape=(28, 28, 1))
+    reference = keras_resnet.ResNet18(
+        block="basic", width=0.125, stem="cifar", num_classes=10, input_shape=(28, 28, 1)
+    )
     for r in records:
         assert r.params == keras_resnet.count_params(reference) == 176_258
         assert r.flops == keras_resnet.count_flops(reference)
@@ -239,14 +312,21 @@ def test_search_then_final_training_then_resume(tiny_data, tmp_path):
     assert (project / "report" / "pareto.png").stat().st_size > 0
     events = tuning.read_events(project)
     assert [(e["event"], e["trial_id"]) for e in events] == [
-        ("start", "0"), ("child", "0"), ("end", "0"), ("start", "1"), ("child", "1"), ("end", "1")]
+        ("start", "0"),
+        ("child", "0"),
+        ("end", "0"),
+        ("start", "1"),
+        ("child", "1"),
+        ("end", "1"),
+    ]
     assert all(e["child_peak_rss"] > 0 for e in events if e["event"] == "end")
 
     final = summary["final"]
     run = Path(final["run_dir"])
     assert run == tmp_path / "saved" / "tuned_tiny"
     assert {"model.keras", "metrics.json", "config.json", "tuning.json"} <= {
-        p.name for p in run.iterdir()}
+        p.name for p in run.iterdir()
+    }
     config = json.loads((run / "config.json").read_text())
     best = tuning.best_trial(records)
     assert config["val_size"] == 0 and config["epochs"] == 1
@@ -262,20 +342,31 @@ def test_search_then_final_training_then_resume(tiny_data, tmp_path):
     # Another space in the same directory: refused, and nothing changed.
     before = _tree_digest(tmp_path)
     with pytest.raises(tuning.SearchMismatchError, match="width_max: 0.125 there, 0.25 here"):
-        tuning.run_search(tuning.SearchSpace(**{**TINY_SPACE, "width_max": 0.25}), options,
-                          dataset=tiny_data)
+        tuning.run_search(
+            tuning.SearchSpace(**{**TINY_SPACE, "width_max": 0.25}), options, dataset=tiny_data
+        )
     assert _tree_digest(tmp_path) == before
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="KerasTuner's Hyperband logic does not "
-                    "depend on the backend; run once (CI time)")
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="KerasTuner's Hyperband logic does not depend on the backend; run once (CI time)",
+)
 def test_hyperband_continues_from_the_parent_trial(tiny_data, tmp_path):
     """Hyperband's second round trains the best first-round trial further, from its weights,
     in process (the other execution path)."""
     space = tuning.SearchSpace(**TINY_SPACE)
     options = tuning.SearchOptions(
-        tuner="hyperband", max_trials=4, max_epochs=3, batch_size=64, validation_fraction=0.2,
-        directory=str(tmp_path), project_name="hb", process_per_trial=False, verbose=0)
+        tuner="hyperband",
+        max_trials=4,
+        max_epochs=3,
+        batch_size=64,
+        validation_fraction=0.2,
+        directory=str(tmp_path),
+        project_name="hb",
+        process_per_trial=False,
+        verbose=0,
+    )
     tuning.run_search(space, options, dataset=tiny_data)
     records = {r.trial_id: r for r in tuning.read_trials(tmp_path / "hb")}
     assert len(records) == 4 and all(r.status == "COMPLETED" for r in records.values())
@@ -317,7 +408,8 @@ def test_cli_refuses_another_search_space_and_leaves_it_untouched(tmp_path, caps
 
 needs_tf = pytest.mark.skipif(
     BACKEND != "tensorflow",
-    reason="subprocess tests run on the TensorFlow backend (CI time; the path is the same)")
+    reason="subprocess tests run on the TensorFlow backend (CI time; the path is the same)",
+)
 
 
 def _wait_for(predicate, timeout: float, what: str, procs=()):
@@ -327,8 +419,9 @@ def _wait_for(predicate, timeout: float, what: str, procs=()):
             return
         for proc in procs:
             if proc.poll() is not None and proc.returncode != 0:
-                raise AssertionError(f"process exited with {proc.returncode} while waiting for "
-                                     f"{what}")
+                raise AssertionError(
+                    f"process exited with {proc.returncode} while waiting for {what}"
+                )
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
@@ -337,12 +430,22 @@ def _wait_for(predicate, timeout: float, what: str, procs=()):
 def test_sigkill_mid_search_then_resume(tmp_path):
     """Kill the search with SIGKILL during its second trial; the same command finishes it,
     running the interrupted trial again and no completed trial."""
-    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "3",
-           "--directory", str(tmp_path), "--project-name", "k"]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        *TINY_FLAGS,
+        "--max-trials",
+        "3",
+        "--directory",
+        str(tmp_path),
+        "--project-name",
+        "k",
+    ]
     project = tmp_path / "k"
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
+
         def second_trial_running():
             events = tuning.read_events(project)
             return any(e["event"] == "end" for e in events) and events[-1]["event"] == "child"
@@ -367,8 +470,7 @@ def test_sigkill_mid_search_then_resume(tmp_path):
         return "\nState:\tZ" in status or b"_trial_main" not in cmdline
 
     _wait_for(child_gone, 20, "the trial's process to die with the search")
-    completed_before = {r.trial_id for r in tuning.read_trials(project)
-                        if r.status == "COMPLETED"}
+    completed_before = {r.trial_id for r in tuning.read_trials(project) if r.status == "COMPLETED"}
     started_before = {e["trial_id"] for e in tuning.read_events(project) if e["event"] == "start"}
     interrupted = started_before - completed_before
     assert completed_before == {"0"} and interrupted == {"1"}
@@ -382,7 +484,10 @@ def test_sigkill_mid_search_then_resume(tmp_path):
     assert rerun_started == ["1", "2"]  # the interrupted one first, then the rest
     records = tuning.read_trials(project)
     assert [(r.trial_id, r.status) for r in records] == [
-        ("0", "COMPLETED"), ("1", "COMPLETED"), ("2", "COMPLETED")]
+        ("0", "COMPLETED"),
+        ("1", "COMPLETED"),
+        ("2", "COMPLETED"),
+    ]
     # Memory: each trial ran in its own process; the search process itself did not grow.
     ends = [e for e in rerun if e["event"] == "end"]
     assert abs(ends[-1]["rss"] - ends[0]["rss"]) < 64 * 2**20
@@ -400,16 +505,32 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     """KerasTuner's own chief/worker mode over gRPC on 127.0.0.1, bounded by timeouts
     (keras-tuner 645 and 915: a worker or the chief can hang)."""
     port = _free_port()
-    cmd = [sys.executable, str(SCRIPT), *TINY_FLAGS, "--max-trials", "2", "--in-process",
-           "--directory", str(tmp_path), "--project-name", "dist"]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        *TINY_FLAGS,
+        "--max-trials",
+        "2",
+        "--in-process",
+        "--directory",
+        str(tmp_path),
+        "--project-name",
+        "dist",
+    ]
     procs, logs = {}, {}
     try:
         for tuner_id in ("chief", "tuner0", "tuner1"):
             logs[tuner_id] = open(tmp_path / f"{tuner_id}.log", "w")
             procs[tuner_id] = subprocess.Popen(
-                cmd, env=_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
-                              KERASTUNER_ORACLE_PORT=str(port)),
-                stdout=logs[tuner_id], stderr=subprocess.STDOUT)
+                cmd,
+                env=_env(
+                    KERASTUNER_TUNER_ID=tuner_id,
+                    KERASTUNER_ORACLE_IP="127.0.0.1",
+                    KERASTUNER_ORACLE_PORT=str(port),
+                ),
+                stdout=logs[tuner_id],
+                stderr=subprocess.STDOUT,
+            )
             if tuner_id == "chief":
                 time.sleep(2)  # let the chief write the definition and open the port
         deadline = time.monotonic() + 420
@@ -425,8 +546,9 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
         for log in logs.values():
             log.close()
     tails = {k: (tmp_path / f"{k}.log").read_text()[-1500:] for k in procs}
-    assert {k: p.returncode for k, p in procs.items()} == {
-        "chief": 0, "tuner0": 0, "tuner1": 0}, tails
+    assert {k: p.returncode for k, p in procs.items()} == {"chief": 0, "tuner0": 0, "tuner1": 0}, (
+        tails
+    )
     events = tuning.read_events(tmp_path / "dist")
     starts = [e["trial_id"] for e in events if e["event"] == "start"]
     ends = [(e["trial_id"], e["status"]) for e in events if e["event"] == "end"]
