@@ -9,6 +9,9 @@ so torchvision (when installed) is imported before anything can pull in TensorFl
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow 2.21's oneDNN kernels crashed small ResNet fits on this CPU ("double free or
+# corruption", 5 of 5 runs; 0 of 5 with it off). Subprocesses that tests start inherit this too.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 try:
     import torchvision  # noqa: F401  (must precede tensorflow; see the docstring)
