@@ -393,55 +393,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
 
 
-def _random_pad_crop_class():
-    """Defined on first use, so that this module imports without Keras (data loading alone)."""
-    global RandomPadCrop
-    if "RandomPadCrop" in globals():
-        return RandomPadCrop
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="keras_resnet")
-    class RandomPadCrop(keras.layers.Layer):
-        """Random crop with zero padding, one offset per image, in training only (NHWC).
-
-        Pads `padding` pixels on each side and crops back to the input size at a random offset:
-        the CIFAR/Fashion-MNIST augmentation of He et al. (2015). Keras' `RandomCrop` uses one
-        location for the whole batch, and `RandomTranslation` (an interpolating affine warp)
-        made a training step 5 times slower on JAX/CPU; this is two gathers.
-        """
-
-        def __init__(self, padding: int = 4, seed: int | None = None, **kwargs):
-            super().__init__(**kwargs)
-            self.padding = int(padding)
-            self.seed = seed
-            self.seed_generator = keras.random.SeedGenerator(seed)
-
-        def call(self, images, training=None):
-            if not training or not self.padding:
-                return images
-            p = self.padding
-            batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
-            padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
-            offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
-            rows = offsets[:, :1] + ops.arange(height, dtype=offsets.dtype)[None, :]
-            cols = offsets[:, 1:] + ops.arange(width, dtype=offsets.dtype)[None, :]
-            rows = ops.broadcast_to(
-                rows[:, :, None, None], (batch, height, width + 2 * p, images.shape[3])
-            )
-            x = ops.take_along_axis(padded, rows, axis=1)
-            cols = ops.broadcast_to(cols[:, None, :, None], (batch, height, width, images.shape[3]))
-            return ops.take_along_axis(x, cols, axis=2)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-        def get_config(self):
-            return {**super().get_config(), "padding": self.padding, "seed": self.seed}
-
-    return RandomPadCrop
-
-
 def augmentation(
     image_shape: Sequence[int],
     *,
@@ -474,9 +425,11 @@ def augmentation(
     import keras
     from keras import layers
 
+    from keras_resnet.layers import RandomPadCrop
+
     steps = []
     if pad:
-        steps.append(_random_pad_crop_class()(pad, seed=seed, dtype="float32", name="random_crop"))
+        steps.append(RandomPadCrop(pad, seed=seed, dtype="float32", name="random_crop"))
     if flip:
         steps.append(
             layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="random_flip")

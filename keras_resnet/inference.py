@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Registers RandomPadCrop (held by a run's checkpoints/best.keras) for safe-mode loading.
+import keras_resnet.layers  # noqa: F401
+
 # Files written next to every exported model (see keras_resnet.export).
 CLASS_NAMES_FILE = "class_names.txt"
 METADATA_FILE = "export.json"
@@ -58,20 +61,6 @@ def require_tensorflow(what: str, hint: str = "") -> None:
         )
 
 
-def _register_package_layers() -> None:
-    """Registers keras_resnet's own serializable layers, which are defined on first use: the
-    training augmentation's `RandomPadCrop`, held by a run's `checkpoints/best.keras` (the run's
-    `model.keras` has no augmentation). Registered classes load under safe mode; they are
-    package code, not code from the file."""
-    try:
-        from keras_resnet import data
-    except ImportError:
-        return
-    register = getattr(data, "_random_pad_crop_class", None)
-    if register is not None:
-        register()
-
-
 def load_keras_model(path: str | os.PathLike):
     """Loads a `.keras` file with `safe_mode=True`; every failure is a one-line `ValueError`.
 
@@ -90,7 +79,6 @@ def load_keras_model(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file not found, received model={os.fspath(path)!r}")
-    _register_package_layers()
     try:
         # safe_mode=True is Keras' default; it is spelled out because it is the security
         # boundary: a model file must never run code from the file on load.
