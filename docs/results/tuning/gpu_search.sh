@@ -2,7 +2,8 @@
 # The GPU search of docs/TUNING.md, in one device call: scripts/tune.py on Fashion-MNIST (JAX,
 # bf16), then the best configuration trained on the full train set for as many epochs (up to
 # FINAL_MAX) as the time left allows. Results (search report, final metrics) go to $OUT.
-# Env: BUDGET (s, whole script), SEARCH_S (s of search), FINAL_MAX, SEARCH (tune.py flags), OUT, PY.
+# Env: BUDGET (s, whole script), SEARCH_S (s of search), FINAL_MAX (0: search only), SEARCH
+# (tune.py flags), OUT, PY. JAX_COMPILATION_CACHE_DIR is honoured by JAX itself.
 set -u
 BUDGET=${BUDGET:-520}; SEARCH_S=${SEARCH_S:-$((BUDGET * 45 / 100))}; FINAL_MAX=${FINAL_MAX:-100}
 OUT=${OUT:-/tmp/tune_out}; PY=${PY:-python3}; DIR=${DIR:-/tmp/tuning}
@@ -23,7 +24,9 @@ timeout $((BUDGET - 60)) "$PY" scripts/tune.py --source-dir .data/fashion-mnist 
   | grep -v cuInit | tail -40 | tee "$OUT/search_log.txt"
 echo "search done after $(( $(date +%s) - START )) s" | tee "$OUT/plan.txt"
 cp -r "$DIR/fmnist/report" "$DIR/fmnist/events.jsonl" "$DIR/fmnist/keras_resnet_search.json" "$OUT/"
+tar -C "$DIR" --exclude="*.h5" --exclude="*.keras" --exclude="checkpoint*" -czf "$OUT/project.tgz" fmnist
 LEFT=$((BUDGET - ($(date +%s) - START)))
+if [ "$FINAL_MAX" = 0 ]; then kill $COPIER; echo "FINAL_MAX=0: no final training"; exit 0; fi
 # Final training: epoch time estimated from FLOPs against the default ResNet-18 (H200, bf16:
 # ~60k train images/s, docs/results/resnet18_fashion_mnist_h200_100ep_metrics.json).
 (while sleep 15; do cp /tmp/final/history.csv "$OUT/final_history.csv" 2>/dev/null; done) & COPIER2=$!
