@@ -278,46 +278,22 @@ def _augment_on_device(images, key, image_size: Sequence[int] | None):
 # Experimental layer variants (measured here; candidates for keras_resnet.models)
 # ---------------------------------------------------------------------------------------------
 
-VARIANTS = ("onepass-bn", "shifted-maxpool")
+VARIANTS = ("keras-bn", "bn-f32-apply", "shifted-maxpool")
 
 
-def _onepass_bn_class():
-    import keras
+def _f32_apply_bn_class():
     from keras import ops
 
-    class OnePassBatchNormalization(keras.layers.BatchNormalization):
-        """Batch norm with float32 statistics and compute-dtype (bf16) normalization.
+    from keras_resnet.layers import BatchNormalization
 
-        Keras' layer upcasts the whole activation to float32 and normalizes in float32; here the
-        statistics are one float32 pass (E[x], E[x^2], fused into one reduction) and the
-        normalization is `x * a + b` in the input's dtype, with `a` and `b` made in float32.
-        Same moving-statistics update as Keras'. channels_last only.
-        """
+    class Float32ApplyBatchNormalization(BatchNormalization):
+        """keras_resnet's batch norm, but `x * a + b` computed in float32 and cast back (one
+        fused elementwise kernel either way; float32 rounding instead of bfloat16's)."""
 
-        def call(self, inputs, training=None, mask=None):
-            if not (training and self.trainable) or mask is not None or self.renorm:
-                return super().call(inputs, training=training, mask=mask)
-            x32 = ops.cast(inputs, "float32")
-            mean = ops.mean(x32, axis=self._reduction_axes)
-            variance = ops.maximum(
-                ops.mean(ops.square(x32), axis=self._reduction_axes) - ops.square(mean), 0.0
-            )
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1 - self.momentum)
-            )
-            scale = ops.rsqrt(variance + self.epsilon)
-            if self.scale:
-                scale = scale * ops.cast(self.gamma, "float32")
-            shift = -mean * scale
-            if self.center:
-                shift = shift + ops.cast(self.beta, "float32")
-            dtype = inputs.dtype
-            return ops.cast(
-                inputs * ops.cast(scale, dtype) + ops.cast(shift, dtype), self.compute_dtype
-            )
+        def _normalize(self, inputs, scale, offset):
+            return ops.cast(ops.cast(inputs, "float32") * scale + offset, inputs.dtype)
 
-    return OnePassBatchNormalization
+    return Float32ApplyBatchNormalization
 
 
 def _shifted_maxpool_class():
@@ -355,21 +331,31 @@ def _shifted_maxpool_class():
 
 
 def with_variants(model, variants: Sequence[str]):
-    """A copy of a channels_last keras_resnet model with some layers swapped for experimental
-    ones (fresh weights): 'onepass-bn' (every BatchNormalization) and 'shifted-maxpool' (the
-    stem's MaxPooling2D). The copy computes the same function as the original."""
+    """A copy of a channels_last keras_resnet model with some layers swapped (fresh weights):
+    'keras-bn' (every batch norm back to `keras.layers.BatchNormalization`, the model before
+    keras_resnet.layers.BatchNormalization), 'bn-f32-apply' (our batch norm normalizing in
+    float32) and 'shifted-maxpool' (the stem's MaxPooling2D). The copy computes the same
+    function as the original."""
     import keras
+
+    from keras_resnet.layers import BatchNormalization
 
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, received variant={variant!r}")
-    bn_class = _onepass_bn_class()
+    if "keras-bn" in variants and "bn-f32-apply" in variants:
+        raise ValueError(
+            f"variants 'keras-bn' and 'bn-f32-apply' exclude each other, received {list(variants)}"
+        )
     pool_class = _shifted_maxpool_class()
 
     def swap(layer):
         config = layer.get_config()
-        if "onepass-bn" in variants and type(layer) is keras.layers.BatchNormalization:
-            return bn_class.from_config(config)
+        if isinstance(layer, BatchNormalization):
+            if "keras-bn" in variants:
+                return keras.layers.BatchNormalization.from_config(config)
+            if "bn-f32-apply" in variants:
+                return _f32_apply_bn_class().from_config(config)
         if "shifted-maxpool" in variants and isinstance(layer, keras.layers.MaxPooling2D):
             return pool_class(
                 layer.pool_size[0], layer.strides[0], name=layer.name, dtype=layer.dtype_policy

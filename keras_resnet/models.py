@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from keras_resnet.layers import BatchNormalization
+
 # Depth -> (default block kind, blocks per stage). Table 1 of the paper.
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -62,7 +64,7 @@ def _layer_factories(data_format: str):
         kernel_initializer=CONV_INIT,
     )
     bn = functools.partial(
-        layers.BatchNormalization,
+        BatchNormalization,  # Keras' layer, with a faster mixed-precision path (layers.py)
         axis=-1 if data_format == "channels_last" else 1,
         epsilon=BN_EPSILON,
         momentum=BN_MOMENTUM,

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PEERS = ("keras-fit", "keras-compiled", "torch", "torch-compile")
 PATHS = ("compiled", "fit", "pipeline")
-VARIANTS = ("onepass-bn", "shifted-maxpool")  # keras_resnet.benchmark.VARIANTS
+VARIANTS = ("keras-bn", "bn-f32-apply", "shifted-maxpool")  # keras_resnet.benchmark.VARIANTS
 
 
 def _csv(choices):
