@@ -22,10 +22,11 @@ Import torchvision before TensorFlow: the other order segfaults with torch 2.14 
 from __future__ import annotations
 
 import datetime
-import gzip
+import importlib.util
 import math
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -176,17 +177,6 @@ def synthetic_data(
     return x, y
 
 
-_IDX_DIRS = (".data/fashion-mnist", "/usr/share/datasets/fashion-mnist")
-
-
-def _read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def load_real_data(
     name: str = "fashion_mnist", image_size: Sequence[int] | None = None, limit: int | None = None
 ):
@@ -278,22 +268,22 @@ def _augment_on_device(images, key, image_size: Sequence[int] | None):
 # Experimental layer variants (measured here; candidates for keras_resnet.models)
 # ---------------------------------------------------------------------------------------------
 
-VARIANTS = ("keras-bn", "bn-f32-apply", "shifted-maxpool")
+VARIANTS = ("keras-bn", "bn-bf16-apply", "shifted-maxpool")
 
 
-def _f32_apply_bn_class():
+def _bf16_apply_bn_class():
     from keras import ops
 
     from keras_resnet.layers import BatchNormalization
 
-    class Float32ApplyBatchNormalization(BatchNormalization):
-        """keras_resnet's batch norm, but `x * a + b` computed in float32 and cast back (one
-        fused elementwise kernel either way; float32 rounding instead of bfloat16's)."""
+    class Bfloat16ApplyBatchNormalization(BatchNormalization):
+        """keras_resnet's batch norm, but `x * a + b` computed in the input's dtype (bfloat16
+        under mixed precision) instead of float32."""
 
         def _normalize(self, inputs, scale, offset):
-            return ops.cast(ops.cast(inputs, "float32") * scale + offset, inputs.dtype)
+            return inputs * ops.cast(scale, inputs.dtype) + ops.cast(offset, inputs.dtype)
 
-    return Float32ApplyBatchNormalization
+    return Bfloat16ApplyBatchNormalization
 
 
 def _shifted_maxpool_class():
@@ -333,8 +323,8 @@ def _shifted_maxpool_class():
 def with_variants(model, variants: Sequence[str]):
     """A copy of a channels_last keras_resnet model with some layers swapped (fresh weights):
     'keras-bn' (every batch norm back to `keras.layers.BatchNormalization`, the model before
-    keras_resnet.layers.BatchNormalization), 'bn-f32-apply' (our batch norm normalizing in
-    float32) and 'shifted-maxpool' (the stem's MaxPooling2D). The copy computes the same
+    keras_resnet.layers.BatchNormalization), 'bn-bf16-apply' (our batch norm normalizing in
+    bfloat16) and 'shifted-maxpool' (the stem's MaxPooling2D). The copy computes the same
     function as the original."""
     import keras
 
@@ -343,9 +333,9 @@ def with_variants(model, variants: Sequence[str]):
     for variant in variants:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, received variant={variant!r}")
-    if "keras-bn" in variants and "bn-f32-apply" in variants:
+    if "keras-bn" in variants and "bn-bf16-apply" in variants:
         raise ValueError(
-            f"variants 'keras-bn' and 'bn-f32-apply' exclude each other, received {list(variants)}"
+            f"variants 'keras-bn' and 'bn-bf16-apply' exclude each other, received {list(variants)}"
         )
     pool_class = _shifted_maxpool_class()
 
@@ -354,8 +344,8 @@ def with_variants(model, variants: Sequence[str]):
         if isinstance(layer, BatchNormalization):
             if "keras-bn" in variants:
                 return keras.layers.BatchNormalization.from_config(config)
-            if "bn-f32-apply" in variants:
-                return _f32_apply_bn_class().from_config(config)
+            if "bn-bf16-apply" in variants:
+                return _bf16_apply_bn_class().from_config(config)
         if "shifted-maxpool" in variants and isinstance(layer, keras.layers.MaxPooling2D):
             return pool_class(
                 layer.pool_size[0], layer.strides[0], name=layer.name, dtype=layer.dtype_policy
@@ -1105,3 +1095,239 @@ def to_json(
         "ratios": list(ratio_rows),
         **(extra or {}),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite of scripts/benchmark.py
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict, str]:
+    """'resnet50:stride_in=1x1' -> ('resnet50', {'stride_in': '1x1'}, 'resnet50[stride_in=1x1]')."""
+    name, _, options = spec.partition(":")
+    overrides = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"model options must be key=value, received model={spec!r}")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        overrides[key] = value
+    label = f"{name}[{options}]" if options else name
+    return name, overrides, label
+
+
+def run_suite(args):
+    """Everything `scripts/py` measures, in its order: our models on each path, then
+    the peers. `args` holds the script's options as attributes (its argparse namespace).
+
+    Returns (results, device info, ratio rows); prints each result's row as it comes.
+    Raises ValueError naming the first bad option.
+    """
+    import keras
+
+    from keras_resnet import count_flops, get_model
+    from keras_resnet.cli import model_overrides
+
+    for name in (
+        "batch_size",
+        "image_size",
+        "channels",
+        "num_classes",
+        "steps",
+        "steps_per_execution",
+        "devices",
+    ):
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, received {name}={value}")
+    if "pipeline" in args.paths and args.data == "synthetic":
+        raise ValueError("the 'pipeline' path needs real data, received --data synthetic")
+    if args.peers and args.devices != 1:
+        raise ValueError(f"peers run on one device; pass --peers none with devices={args.devices}")
+    if args.warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, received warmup={args.warmup}")
+    keras.mixed_precision.set_global_policy(args.precision)
+    info = device_info()
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops_for(info["device"])
+    info["peak_flops"] = peak
+    size = (args.image_size, args.image_size)
+    shape = (*size, args.channels)
+    common = dict(steps=args.steps, warmup=args.warmup, precision=args.precision, peak_flops=peak)
+    results = []
+
+    if args.interleave_rounds:
+        models = {}
+        for spec in args.models:
+            name, options, label = parse_model_spec(spec)
+            models[label] = get_model(
+                name,
+                input_shape=shape,
+                num_classes=args.num_classes,
+                **{**model_overrides(args), **options},
+            )
+        models["keras.applications.ResNet50"] = keras.applications.ResNet50(
+            weights=None, input_shape=shape, classes=args.num_classes
+        )
+        results = interleaved_inference(
+            models,
+            batch_size=args.batch_size,
+            rounds=args.interleave_rounds,
+            steps=args.steps,
+            warmup=args.warmup,
+            precision=args.precision,
+        )
+        ours = [r for r in results if not _is_peer(r)]
+        peer = results[-1]
+        ratio_rows = [
+            {
+                "ours": _label(r),
+                "peer": _label(peer),
+                "ratio": r.img_per_s / peer.img_per_s,
+                "task": "infer",
+            }
+            for r in ours
+        ]
+        return results, info, ratio_rows
+
+    dataset = None
+    if args.data in ("real", "both"):
+        dataset = load_real_data(args.dataset, size, limit=args.real_limit)
+        shape = dataset.image_shape
+        info["dataset"] = {
+            "name": dataset.name,
+            "source": dataset.source,
+            "train_images": len(dataset.x_train),
+        }
+    for spec in args.models:
+        name, options, label = parse_model_spec(spec)
+        overrides = {**model_overrides(args), **options}
+        if dataset is not None:
+            # Raw uint8 pixels in; the model normalizes them (its 'normalize' layer).
+            from keras_resnet.data import channel_stats
+
+            overrides["normalization"] = channel_stats(dataset.x_train)
+        model = get_model(name, input_shape=shape, num_classes=args.num_classes, **overrides)
+        if args.variants:
+            model = with_variants(model, args.variants)
+            label += "+" + "+".join(args.variants)
+        if "compiled" in args.paths:
+            if args.data in ("synthetic", "both"):
+                results.append(
+                    bench_keras_train(
+                        model,
+                        name=label,
+                        batch_size=args.batch_size,
+                        steps_per_execution=args.steps_per_execution,
+                        devices=args.devices,
+                        profile_dir=args.profile,
+                        sync_batch_norm=args.sync_batch_norm,
+                        **common,
+                    )
+                )
+                print(format_table(results[-1:]), flush=True)
+            if dataset is not None:
+                results.append(
+                    bench_keras_train(
+                        model,
+                        name=label,
+                        batch_size=args.batch_size,
+                        steps_per_execution=args.steps_per_execution,
+                        devices=args.devices,
+                        real=(dataset.x_train, dataset.y_train.astype("int32")),
+                        dataset=dataset.name,
+                        **common,
+                    )
+                )
+                print(format_table(results[-1:]), flush=True)
+        if "pipeline" in args.paths:
+            import tempfile
+
+            pipeline_overrides = {**model_overrides(args), **options}
+            pipeline_overrides.setdefault("stem", "imagenet")
+            if args.pipeline_no_augment:
+                pipeline_overrides["augment"] = False
+            results.append(
+                bench_pipeline(
+                    name,
+                    dataset,
+                    label=label,
+                    batch_size=args.batch_size,
+                    epochs=args.pipeline_epochs,
+                    precision=args.precision,
+                    steps_per_execution=args.steps_per_execution,
+                    output_dir=tempfile.mkdtemp(prefix="bench_pipeline_"),
+                    overrides=pipeline_overrides,
+                    peak_flops=peak,
+                    flops_per_image=count_flops(model),
+                )
+            )
+            print(format_table(results[-1:]), flush=True)
+        if "fit" in args.paths:
+            results.append(
+                bench_keras_fit(
+                    model,
+                    name=label,
+                    batch_size=args.batch_size,
+                    steps_per_execution=args.steps_per_execution,
+                    steps=args.steps,
+                    precision=args.precision,
+                    peak_flops=peak,
+                )
+            )
+            print(format_table(results[-1:]), flush=True)
+        if not args.no_inference:
+            results.append(
+                bench_keras_infer(model, name=label, batch_size=args.batch_size, **common)
+            )
+            print(format_table(results[-1:]), flush=True)
+
+    if any(p.startswith("keras") for p in args.peers):
+        app = keras.applications.ResNet50(weights=None, input_shape=shape, classes=args.num_classes)
+        app_name = "keras.applications.ResNet50"
+        if "keras-fit" in args.peers:
+            results.append(
+                bench_keras_fit(
+                    app,
+                    name=app_name,
+                    batch_size=args.batch_size,
+                    steps=args.steps,
+                    precision=args.precision,
+                    peak_flops=peak,
+                )
+            )
+            print(format_table(results[-1:]), flush=True)
+        if "keras-compiled" in args.peers:
+            results.append(
+                bench_keras_train(app, name=app_name, batch_size=args.batch_size, **common)
+            )
+            print(format_table(results[-1:]), flush=True)
+    if any(p.startswith("torch") for p in args.peers):
+        if importlib.util.find_spec("torchvision") is None:
+            print("torchvision is not installed: torch peers skipped", file=sys.stderr)
+        else:
+            # torchvision's resnet50 is v1.5, as ours (keras.applications' is v1, 6% fewer).
+            flops_r50 = count_flops(
+                get_model("resnet50", input_shape=shape, num_classes=args.num_classes)
+            )
+            for compiled in (False, True):
+                if ("torch-compile" if compiled else "torch") not in args.peers:
+                    continue
+                results.append(
+                    bench_torchvision(
+                        "resnet50",
+                        batch_size=args.batch_size,
+                        image_size=size,
+                        compile=compiled,
+                        num_classes=args.num_classes,
+                        in_channels=args.channels,
+                        flops_per_image=flops_r50,
+                        **common,
+                    )
+                )
+                print(format_table(results[-1:]), flush=True)
+    return results, info, ratios(results)

@@ -49,20 +49,17 @@ class RandomPadCrop(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' batch norm with float32 statistics and the normalization in the input's dtype.
+    """Keras' batch norm with the training statistics taken in one float32 pass.
 
     Same weights, arguments and moving-statistics update as `keras.layers.BatchNormalization`
-    (it is a subclass), and the same function: within float32 rounding in float32, within
-    bfloat16 rounding under mixed precision. Two things differ, both for speed under
-    `mixed_bfloat16`, where Keras' layer casts the whole activation to float32 and normalizes it
-    in float32 (on an H200, 4.9 ms of a 39 ms ResNet-50 step were float32 <-> bfloat16
-    conversions; docs/PERFORMANCE.md):
-
-    - training statistics are one float32 pass over the batch (E[x - k] and E[(x - k)^2] in one
-      reduction), shifted by k = the moving mean so that the variance does not cancel
-      catastrophically when |mean| >> std;
-    - the normalization is `x * a + b` in the input's dtype, with the per-channel `a` and `b`
-      computed in float32.
+    (it is a subclass), and the same function within float32 rounding. What differs is how the
+    training statistics are computed, for speed under `mixed_bfloat16`: E[x - k] and
+    E[(x - k)^2] in one float32 reduction over the bfloat16 activation, shifted by k = the
+    moving mean so that the variance does not cancel when |mean| >> std, then `x * a + b` with
+    per-channel float32 `a`, `b`, rounded once to the compute dtype. Keras' layer makes a
+    float32 copy of the activation and takes two passes over it. On an H200, ResNet-50 at batch
+    256 in bf16 trains 9.1% faster with this layer (6,663 -> 7,269 img/s, same device call;
+    docs/PERFORMANCE.md).
 
     Float32 inference, masks, `renorm` and `synchronized` take Keras' own path unchanged.
     """
@@ -107,5 +104,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
         )
 
     def _normalize(self, inputs, scale, offset):
-        """`inputs * scale + offset` in the input's dtype (`scale`, `offset`: float32)."""
-        return inputs * ops.cast(scale, inputs.dtype) + ops.cast(offset, inputs.dtype)
+        """`inputs * scale + offset` in float32 (`scale`, `offset`: float32), in the input's dtype.
+
+        XLA fuses the casts into one elementwise kernel: bfloat16 in, bfloat16 out. Computing in
+        bfloat16 instead measured 1% faster (7,342 img/s, same call) but rounds `x * a` before
+        adding `b`, several units in the last place when |mean| >> std.
+        """
+        return ops.cast(ops.cast(inputs, "float32") * scale + offset, inputs.dtype)

@@ -277,7 +277,7 @@ def test_script_errors_are_one_line(args, message, capsys):
 
 @pytest.mark.parametrize(
     "variants",
-    [["keras-bn"], ["bn-f32-apply"], ["shifted-maxpool"], ["keras-bn", "shifted-maxpool"]],
+    [["keras-bn"], ["bn-bf16-apply"], ["shifted-maxpool"], ["keras-bn", "shifted-maxpool"]],
 )
 def test_layer_variants_compute_the_same_function(variants):
     model = get_model("resnet18", width=0.25, input_shape=(64, 64, 3), num_classes=10)
@@ -297,7 +297,7 @@ def test_layer_variants_compute_the_same_function(variants):
     with pytest.raises(ValueError, match="variant must be one of"):
         benchmark.with_variants(model, ["fused"])
     with pytest.raises(ValueError, match="exclude each other"):
-        benchmark.with_variants(model, ["keras-bn", "bn-f32-apply"])
+        benchmark.with_variants(model, ["keras-bn", "bn-bf16-apply"])
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="data parallelism here is JAX's")
