@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -362,3 +363,29 @@ def test_sigkill_then_same_command_resumes(tmp_path, stripes_folder):
     assert not (out / "backup").exists()
     # Wall time adds up over both sessions.
     assert metrics["wall_time_s"] >= float(history[completed - 1]["elapsed_s"])
+
+
+# --- asynchronous batch ends (no host synchronization per step) ---
+
+
+class BatchEndThreads(keras.callbacks.Callback):
+    """Records the thread of every batch end; itself safe for asynchronous dispatch."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.threads.add(threading.get_ident())
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="Keras dispatches batch ends inline on TF")
+def test_batch_ends_are_dispatched_asynchronously(tmp_path, stripes):
+    """Every callback of a run is async-safe, so Keras hands batch ends to its worker thread
+    and `fit` never waits for a step's logs; one callback that is not (say a plain
+    ModelCheckpoint) would bring every batch end back to the main thread."""
+    probe = BatchEndThreads()
+    training.train(tiny(tmp_path, epochs=1), dataset=stripes, callbacks=[probe])
+    assert probe.threads and threading.get_ident() not in probe.threads

@@ -4,14 +4,16 @@
 # validation split, the test split evaluated after every epoch), then the real-data throughput
 # of the training module beside the device-resident synthetic step, with the recipe's extras
 # switched off one run to cost them.
-# Env: RUNS ("epochs:batch:lr ..."), OUT, PY.
+# Env: RUNS ("epochs:batch:lr ..."), OUT, PY. With JAX_COMPILATION_CACHE_DIR set, the runs share
+# XLA's persistent cache: a repeated configuration measures a warm start.
 set -u
 OUT=${OUT:-/tmp/t95_out}; PY=${PY:-python3}; mkdir -p "$OUT"
 RUNS=${RUNS:-"30:256:0.2 40:256:0.2 30:512:0.4"}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo cpu) | tee "$OUT/device.txt"
 COMMON="--source-dir .data/fashion-mnist --precision mixed_bfloat16 --steps-per-execution 8 --verbose 2 --no-tensorboard"
+i=0
 for r in $RUNS; do
-  IFS=: read -r E BS LR <<<"$r"; name="e${E}_b${BS}"
+  i=$((i + 1)); IFS=: read -r E BS LR <<<"$r"; name="run${i}_e${E}_b${BS}"
   T0=$(date +%s)
   echo "== $name ($(date -u +%H:%M:%S) UTC)" | tee -a "$OUT/log.txt"
   timeout 200 "$PY" scripts/train.py $COMMON --epochs "$E" --batch-size "$BS" --learning-rate "$LR" \
