@@ -102,6 +102,8 @@ class TrainConfig:
     output_dir: str | None = None  # None: saved_models/<run_name>
     run_name: str | None = None  # None: <model>_<dataset>
     tensorboard: bool = True
+    checkpoint: bool = True  # checkpoints/best.keras (ModelCheckpoint on the monitored accuracy)
+    backup: bool = True  # BackupAndRestore after every epoch, which makes a rerun resume
     track_test: bool = True  # evaluate the test split after every epoch (for curves/time-to-X)
     verbose: int = 1  # 1: progress bar, 2: one line per epoch, 0: silent
 
@@ -287,7 +289,8 @@ def _async_safe(callback):
 class EpochClock(keras.callbacks.Callback):
     """Adds to each epoch's logs: `train_time_s` (first to last training step, validation
     excluded), `images_per_s`, `elapsed_s` (wall time since the run's start, over every session
-    of a resumed run), `learning_rate`, and with `test_data` the test split's `test_loss` and
+    of a resumed run: compilation, evaluation and the earlier epochs' checkpoint saves
+    included), `learning_rate`, and with `test_data` the test split's `test_loss` and
     `test_accuracy` (for curves and time-to-accuracy; nothing is selected on them). Placed
     before CSVLogger so that history.csv has them."""
 
@@ -301,13 +304,20 @@ class EpochClock(keras.callbacks.Callback):
     ):
         super().__init__()
         self.train_images = train_images
+        self.elapsed_before = elapsed_before
         self.elapsed = elapsed_before
+        self.session_start = None
         self.test_data = test_data
         self.batch_size = batch_size
         self.first_epoch: int | None = None
         self.epochs_run = 0
 
+    def on_train_begin(self, logs=None):
+        self.session_start = time.perf_counter()
+
     def on_epoch_begin(self, epoch, logs=None):
+        if self.session_start is None:
+            self.session_start = time.perf_counter()
         if self.first_epoch is None:
             self.first_epoch = epoch
         self.start = self.last_step = time.perf_counter()
@@ -323,7 +333,7 @@ class EpochClock(keras.callbacks.Callback):
             )
             logs["test_loss"] = float(result["loss"])
             logs["test_accuracy"] = float(result["accuracy"])
-        self.elapsed += time.perf_counter() - self.start
+        self.elapsed = self.elapsed_before + time.perf_counter() - self.session_start
         self.epochs_run += 1
         logs["train_time_s"] = train_seconds
         logs["images_per_s"] = self.train_images / max(train_seconds, 1e-9)
@@ -588,7 +598,8 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
         )
 
     backup_dir = out / "backup"
-    initial_epoch = _backup_epoch(backup_dir)
+    # Without a backup callback nothing resumes, and an earlier run's backup is left as it is.
+    initial_epoch = _backup_epoch(backup_dir) if config.backup else 0
     history_csv = out / "history.csv"
     if initial_epoch == 0 and history_csv.exists():
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
@@ -600,19 +611,22 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
         batch_size=config.batch_size,
     )
     checkpoint = out / "checkpoints" / "best.keras"
-    checkpoint.parent.mkdir(exist_ok=True)
     monitor = "val_accuracy" if validation is not None else "accuracy"
     run_callbacks = [
         # raise_error: stop at once, before epoch-end callbacks can save a NaN model or backup.
         _async_safe(keras.callbacks.TerminateOnNaN(raise_error=True)),
         _async_safe(clock),
-        _async_safe(
-            keras.callbacks.ModelCheckpoint(
-                os.fspath(checkpoint), monitor=monitor, mode="max", save_best_only=True
-            )
-        ),
-        keras.callbacks.CSVLogger(os.fspath(history_csv), append=True),
     ]
+    if config.checkpoint:
+        checkpoint.parent.mkdir(exist_ok=True)
+        run_callbacks.append(
+            _async_safe(
+                keras.callbacks.ModelCheckpoint(
+                    os.fspath(checkpoint), monitor=monitor, mode="max", save_best_only=True
+                )
+            )
+        )
+    run_callbacks.append(keras.callbacks.CSVLogger(os.fspath(history_csv), append=True))
     if config.tensorboard and _tensorboard_available():
         run_callbacks.append(
             keras.callbacks.TensorBoard(os.fspath(out / "logs"), write_graph=False, profile_batch=0)
@@ -621,9 +635,12 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
     # normally. Last of the run's callbacks: when it records "epoch N done", the checkpoint and
     # history.csv already hold epoch N, so a crash in between loses no row (a repeated epoch's
     # row is overwritten by its rerun in read_history).
-    run_callbacks.append(
-        _async_safe(keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True))
-    )
+    if config.backup:
+        run_callbacks.append(
+            _async_safe(
+                keras.callbacks.BackupAndRestore(os.fspath(backup_dir), double_checkpoint=True)
+            )
+        )
     run_callbacks += list(callbacks or [])
 
     try:
@@ -641,11 +658,15 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
         if "NaN or Inf loss" not in str(error):
             raise
         epoch = (clock.first_epoch or 0) + clock.epochs_run + 1
+        kept = f"The best checkpoint is kept: {checkpoint if checkpoint.exists() else 'none yet'}"
+        if config.backup:
+            kept += (
+                f"; the backup of the last completed epoch ({_backup_epoch(backup_dir)}) is in "
+                f"{backup_dir}"
+            )
         raise TrainingDiverged(
             f"the loss became NaN/Inf in epoch {epoch}, so training stopped ({error}). "
-            f"The best checkpoint is kept: {checkpoint if checkpoint.exists() else 'none yet'}; "
-            f"the backup of the last completed epoch ({_backup_epoch(backup_dir)}) is in "
-            f"{backup_dir}. Lower --learning-rate or use --precision float32."
+            f"{kept}. Lower --learning-rate or use --precision float32."
         ) from None
 
     test = model.evaluate(*test_xy, batch_size=config.batch_size, verbose=0, return_dict=True)
@@ -678,7 +699,7 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
         else None,
         "images_per_s": images_per_s,
         "best_checkpoint": None
-        if best_epoch is None
+        if best_epoch is None or not config.checkpoint
         else {
             "monitor": monitor,
             "epoch": best_epoch + 1,

@@ -183,6 +183,18 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-name", help="default <model>_<dataset>")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
     run.add_argument(
+        "--checkpoint",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep checkpoints/best.keras, the best monitored accuracy (default on)",
+    )
+    run.add_argument(
+        "--backup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="back up every epoch so that a rerun resumes (default on)",
+    )
+    run.add_argument(
         "--track-test",
         action=argparse.BooleanOptionalAction,
         default=None,

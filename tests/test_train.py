@@ -389,3 +389,40 @@ def test_batch_ends_are_dispatched_asynchronously(tmp_path, stripes):
     probe = BatchEndThreads()
     training.train(tiny(tmp_path, epochs=1), dataset=stripes, callbacks=[probe])
     assert probe.threads and threading.get_ident() not in probe.threads
+
+
+# --- the clock and the optional per-epoch saves ---
+
+
+class SlowEpochEnd(keras.callbacks.Callback):
+    """Spends `seconds` after the run's own epoch-end callbacks, as a slow checkpoint would."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
+def test_elapsed_counts_the_time_between_epochs(tmp_path, stripes):
+    """elapsed_s is wall time since the start: time spent after an epoch's clock reading
+    (checkpoint saves, a slow callback) shows in the next epoch's reading."""
+    training.train(tiny(tmp_path, epochs=2), dataset=stripes, callbacks=[SlowEpochEnd(1.5)])
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    gap = float(rows[1]["elapsed_s"]) - float(rows[0]["elapsed_s"])
+    assert gap >= 1.5 + float(rows[1]["train_time_s"])
+
+
+def test_without_checkpoint_and_backup(tmp_path, stripes):
+    out = tmp_path / "run"
+    backup = out / "backup"
+    backup.mkdir(parents=True)
+    (backup / "earlier.txt").write_text("an earlier run's backup")  # left as it is
+    metrics = training.train(
+        tiny(tmp_path, epochs=2, checkpoint=False, backup=False), dataset=stripes
+    )
+    assert not (out / "checkpoints").exists()
+    assert metrics["best_checkpoint"] is None and metrics["epochs_this_session"] == 2
+    assert sorted(p.name for p in backup.iterdir()) == ["earlier.txt"]
+    assert (out / "model.keras").exists() and (out / "history.csv").exists()

@@ -4,7 +4,8 @@
 # validation split, the test split evaluated after every epoch), then the real-data throughput
 # of the training module beside the device-resident synthetic step, with the recipe's extras
 # switched off one run to cost them.
-# Env: RUNS ("epochs:batch:lr ..."), OUT, PY. With JAX_COMPILATION_CACHE_DIR set, the runs share
+# Env: RUNS ("epochs:batch:lr[:flag,flag] ...", flags given to train.py), THROUGHPUT (0: skip the
+# throughput part), OUT, PY. With JAX_COMPILATION_CACHE_DIR set, the runs share
 # XLA's persistent cache: a repeated configuration measures a warm start.
 set -u
 OUT=${OUT:-/tmp/t95_out}; PY=${PY:-python3}; mkdir -p "$OUT"
@@ -13,14 +14,15 @@ RUNS=${RUNS:-"30:256:0.2 40:256:0.2 30:512:0.4"}
 COMMON="--source-dir .data/fashion-mnist --precision mixed_bfloat16 --steps-per-execution 8 --verbose 2 --no-tensorboard"
 i=0
 for r in $RUNS; do
-  i=$((i + 1)); IFS=: read -r E BS LR <<<"$r"; name="run${i}_e${E}_b${BS}"
+  i=$((i + 1)); IFS=: read -r E BS LR FLAGS <<<"$r"; name="run${i}_e${E}_b${BS}"
   T0=$(date +%s)
-  echo "== $name ($(date -u +%H:%M:%S) UTC)" | tee -a "$OUT/log.txt"
+  echo "== $name ($(date -u +%H:%M:%S) UTC) ${FLAGS:-}" | tee -a "$OUT/log.txt"
   timeout 200 "$PY" scripts/train.py $COMMON --epochs "$E" --batch-size "$BS" --learning-rate "$LR" \
-    --val-size 0 --output-dir "/tmp/$name" 2>&1 | grep -v cuInit | tail -3 | tee -a "$OUT/log.txt"
+    --val-size 0 ${FLAGS//,/ } --output-dir "/tmp/$name" 2>&1 | grep -v cuInit | tail -3 | tee -a "$OUT/log.txt"
   echo "$name process wall: $(( $(date +%s) - T0 )) s" | tee -a "$OUT/log.txt"
   for f in metrics.json history.csv; do cp "/tmp/$name/$f" "$OUT/${name}_$f" 2>/dev/null; done
 done
+[ "${THROUGHPUT:-1}" = 0 ] && exit 0
 # Throughput: synthetic and real data in the compiled step, and the training module (pipeline).
 timeout 150 "$PY" scripts/benchmark.py --models resnet18 --stem cifar --image-size 28 --num-classes 10 \
   --batch-size 256 --precision mixed_bfloat16 --data both --paths compiled,pipeline --no-inference \
