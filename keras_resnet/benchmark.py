@@ -1160,6 +1160,10 @@ def run_suite(args):
     common = dict(steps=args.steps, warmup=args.warmup, precision=args.precision, peak_flops=peak)
     results = []
 
+    def record(result):
+        results.append(result)
+        print(format_table([result]), flush=True)
+
     if args.interleave_rounds:
         models = {}
         for spec in args.models:
@@ -1216,34 +1220,19 @@ def run_suite(args):
             model = with_variants(model, args.variants)
             label += "+" + "+".join(args.variants)
         if "compiled" in args.paths:
+            train_args = dict(
+                name=label,
+                batch_size=args.batch_size,
+                steps_per_execution=args.steps_per_execution,
+                devices=args.devices,
+                sync_batch_norm=args.sync_batch_norm,
+                **common,
+            )
             if args.data in ("synthetic", "both"):
-                results.append(
-                    bench_keras_train(
-                        model,
-                        name=label,
-                        batch_size=args.batch_size,
-                        steps_per_execution=args.steps_per_execution,
-                        devices=args.devices,
-                        profile_dir=args.profile,
-                        sync_batch_norm=args.sync_batch_norm,
-                        **common,
-                    )
-                )
-                print(format_table(results[-1:]), flush=True)
+                record(bench_keras_train(model, profile_dir=args.profile, **train_args))
             if dataset is not None:
-                results.append(
-                    bench_keras_train(
-                        model,
-                        name=label,
-                        batch_size=args.batch_size,
-                        steps_per_execution=args.steps_per_execution,
-                        devices=args.devices,
-                        real=(dataset.x_train, dataset.y_train.astype("int32")),
-                        dataset=dataset.name,
-                        **common,
-                    )
-                )
-                print(format_table(results[-1:]), flush=True)
+                real = (dataset.x_train, dataset.y_train.astype("int32"))
+                record(bench_keras_train(model, real=real, dataset=dataset.name, **train_args))
         if "pipeline" in args.paths:
             import tempfile
 
@@ -1251,7 +1240,7 @@ def run_suite(args):
             pipeline_overrides.setdefault("stem", "imagenet")
             if args.pipeline_no_augment:
                 pipeline_overrides["augment"] = False
-            results.append(
+            record(
                 bench_pipeline(
                     name,
                     dataset,
@@ -1266,9 +1255,8 @@ def run_suite(args):
                     flops_per_image=count_flops(model),
                 )
             )
-            print(format_table(results[-1:]), flush=True)
         if "fit" in args.paths:
-            results.append(
+            record(
                 bench_keras_fit(
                     model,
                     name=label,
@@ -1279,18 +1267,14 @@ def run_suite(args):
                     peak_flops=peak,
                 )
             )
-            print(format_table(results[-1:]), flush=True)
         if not args.no_inference:
-            results.append(
-                bench_keras_infer(model, name=label, batch_size=args.batch_size, **common)
-            )
-            print(format_table(results[-1:]), flush=True)
+            record(bench_keras_infer(model, name=label, batch_size=args.batch_size, **common))
 
     if any(p.startswith("keras") for p in args.peers):
         app = keras.applications.ResNet50(weights=None, input_shape=shape, classes=args.num_classes)
         app_name = "keras.applications.ResNet50"
         if "keras-fit" in args.peers:
-            results.append(
+            record(
                 bench_keras_fit(
                     app,
                     name=app_name,
@@ -1300,12 +1284,8 @@ def run_suite(args):
                     peak_flops=peak,
                 )
             )
-            print(format_table(results[-1:]), flush=True)
         if "keras-compiled" in args.peers:
-            results.append(
-                bench_keras_train(app, name=app_name, batch_size=args.batch_size, **common)
-            )
-            print(format_table(results[-1:]), flush=True)
+            record(bench_keras_train(app, name=app_name, batch_size=args.batch_size, **common))
     if any(p.startswith("torch") for p in args.peers):
         if importlib.util.find_spec("torchvision") is None:
             print("torchvision is not installed: torch peers skipped", file=sys.stderr)
@@ -1317,7 +1297,7 @@ def run_suite(args):
             for compiled in (False, True):
                 if ("torch-compile" if compiled else "torch") not in args.peers:
                     continue
-                results.append(
+                record(
                     bench_torchvision(
                         "resnet50",
                         batch_size=args.batch_size,
@@ -1329,5 +1309,4 @@ def run_suite(args):
                         **common,
                     )
                 )
-                print(format_table(results[-1:]), flush=True)
     return results, info, ratios(results)
