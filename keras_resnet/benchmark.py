@@ -21,6 +21,7 @@ Import torchvision before TensorFlow: the other order segfaults with torch 2.14 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import math
@@ -32,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from keras_resnet.models import _check_int
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -58,11 +61,6 @@ class Result:
     mfu: float | None = None
     peak_memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, received {name}={value!r}")
 
 
 def time_windows(
@@ -189,14 +187,12 @@ def load_real_data(
 
     dataset = data_lib.load_dataset(name)
     if limit is not None:
-        dataset = data_lib.Dataset(
-            dataset.name,
-            dataset.x_train[:limit],
-            dataset.y_train[:limit],
-            dataset.x_test[:limit],
-            dataset.y_test[:limit],
-            dataset.class_names,
-            dataset.source,
+        dataset = dataclasses.replace(
+            dataset,
+            x_train=dataset.x_train[:limit],
+            y_train=dataset.y_train[:limit],
+            x_test=dataset.x_test[:limit],
+            y_test=dataset.y_test[:limit],
         )
     if image_size is None or tuple(image_size) == dataset.image_shape[:2]:
         return dataset
@@ -212,14 +208,11 @@ def load_real_data(
             chunks.append(np.clip(np.round(keras.ops.convert_to_numpy(chunk)), 0, 255))
         return np.concatenate(chunks).astype(np.uint8)
 
-    return data_lib.Dataset(
-        f"{dataset.name}_{image_size[0]}px",
-        resize(dataset.x_train),
-        dataset.y_train,
-        resize(dataset.x_test),
-        dataset.y_test,
-        dataset.class_names,
-        dataset.source,
+    return dataclasses.replace(
+        dataset,
+        name=f"{dataset.name}_{image_size[0]}px",
+        x_train=resize(dataset.x_train),
+        x_test=resize(dataset.x_test),
     )
 
 
@@ -377,8 +370,8 @@ class JaxTrainer:
     ):
         import jax
 
-        _check_positive("steps_per_execution", steps_per_execution)
-        _check_positive("devices", devices)
+        _check_int("steps_per_execution", steps_per_execution, 1)
+        _check_int("devices", devices, 1)
         if devices > len(jax.devices()):
             raise ValueError(
                 f"devices must be <= {len(jax.devices())} (the devices present), "
@@ -491,13 +484,15 @@ class JaxTrainer:
 
         return jax.jit(run, donate_argnums=0)
 
-    def predict_fn(self):
-        import jax
 
-        def predict(trainable, non_trainable, x):
-            return self.model.stateless_call(trainable, non_trainable, x, training=False)[0]
+def _predict_fn(model):
+    """The model's inference (training=False) as one jitted function of its variables."""
+    import jax
 
-        return jax.jit(predict)
+    def predict(trainable, non_trainable, x):
+        return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+    return jax.jit(predict)
 
 
 def _compiled_peak_bytes(jitted, *args) -> int | None:
@@ -556,8 +551,8 @@ def bench_keras_train(
 
     from keras_resnet.analysis import count_flops
 
-    _check_positive("batch_size", batch_size)
-    _check_positive("steps", steps)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("steps", steps, 1)
     input_shape = tuple(model.inputs[0].shape[1:])
     num_classes = num_classes or int(model.outputs[0].shape[-1])
     global_batch = batch_size * devices
@@ -622,16 +617,12 @@ def bench_keras_train(
         model.compile(optimizer=_optimizer(), loss="sparse_categorical_crossentropy")
         if real is None:
             x, y = synthetic_data(batch_size, input_shape, num_classes)
-            batches = None
-        else:
-            images, labels = real
-            rng = np.random.default_rng(0)
-            batches = rng
+        rng = np.random.default_rng(0)
 
         def run():
-            if batches is None:
+            if real is None:
                 return model.train_on_batch(x, y)
-            idx = batches.integers(0, len(real[0]), batch_size)
+            idx = rng.integers(0, len(real[0]), batch_size)
             xb = real[0][idx].astype(np.float32)
             if image_size is not None and tuple(image_size) != xb.shape[1:3]:
                 xb = keras.ops.convert_to_numpy(
@@ -699,7 +690,7 @@ def bench_keras_fit(
 
     from keras_resnet.analysis import count_flops
 
-    _check_positive("steps", steps)
+    _check_int("steps", steps, 1)
     input_shape = tuple(model.inputs[0].shape[1:])
     num_classes = int(model.outputs[0].shape[-1])
     steps = max(steps_per_execution, steps - steps % steps_per_execution)
@@ -768,8 +759,7 @@ def bench_keras_infer(
     if keras.backend.backend() == "jax":
         import jax
 
-        trainer = JaxTrainer(model)
-        predict = trainer.predict_fn()
+        predict = _predict_fn(model)
         tv = [v.value for v in model.trainable_variables]
         ntv = [v.value for v in model.non_trainable_variables]
         xd = jax.device_put(x)
@@ -811,7 +801,7 @@ def interleaved_inference(
     """Inference throughput of several models measured in alternation (A, B, A, B, ...), so that
     a shared, noisy machine slows each of them alike. Each round times `steps` batches per model;
     the figure is the median over all of a model's timed batches."""
-    _check_positive("rounds", rounds)
+    _check_int("rounds", rounds, 1)
     per_model: dict[str, list[float]] = {name: [] for name in models}
     inputs = {}
     for name, model in models.items():
@@ -874,7 +864,7 @@ def bench_pipeline(
     epoch (the first one compiles), from the first to the last training step of the epoch."""
     from keras_resnet import training
 
-    _check_positive("epochs", epochs)
+    _check_int("epochs", epochs, 1)
     config = training.TrainConfig(
         model=model_name,
         dataset=dataset.name,
@@ -1122,7 +1112,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict, str]:
 
 
 def run_suite(args):
-    """Everything `scripts/py` measures, in its order: our models on each path, then
+    """Everything `scripts/benchmark.py` measures, in its order: our models on each path, then
     the peers. `args` holds the script's options as attributes (its argparse namespace).
 
     Returns (results, device info, ratio rows); prints each result's row as it comes.
@@ -1142,15 +1132,12 @@ def run_suite(args):
         "steps_per_execution",
         "devices",
     ):
-        value = getattr(args, name)
-        if value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, received {name}={value}")
+        _check_int(name, getattr(args, name), 1)
     if "pipeline" in args.paths and args.data == "synthetic":
         raise ValueError("the 'pipeline' path needs real data, received --data synthetic")
     if args.peers and args.devices != 1:
         raise ValueError(f"peers run on one device; pass --peers none with devices={args.devices}")
-    if args.warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, received warmup={args.warmup}")
+    _check_int("warmup", args.warmup, 0)
     keras.mixed_precision.set_global_policy(args.precision)
     info = device_info()
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops_for(info["device"])
@@ -1198,10 +1185,14 @@ def run_suite(args):
         ]
         return results, info, ratio_rows
 
-    dataset = None
+    dataset = normalization = None
     if args.data in ("real", "both"):
+        from keras_resnet.data import channel_stats
+
         dataset = load_real_data(args.dataset, size, limit=args.real_limit)
         shape = dataset.image_shape
+        # Raw uint8 pixels in; the models normalize them (their 'normalize' layer).
+        normalization = channel_stats(dataset.x_train)
         info["dataset"] = {
             "name": dataset.name,
             "source": dataset.source,
@@ -1210,12 +1201,13 @@ def run_suite(args):
     for spec in args.models:
         name, options, label = parse_model_spec(spec)
         overrides = {**model_overrides(args), **options}
-        if dataset is not None:
-            # Raw uint8 pixels in; the model normalizes them (its 'normalize' layer).
-            from keras_resnet.data import channel_stats
-
-            overrides["normalization"] = channel_stats(dataset.x_train)
-        model = get_model(name, input_shape=shape, num_classes=args.num_classes, **overrides)
+        model = get_model(
+            name,
+            input_shape=shape,
+            num_classes=args.num_classes,
+            normalization=normalization,
+            **overrides,
+        )
         if args.variants:
             model = with_variants(model, args.variants)
             label += "+" + "+".join(args.variants)
@@ -1236,8 +1228,7 @@ def run_suite(args):
         if "pipeline" in args.paths:
             import tempfile
 
-            pipeline_overrides = {**model_overrides(args), **options}
-            pipeline_overrides.setdefault("stem", "imagenet")
+            pipeline_overrides = {"stem": "imagenet", **overrides}
             if args.pipeline_no_augment:
                 pipeline_overrides["augment"] = False
             record(

@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_resnet.models import MODELS
+from keras_resnet.models import BLOCKS, MODELS, STEMS, STRIDE_IN
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The builder's options as flags; shared by every command that builds a model."""
-    parser.add_argument(
-        "--block", choices=("basic", "bottleneck"), help="override the depth's block"
-    )
+    parser.add_argument("--block", choices=BLOCKS, help="override the depth's block")
     parser.add_argument("--width", type=float, help="multiplier on every stage's width (default 1)")
     parser.add_argument("--expansion", type=int, help="output channels per inner channel")
-    parser.add_argument("--stem", choices=("imagenet", "cifar"), help="default imagenet")
-    parser.add_argument(
-        "--stride-in", choices=("3x3", "1x1"), help="v1.5 (3x3, default) or v1 (1x1)"
-    )
+    parser.add_argument("--stem", choices=STEMS, help="default imagenet")
+    parser.add_argument("--stride-in", choices=STRIDE_IN, help="v1.5 (3x3, default) or v1 (1x1)")
     parser.add_argument("--groups", type=int, help="groups of the bottleneck 3x3 (ResNeXt)")
     parser.add_argument("--width-per-group", type=int, help="64 for ResNet, 128 for wide")
 

@@ -68,6 +68,7 @@ from keras_resnet.inference import (
     ONNX_FILE,
     _one_line,
     check_channels_last,
+    class_names_or_indices,
     installed,
     load_keras_model,
     read_class_names,
@@ -582,7 +583,7 @@ def _write_version(
                 f"class_names must have {num_classes} names (the model's classes), "
                 f"received {len(class_names)}"
             )
-        names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        names = class_names_or_indices(class_names, num_classes)
         metadata = {
             "name": name,
             "version": version,

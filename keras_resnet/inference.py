@@ -174,7 +174,8 @@ def check_channels_last(model) -> None:
             )
 
 
-def _class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
+def class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
+    """`names` when there is one per class, else the class indices as strings."""
     if names is not None and len(names) == num_classes:
         return names
     return [str(i) for i in range(num_classes)]
@@ -195,7 +196,7 @@ def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
         "keras",
         model_path,
         shape,
-        _class_names_or_indices(read_class_names(folder), num_classes),
+        class_names_or_indices(read_class_names(folder), num_classes),
         fn,
     )
 
@@ -227,7 +228,7 @@ def _saved_model_predictor(folder: Path) -> Predictor:
         "saved_model",
         folder,
         shape,
-        _class_names_or_indices(read_class_names(folder), num_classes),
+        class_names_or_indices(read_class_names(folder), num_classes),
         fn,
     )
 
@@ -261,7 +262,7 @@ def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
         "onnx",
         model_path,
         shape,
-        _class_names_or_indices(read_class_names(folder), int(num_classes)),
+        class_names_or_indices(read_class_names(folder), int(num_classes)),
         fn,
     )
 

@@ -187,7 +187,7 @@ def bottleneck_block(
     Returns:
         The block's output tensor.
     """
-    inner = int(filters * (width_per_group / 64.0)) * groups
+    inner = _inner_width(filters, groups, width_per_group)
     out_channels = expansion * filters
     stride_1x1, stride_3x3 = (1, strides) if stride_in == "3x3" else (strides, 1)
     shortcut = _shortcut(x, out_channels, strides=strides, name=name, data_format=data_format)
@@ -217,6 +217,17 @@ def _stem(x, filters: int, stem: str, data_format: str):
         return layers.MaxPooling2D(3, strides=2, data_format=data_format, name="pool1_pool")(x)
     # 'cifar': one 3x3 stride-1 convolution and no pool, for 28-64 px images (He et al. sec. 4.2).
     return _conv_bn(x, filters, 3, name="conv1", data_format=data_format)
+
+
+def total_stride(stem: str, num_stages: int) -> int:
+    """How much the network downsamples: the stem (4 for 'imagenet', 1 for 'cifar'), then 2 at
+    the start of every stage after the first. Images must be at least this large."""
+    return (4 if stem == "imagenet" else 1) * 2 ** (num_stages - 1)
+
+
+def _inner_width(filters: int, groups: int, width_per_group: int) -> int:
+    """The bottleneck's 3x3 width: torchvision's `int(planes * base_width / 64) * groups`."""
+    return int(filters * (width_per_group / 64.0)) * groups
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -357,7 +368,7 @@ def ResNet(
         raise ValueError(
             f"input_shape must give the channel count, received input_shape={input_shape!r}"
         )
-    downsampling = (4 if stem == "imagenet" else 1) * 2 ** (len(stage_blocks) - 1)
+    downsampling = total_stride(stem, len(stage_blocks))
     if any(d is not None and d < downsampling for d in spatial):
         raise ValueError(
             f"input_shape is too small: the network downsamples by {downsampling} "
@@ -367,14 +378,14 @@ def ResNet(
     stage_widths = [int(round(BASE_WIDTH * width * 2**i)) for i in range(len(stage_blocks))]
     if block == "bottleneck":
         for filters in stage_widths:
-            inner = int(filters * (width_per_group / 64.0)) * groups
-            if inner < groups or inner % groups:
+            inner = _inner_width(filters, groups, width_per_group)
+            if inner < groups:
                 raise ValueError(
                     f"groups must divide the bottleneck's inner width, received groups={groups} "
                     f"for an inner width of {inner} (width={width}, "
                     f"width_per_group={width_per_group})"
                 )
-    if min(stage_widths) < 1 or int(round(BASE_WIDTH * width)) < 1:
+    if stage_widths[0] < 1:  # the narrowest: the stem's and the first stage's
         raise ValueError(
             f"width is too small to leave one channel per layer, received width={width!r}"
         )
@@ -405,7 +416,7 @@ def ResNet(
             variance=[s * s for s in std],
             name="normalize",
         )(x)
-    x = _stem(x, int(round(BASE_WIDTH * width)), stem, data_format)
+    x = _stem(x, stage_widths[0], stem, data_format)
     for stage, (num_blocks, filters) in enumerate(zip(stage_blocks, stage_widths, strict=True)):
         for index in range(num_blocks):
             strides = 2 if stage > 0 and index == 0 else 1

@@ -196,7 +196,7 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool
     ResNet -> softmax. Mean and std come from `dataset.x_train`.
 
     `augment=False` builds the same network without the augmentation layers: the model saved as
-    model.keras (standard Keras layers only; same layer names and weights as the trained one).
+    model.keras (same layer names and weights as the trained one; no augmentation layer).
     """
     from keras_resnet.models import get_model
 
@@ -263,6 +263,26 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
             var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
         )
     return optimizer
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int):
+    """`model.compile` with the recipe: `build_optimizer`'s optimizer, cross-entropy on one-hot
+    targets with label smoothing, accuracy, XLA and steps per execution from `config`."""
+    config = config.resolve()
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, model),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile={"auto": "auto", "on": True, "off": False}[config.xla],
+        steps_per_execution=config.steps_per_execution,
+    )
+    return model
+
+
+def one_hot(labels, num_classes: int) -> np.ndarray:
+    """Integer labels as the float32 one-hot targets of the recipe's loss (label smoothing
+    needs dense targets)."""
+    return np.eye(num_classes, dtype=np.float32)[labels]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,9 +596,6 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
         )
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
 
-    def one_hot(y):  # label smoothing needs dense targets (CategoricalCrossentropy)
-        return np.eye(dataset.num_classes, dtype=np.float32)[y]
-
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     scope, num_devices = _distribution_scope(config)
     if config.batch_size % num_devices:
@@ -587,15 +604,7 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
             f"received batch_size={config.batch_size}"
         )
     with scope:
-        model = build_model(config, dataset)
-        optimizer = build_optimizer(config, steps_per_epoch, model)
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=["accuracy"],
-            jit_compile={"auto": "auto", "on": True, "off": False}[config.xla],
-            steps_per_execution=config.steps_per_execution,
-        )
+        model = compile_model(build_model(config, dataset), config, steps_per_epoch)
 
     backup_dir = out / "backup"
     # Without a backup callback nothing resumes, and an earlier run's backup is left as it is.
@@ -603,7 +612,7 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
     history_csv = out / "history.csv"
     if initial_epoch == 0 and history_csv.exists():
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
-    test_xy = (dataset.x_test, one_hot(dataset.y_test))
+    test_xy = (dataset.x_test, one_hot(dataset.y_test, dataset.num_classes))
     clock = EpochClock(
         train_images=len(x_train),
         elapsed_before=_previous_elapsed(history_csv, initial_epoch),
@@ -646,10 +655,12 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
     try:
         model.fit(
             x_train,
-            one_hot(y_train),
+            one_hot(y_train, dataset.num_classes),
             batch_size=config.batch_size,
             epochs=config.epochs,
-            validation_data=(validation[0], one_hot(validation[1])) if validation else None,
+            validation_data=(validation[0], one_hot(validation[1], dataset.num_classes))
+            if validation
+            else None,
             callbacks=run_callbacks,
             shuffle=True,
             verbose=config.verbose,
@@ -671,7 +682,8 @@ def _train(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]
 
     test = model.evaluate(*test_xy, batch_size=config.batch_size, verbose=0, return_dict=True)
     # model.keras: the network without the augmentation layers, which are inactive at inference
-    # anyway; it loads and exports with plain Keras (no custom layer to register).
+    # anyway; its one custom layer is keras_resnet.layers.BatchNormalization (registered when
+    # keras_resnet is imported).
     inference_model = build_model(config, dataset, augment=False)
     for layer in inference_model.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())

@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_resnet.models import BLOCKS, DEPTHS, STEMS
+from keras_resnet.models import BASE_WIDTH, BLOCKS, DEPTHS, STEMS, total_stride
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVE = "val_accuracy"
@@ -150,7 +150,7 @@ class SearchSpace:
         number("width_step", 0)
         ordered("width_min", "width_max")
         # The narrowest network must keep at least one channel in the stem (64 * width).
-        if round(64 * self.width_min) < 1:
+        if round(BASE_WIDTH * self.width_min) < 1:
             raise SearchSpaceError(
                 "width_min",
                 "width_min must leave one channel per layer (>= 1/64), "
@@ -173,7 +173,7 @@ class SearchSpace:
     def check_input(self, image_shape: Sequence[int]) -> None:
         """Raises `SearchSpaceError` when a stem cannot take images of `image_shape` (HWC)."""
         for stem in self.stems:
-            downsampling = (4 if stem == "imagenet" else 1) * 8  # the stem, then 3 strided stages
+            downsampling = total_stride(stem, 4)  # every depth of DEPTHS has 4 stages
             if min(image_shape[:2]) < downsampling:
                 raise SearchSpaceError(
                     "stems",
@@ -324,10 +324,15 @@ def rss_bytes() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        import resource
+        return peak_rss_bytes()
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
+
+def peak_rss_bytes() -> int:
+    """The process' peak resident set size (getrusage; kilobytes on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def log_event(project_dir: str | os.PathLike, **event) -> None:
@@ -690,15 +695,9 @@ class ResNetHyperModel(_keras_tuner().HyperModel):
         # schedule spans only the epochs it trains (a warm restart, as in SGDR).
         train_config = trial_train_config(self.base, config, epochs - initial_epoch)
         keras.config.set_dtype_policy(train_config.precision)
-        model = training.build_model(train_config, self.dataset)
         steps_per_epoch = math.ceil(len(self.dataset.x_train) / train_config.batch_size)
-        model.compile(
-            optimizer=training.build_optimizer(train_config, steps_per_epoch, model),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_config.label_smoothing),
-            metrics=["accuracy"],
-            jit_compile={"auto": "auto", "on": True, "off": False}[train_config.xla],
-        )
-        return model
+        model = training.build_model(train_config, self.dataset)
+        return training.compile_model(model, train_config, steps_per_epoch)
 
     def fit(
         self,
@@ -772,9 +771,13 @@ def _trial_main(payload_file: str, result_file: str) -> int:
         metrics = hypermodel.fit(
             hp, model, *payload["args"], callbacks=[checkpoint], **payload["kwargs"]
         )
-        result = {"status": "ok", "metrics": metrics, "peak_rss": _peak_rss()}
+        result = {"status": "ok", "metrics": metrics, "peak_rss": peak_rss_bytes()}
     except BaseException:  # noqa: BLE001 - everything goes back to the tuner as a failed trial
-        result = {"status": "error", "traceback": traceback.format_exc(), "peak_rss": _peak_rss()}
+        result = {
+            "status": "error",
+            "traceback": traceback.format_exc(),
+            "peak_rss": peak_rss_bytes(),
+        }
     tmp = f"{result_file}.tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
@@ -795,13 +798,6 @@ def _die_with_parent() -> None:
             pass
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
-
-
-def _peak_rss() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def run_trial_in_process(
@@ -866,6 +862,14 @@ def _tuner_class(kind: str, process_per_trial: bool, max_search_seconds: float =
             # callback is used; tensorboard is not a dependency of TensorFlow 2.21.
             if any(type(c).__name__ == "TensorBoard" for c in callbacks):
                 super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+        def _populate_initial_space(self):
+            # KerasTuner's own builds (and here compiles) a whole model per conditional branch
+            # only to list the hyperparameters, in the search's process; the space declares
+            # them all directly, the conditional `expansion` included.
+            hp = self.oracle.get_space()
+            self.hypermodel.space.declare(hp)
+            self.oracle.update_space(hp)
 
         def run_trial(self, trial, *args, **kwargs):
             log_event(
@@ -1137,11 +1141,8 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
         A summary: project directory, trial counts, best trial, report folder, and the final
         run's metrics when `options.final_epochs` > 0.
     """
-    import dataclasses as dc
-
-    import numpy as np
-
     from keras_resnet import data as data_lib
+    from keras_resnet.training import one_hot
 
     space.validate()
     options.validate()
@@ -1168,7 +1169,7 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
             f"images trials train on, received batch_size={options.batch_size}",
         )
     write_definition(project_dir, definition)
-    search_data = dc.replace(dataset, x_train=x_train, y_train=y_train)
+    search_data = dataclasses.replace(dataset, x_train=x_train, y_train=y_train)
     hypermodel = ResNetHyperModel(
         space, options.base_config(), search_data, max_epochs=options.max_epochs
     )
@@ -1183,11 +1184,10 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
         process_per_trial=options.process_per_trial,
         max_search_seconds=options.max_search_seconds,
     )
-    eye = np.eye(dataset.num_classes, dtype=np.float32)  # the recipe's loss takes one-hot labels
     tuner.search(
         x_train,
-        eye[y_train],
-        validation_data=(x_val, eye[y_val]),
+        one_hot(y_train, dataset.num_classes),
+        validation_data=(x_val, one_hot(y_val, dataset.num_classes)),
         epochs=options.max_epochs,
         verbose=options.verbose,
     )
@@ -1217,9 +1217,10 @@ def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, datase
         raise ValueError(f"no completed trial in {project_dir}")
     run_name = options.run_name or f"tuned_{Path(project_dir).name}"
     config = dataclasses.replace(
-        trial_train_config(options.base_config().resolve(), best.config, options.final_epochs),
+        options.base_config().resolve(),
+        **best.config,
+        epochs=max(1, options.final_epochs),
         # The recipe's own warmup for the full run; the whole train set, no validation part.
-        warmup_epochs=options.base_config().warmup_epochs,
         val_size=0,
         run_name=run_name,
         output_dir=os.path.join(options.output_dir, run_name),

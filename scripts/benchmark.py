@@ -18,8 +18,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PEERS = ("keras-fit", "keras-compiled", "torch", "torch-compile")
+DEFAULT_PEERS = ["keras-fit", "torch", "torch-compile"]
 PATHS = ("compiled", "fit", "pipeline")
-VARIANTS = ("keras-bn", "bn-bf16-apply", "shifted-maxpool")  # keras_resnet.benchmark.VARIANTS
 
 
 def _csv(choices):
@@ -34,6 +34,8 @@ def _csv(choices):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imports Keras (and so TensorFlow on its backend): torchvision must be imported before.
+    from keras_resnet.benchmark import VARIANTS
     from keras_resnet.cli import add_model_arguments
 
     p = argparse.ArgumentParser(
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peers",
         type=_csv(PEERS),
-        default=["keras-fit", "torch", "torch-compile"],
+        default=DEFAULT_PEERS,
         help=f"comma-separated, or 'none': {', '.join(PEERS)}",
     )
     p.add_argument("--data", choices=("synthetic", "real", "both"), default="synthetic")
@@ -112,10 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torchvision before TensorFlow (the other order segfaults), so before build_parser, which
+    # imports Keras: --peers is read first on its own.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--peers", default=",".join(DEFAULT_PEERS))
+    if "torch" in first.parse_known_args(argv)[0].peers and importlib.util.find_spec("torchvision"):
+        import torchvision  # noqa: F401
     parser = build_parser()
     args = parser.parse_args(argv)
-    if any(p.startswith("torch") for p in args.peers) and importlib.util.find_spec("torchvision"):
-        import torchvision  # noqa: F401  (before TensorFlow: the other order segfaults)
     from keras_resnet import benchmark
 
     try:

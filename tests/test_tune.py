@@ -167,6 +167,47 @@ def test_declared_hyperparameters_and_conditional_expansion():
     ]
 
 
+@pytest.mark.parametrize("kind", tuning.TUNERS)
+def test_every_tuner_takes_the_space_without_building_a_model(kind, tmp_path, monkeypatch):
+    """Each tuner starts (bayesian needs scikit-learn, a declared dependency) with the space as
+    declared, the conditional expansion included, and builds no model to learn it."""
+    import numpy as np
+
+    def no_build(self, hp):
+        raise AssertionError("a model was built to populate the search space")
+
+    monkeypatch.setattr(tuning.ResNetHyperModel, "build", no_build)
+    images, labels = np.zeros((20, 28, 28, 1), np.uint8), np.arange(20) % 10
+    dataset = keras_resnet.data.Dataset(
+        "tiny", images, labels, images, labels, [str(i) for i in range(10)], "zeros"
+    )
+    space = tuning.SearchSpace(depths=(18,), width_min=0.25, width_max=0.5)
+    options = tuning.SearchOptions(directory=str(tmp_path), project_name="p")
+    hypermodel = tuning.ResNetHyperModel(space, options.base_config(), dataset, max_epochs=3)
+    tuner = tuning.make_tuner(
+        kind,
+        hypermodel,
+        directory=str(tmp_path),
+        project_name=kind,
+        max_trials=2,
+        max_epochs=3,
+        seed=0,
+        process_per_trial=True,
+    )
+    declared = {p.name: p for p in tuner.oracle.get_space().space}
+    assert set(declared) == {
+        "depth",
+        "block",
+        "expansion",
+        "width",
+        "stem",
+        "learning_rate",
+        "weight_decay",
+    }
+    [condition] = declared["expansion"].conditions
+    assert condition.get_config() == {"name": "block", "values": ["bottleneck"]}
+
+
 def test_stem_too_large_for_the_images():
     space = tuning.SearchSpace(stems=("cifar", "imagenet"))
     space.check_input((32, 32, 3))
