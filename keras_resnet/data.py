@@ -109,14 +109,17 @@ class Dataset:
         )
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a module set to None
+        return False
+
+
 def tfds_available() -> bool:
     """True when tensorflow and tensorflow_datasets can be imported (without importing them)."""
-    try:
-        return all(
-            importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorflow_datasets")
-        )
-    except (ImportError, ValueError):  # a blocked or half-installed module
-        return False
+    return installed("tensorflow") and installed("tensorflow_datasets")
 
 
 def default_data_dir() -> str:

@@ -71,6 +71,7 @@ from keras_resnet.inference import (
     class_names_or_indices,
     installed,
     load_keras_model,
+    load_predictor,
     read_class_names,
     read_metadata,
     require_tensorflow,
@@ -279,6 +280,11 @@ def model_info(model) -> dict:
     }
 
 
+def _require_tf2onnx(fmt: str) -> None:
+    if fmt == "onnx" and not installed("tf2onnx"):
+        raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
+
+
 def write_artifact(
     model_path: str | os.PathLike,
     directory: str | os.PathLike,
@@ -303,6 +309,7 @@ def write_artifact(
         float32.
     """
     fmt = _resolve_format(format)
+    _require_tf2onnx(fmt)
     directory = Path(directory)
     model = load_keras_model(model_path)
     info = model_info(model)
@@ -328,13 +335,10 @@ def write_artifact(
         )
         archive.write_out(os.fspath(directory), verbose=False)
     else:
-        if not installed("tf2onnx"):
-            raise ValueError(
-                "ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)"
-            )
         # tf2onnx traces a called model only ("The model provided has never called").
         height, width, channels = model.input_shape[1:]
-        serving(np.zeros((1, height or 32, width or 32, channels), "float32"))
+        probe_shape = (height or 32, width or 32, channels)  # 32 px where the model takes any size
+        serving(np.zeros((1, *probe_shape), "float32"))
         with warnings.catch_warnings():
             # Keras' tf2onnx patch probes `np.object`, which numpy 2 warns about.
             warnings.simplefilter("ignore", FutureWarning)
@@ -345,7 +349,7 @@ def write_artifact(
                 input_signature=[spec],
                 opset_version=opset,
             )
-        _verify_onnx(directory / ONNX_FILE, serving, (height or 32, width or 32, channels))
+        _verify_onnx(directory / ONNX_FILE, serving, probe_shape)
     return info
 
 
@@ -427,14 +431,6 @@ def _remove_stale_temps(base: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def next_version(base: str | os.PathLike) -> int:
-    """1 + the highest numeric version folder under `base` (1 when there is none)."""
-    base = Path(base)
-    if not base.is_dir():
-        return 1
-    return 1 + max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0)
-
-
 def _check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or os.sep in name or name.isdigit():
         raise ValueError(
@@ -493,8 +489,7 @@ def export_model(
             "SavedModel export" if fmt == "saved_model" else "ONNX export",
             "; --format keras works without it",
         )
-    if fmt == "onnx" and not installed("tf2onnx"):
-        raise ValueError("ONNX export needs tf2onnx, which is not installed (pip install tf2onnx)")
+    _require_tf2onnx(fmt)
     scratch = None
     try:
         if isinstance(source, keras.Model):
@@ -527,7 +522,7 @@ def export_model(
                     f"{os.fspath(base)!r} holds {existing} versions; a {fmt} export needs a name "
                     f"of its own (TF Serving loads the highest version), received name={name!r}"
                 )
-        version = version or next_version(base)
+        version = version or (latest or 0) + 1
         target = base / str(version)
         if target.exists():
             raise ValueError(
@@ -641,8 +636,6 @@ def check_parity(
     Returns:
         `{batch_size: max |export(x) - model(x)|}` over the probabilities.
     """
-    from keras_resnet.inference import load_predictor
-
     model = source if isinstance(source, keras.Model) else load_keras_model(resolve_source(source))
     predictor = load_predictor(version_dir)
     rng = np.random.default_rng(seed)

@@ -19,7 +19,6 @@ model's input size is the dataset's image size.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -27,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Registers RandomPadCrop (held by a run's checkpoints/best.keras) for safe-mode loading.
+# Registers keras_resnet's layers for safe-mode loading: BatchNormalization (every model) and
+# RandomPadCrop (held by a run's checkpoints/best.keras).
 import keras_resnet.layers  # noqa: F401
+from keras_resnet.data import installed
 
 # Files written next to every exported model (see keras_resnet.export).
 CLASS_NAMES_FILE = "class_names.txt"
@@ -43,14 +44,6 @@ def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def installed(module: str) -> bool:
-    """Whether `module` can be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a finder that refuses it; a module set to None
-        return False
 
 
 def require_tensorflow(what: str, hint: str = "") -> None:

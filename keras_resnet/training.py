@@ -385,12 +385,7 @@ def _backup_epoch(backup_dir: Path) -> int:
 
 def _tensorboard_available() -> bool:
     """Keras' TensorBoard callback writes with tf.summary: it needs tensorflow and tensorboard."""
-    import importlib.util
-
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard"))
-    except (ImportError, ValueError):
-        return False
+    return data_lib.installed("tensorflow") and data_lib.installed("tensorboard")
 
 
 def accelerators() -> list[Any]:

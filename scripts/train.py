@@ -24,10 +24,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
 def _select_backend(argv: list[str]) -> None:
     """--backend must take effect before anything imports keras (keras_resnet does)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--backend", choices=("tensorflow", "jax", "torch"))
+    pre.add_argument("--backend", choices=BACKENDS)
     known, _ = pre.parse_known_args(argv)
     if known.backend:
         os.environ["KERAS_BACKEND"] = known.backend
@@ -35,15 +38,14 @@ def _select_backend(argv: list[str]) -> None:
 
 _select_backend(sys.argv[1:])
 from keras_resnet.cli import add_model_arguments  # noqa: E402
-
-MODELS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "wide_resnet50_2",
-    "resnext50_32x4d",
+from keras_resnet.data import LOADERS  # noqa: E402
+from keras_resnet.models import MODELS  # noqa: E402
+from keras_resnet.training import (  # noqa: E402
+    DISTRIBUTE_MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    XLA_MODES,
 )
 
 
@@ -93,17 +95,17 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset",
-        choices=("default", "quick"),
+        choices=PRESETS,
         default="default",
         help="'quick': width 0.25, 3 epochs, no augmentation (CPU quick start)",
     )
     parser.add_argument(
         "--backend",
-        choices=("tensorflow", "jax", "torch"),
+        choices=BACKENDS,
         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=MODELS, help="default resnet18")
+    model.add_argument("--model", choices=tuple(MODELS), help="default resnet18")
     add_model_arguments(model)
     for action in model._group_actions:  # the shared flag's help names the builder's default
         if action.dest == "stem":
@@ -128,7 +130,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--loader",
-        choices=("auto", "tfds", "idx"),
+        choices=LOADERS,
         help="auto: TFDS when TensorFlow is installed, else read the IDX files",
     )
     data.add_argument(
@@ -157,7 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--epochs", type=_int_at_least(1), help="default 100")
     opt.add_argument("--batch-size", type=_int_at_least(1), help="global batch (default 256)")
-    opt.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd: Nesterov momentum")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd: Nesterov momentum")
     opt.add_argument(
         "--learning-rate",
         type=_float_in(0, open_low=True),
@@ -172,11 +174,11 @@ def make_parser() -> argparse.ArgumentParser:
     opt.add_argument("--warmup-epochs", type=_float_in(0), help="linear warmup (default 2)")
     opt.add_argument("--label-smoothing", type=_float_in(0, 0.99), help="default 0.1")
     run = parser.add_argument_group("execution and output")
-    run.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
-    run.add_argument("--xla", choices=("auto", "on", "off"), help="jit_compile (default auto)")
+    run.add_argument("--precision", choices=PRECISIONS)
+    run.add_argument("--xla", choices=XLA_MODES, help="jit_compile (default auto)")
     run.add_argument("--steps-per-execution", type=_int_at_least(1))
     run.add_argument(
-        "--distribute", choices=("auto", "off"), help="auto: data parallel over every visible GPU"
+        "--distribute", choices=DISTRIBUTE_MODES, help="auto: data parallel over every visible GPU"
     )
     run.add_argument("--seed", type=int)
     run.add_argument("--output-dir", help="run folder (default saved_models/<run-name>)")
