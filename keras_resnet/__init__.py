@@ -2,45 +2,53 @@
 
 >>> import keras_resnet
 >>> model = keras_resnet.ResNet18(num_classes=10)
+
+The public names load on first use (PEP 562), so that `import keras_resnet.cli` can set the
+Keras backend from a command line before Keras is imported.
 """
 
-from keras_resnet.analysis import count_flops, count_params, format_table, walkthrough
-from keras_resnet.models import (
-    DEPTHS,
-    MODELS,
-    ResNet,
-    ResNet18,
-    ResNet34,
-    ResNet50,
-    ResNet101,
-    ResNet152,
-    ResNeXt50_32x4d,
-    WideResNet50_2,
-    basic_block,
-    bottleneck_block,
-    get_model,
-)
-from keras_resnet.weights import load_torchvision_weights
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
 
-__all__ = [
-    "DEPTHS",
-    "MODELS",
-    "ResNet",
-    "ResNet18",
-    "ResNet34",
-    "ResNet50",
-    "ResNet101",
-    "ResNet152",
-    "ResNeXt50_32x4d",
-    "WideResNet50_2",
-    "basic_block",
-    "bottleneck_block",
-    "count_flops",
-    "count_params",
-    "format_table",
-    "get_model",
-    "load_torchvision_weights",
-    "walkthrough",
-]
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ResNetConfig": "config",
+    "ARCHITECTURES": "config",
+    "DEPTHS": "models",
+    "MODELS": "models",
+    "ResNet": "models",
+    "ResNet18": "models",
+    "ResNet34": "models",
+    "ResNet50": "models",
+    "ResNet101": "models",
+    "ResNet152": "models",
+    "ResNeXt50_32x4d": "models",
+    "WideResNet50_2": "models",
+    "basic_block": "models",
+    "bottleneck_block": "models",
+    "build_model": "models",
+    "get_model": "models",
+    "count_flops": "analysis",
+    "count_params": "analysis",
+    "format_table": "analysis",
+    "walkthrough": "analysis",
+    "load_torchvision_weights": "weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_resnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_resnet.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

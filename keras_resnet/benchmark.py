@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from keras_resnet.models import _check_int
+from keras_resnet.utils import check_int as _check_int
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}

@@ -1,0 +1,59 @@
+"""The `keras-resnet` command: `keras-resnet {train,tune,export,predict,benchmark,summary} ...`.
+
+Each subcommand is a module of this package with `main(argv) -> int`; `scripts/<name>.py` and
+`python -m keras_resnet <name>` run the same functions. Nothing here imports Keras before the
+subcommand has read `--backend`, which must be set before Keras is first imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "train": "train a model with model.fit and write a run folder",
+    "tune": "search architectures and recipes with KerasTuner",
+    "export": "export a run as SavedModel, ONNX or .keras",
+    "predict": "classify images with a run or an export",
+    "benchmark": "time training and inference steps against peers",
+    "summary": "print the walkthrough table of a model",
+}
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def select_backend(argv: list[str]) -> None:
+    """Applies `--backend NAME` (or `--backend=NAME`) to KERAS_BACKEND, before Keras is imported,
+    and quiets TensorFlow's C++ start-up log unless the user set its level."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--backend" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--backend="):
+            value = arg.split("=", 1)[1]
+        if value in BACKENDS:
+            os.environ["KERAS_BACKEND"] = value
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def run(command: str, argv: list[str] | None = None) -> int:
+    """Runs subcommand `command` with `argv` (default: sys.argv[1:])."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    select_backend(argv)
+    module = importlib.import_module(f"keras_resnet.cli.{command}")
+    return module.main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+        usage = "usage: keras-resnet COMMAND [options]   (keras-resnet COMMAND --help)\n\n"
+        text = usage + "commands:\n" + "\n".join(lines) + "\n"
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.stderr.write(f"keras-resnet: error: unknown command {argv[0]!r}\n{text}")
+            return 2
+        sys.stdout.write(text)
+        return 0 if argv else 2
+    return run(argv[0], argv[1:])
