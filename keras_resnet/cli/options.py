@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-
 from collections.abc import Iterable, Mapping
 from typing import Any
 
