@@ -111,3 +111,25 @@ class BatchNormalization(keras.layers.BatchNormalization):
         adding `b`, several units in the last place when |mean| >> std.
         """
         return ops.cast(ops.cast(inputs, "float32") * scale + offset, inputs.dtype)
+
+
+def plain_keras_model(model: keras.Model) -> keras.Model:
+    """The same network with Keras' own layers in place of this package's, for files that load
+    where `keras_resnet` is not installed (`keras.saving.load_model` in a plain Keras process).
+
+    `BatchNormalization` becomes `keras.layers.BatchNormalization` (same config, same weights;
+    the same function within float32 rounding: only the training statistics are computed
+    differently). `RandomPadCrop` is inactive at inference and is dropped. The weights are
+    copied, so the result is independent of `model`.
+    """
+
+    def swap(layer):
+        if isinstance(layer, BatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        if isinstance(layer, RandomPadCrop):
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=swap)
+    clone.set_weights(model.get_weights())
+    return clone
