@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import data as data_lib
+from keras_resnet.data import tfds_source
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -182,7 +183,7 @@ def test_tfds_prepares_from_local_files_once(tmp_path, monkeypatch):
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the prepared dataset was rebuilt")
 
-    monkeypatch.setattr(data_lib, "_local_builder", no_rebuild)
+    monkeypatch.setattr(tfds_source, "local_builder", no_rebuild)
     again = data_lib.load_dataset("fashion_mnist", data_dir=tmp_path)
     np.testing.assert_array_equal(again.y_test, data.y_test)
 
@@ -246,3 +247,83 @@ def test_augmentation_is_identity_at_inference_and_serializable():
     clone = keras.Sequential.from_config(augment.get_config())
     assert [layer.name for layer in clone.layers] == [layer.name for layer in augment.layers]
     assert clone.layers[0].padding == 4
+
+
+# --- inputs checked at the door (issue 14, item 6) ---
+
+
+def test_corrupt_or_truncated_gz_is_a_one_line_error(idx_folder):
+    path = idx_folder / "train-images-idx3-ubyte.gz"
+    whole = path.read_bytes()
+    for broken in (whole[: len(whole) // 2], b"\x1f\x8b" + bytes(range(200))):
+        path.write_bytes(broken)
+        for read in (data_lib.read_idx, data_lib.idx_header):
+            with pytest.raises(data_lib.IdxError) as info:
+                read(path)
+            assert str(path) in str(info.value) and len(str(info.value).splitlines()) == 1
+        with pytest.raises(data_lib.IdxError, match="cannot be read"):
+            data_lib.load_dataset("fashion_mnist", source_dir=idx_folder, loader="idx")
+
+
+def test_check_idx_folder_counts(idx_folder):
+    assert data_lib.check_idx_folder(idx_folder) == {"train": 120, "test": 40}
+    # A labels file whose header is right but which holds fewer labels than it declares.
+    labels = idx_folder / "train-labels-idx1-ubyte.gz"
+    payload = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(payload[:-20]))
+    with pytest.raises(data_lib.IdxError, match=r"header says shape \(120,\).*holds 100"):
+        data_lib.check_idx_folder(idx_folder)
+    # Consistent files, but fewer labels than images.
+    write_idx(labels, np.zeros(100, np.uint8))
+    with pytest.raises(data_lib.IdxError, match="train images and labels differ in number"):
+        data_lib.check_idx_folder(idx_folder)
+
+
+def _short_labels_folder(folder: Path, n_labels: int) -> Path:
+    """Debian's Fashion-MNIST with a train labels file declaring 60000 labels but holding
+    `n_labels`: the file TFDS once trained on "successfully"."""
+    folder.mkdir()
+    for stem in data_lib.IDX_FILES.values():
+        if stem != "train-labels-idx1-ubyte":
+            (folder / f"{stem}.gz").symlink_to(DEBIAN_DIR / f"{stem}.gz")
+    labels = data_lib.read_idx(DEBIAN_DIR / "train-labels-idx1-ubyte.gz")
+    header = b"\x00\x00\x08\x01" + struct.pack(">I", 60000)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(header + labels[:n_labels].tobytes(), compresslevel=1)
+    )
+    return folder
+
+
+@pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_tfds_refuses_inconsistent_source_before_caching(tmp_path):
+    bad = _short_labels_folder(tmp_path / "bad", 100)
+    cache = tmp_path / "tfds"
+    with pytest.raises(data_lib.IdxError, match="holds 100") as info:
+        data_lib.load_dataset("fashion_mnist", source_dir=bad, data_dir=cache)
+    assert str(bad) in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert not (cache / "fashion_mnist").exists()  # nothing prepared, nothing cached
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_tfds_refuses_cache_that_disagrees_with_source(tmp_path):
+    """A cache prepared from the short labels file (as before the check) is refused once the
+    source is whole, with a message saying to delete it; it is not trained on."""
+    import tempfile
+
+    import tensorflow_datasets as tfds
+
+    bad = _short_labels_folder(tmp_path / "bad", 100)
+    cache = tmp_path / "tfds"
+    with tempfile.TemporaryDirectory() as extract:
+        builder = tfds_source.local_builder("fashion_mnist", bad, str(cache), Path(extract))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+    assert builder.info.splits["train"].num_examples == 100  # what TFDS makes of the bad file
+    with pytest.raises(data_lib.IdxError, match="delete .* to rebuild") as info:
+        data_lib.load_dataset("fashion_mnist", source_dir=DEBIAN_DIR, data_dir=cache)
+    message = str(info.value)
+    assert "'train': 100" in message and "'train': 60000" in message

@@ -1,0 +1,182 @@
+"""In-memory datasets: train and test splits as numpy arrays (Fashion-MNIST, MNIST, small TFDS).
+
+`load_dataset("fashion_mnist")` returns uint8 NHWC images, int labels and the class names:
+through tensorflow-datasets where TensorFlow is installed (`tfds_source`), else straight from the
+IDX files with numpy (`idx`). For folders of images and large datasets, see `open_dataset`, which
+streams from disk instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet.data.idx import IDX_DATASETS, find_source_dir, read_idx_dataset
+from keras_resnet.data.tfds_source import (
+    DataNotFoundError,
+    default_data_dir,
+    load_tfds,
+    missing_message,
+    tfds_available,
+)
+
+LOADERS = ("auto", "tfds", "idx")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Train and test splits in memory.
+
+    Attributes:
+        name: dataset name, e.g. 'fashion_mnist'.
+        x_train, x_test: uint8 images, shape (N, height, width, channels).
+        y_train, y_test: int64 labels in [0, num_classes).
+        class_names: one name per label.
+        source: where the arrays came from, e.g. 'tfds:/root/tensorflow_datasets' or
+            'idx:/usr/share/datasets/fashion-mnist'.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    source: str = ""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"image_shape={self.image_shape}, num_classes={self.num_classes}, "
+            f"source={self.source!r})"
+        )
+
+
+def load_dataset(
+    name: str = "fashion_mnist",
+    *,
+    source_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    loader: str = "auto",
+) -> Dataset:
+    """Loads a dataset's train and test splits into memory.
+
+    Args:
+        name: a tensorflow-datasets name: 'fashion_mnist' (default), 'mnist', 'cifar10',
+            'cifar100', or any TFDS dataset with 'image' and 'label' features.
+        source_dir: folder of the IDX files of 'mnist'/'fashion_mnist' (see the module docstring
+            for where they are looked for when this is None).
+        data_dir: TFDS' data folder, where prepared datasets are cached (default
+            $TFDS_DATA_DIR or ~/tensorflow_datasets).
+        loader: 'auto' (TFDS when TensorFlow is installed, else the IDX reader), 'tfds' or
+            'idx' (read the IDX files with numpy; mnist and fashion_mnist only).
+
+    Returns:
+        A `Dataset` with uint8 NHWC images, int64 labels and the class names.
+
+    Raises:
+        ValueError: unknown dataset or loader; an IDX file that fails its checks (`IdxError`).
+        DataNotFoundError: no local data; the message says how to get it.
+
+    Example:
+        >>> data = load_dataset("fashion_mnist")
+        >>> data.x_train.shape, data.class_names[0]
+        ((60000, 28, 28, 1), 'T-shirt/top')
+    """
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, received loader={loader!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset must be a dataset name, received dataset={name!r}")
+    name = name.lower()
+    if source_dir is not None and not Path(source_dir).is_dir():
+        raise DataNotFoundError(f"source_dir is not a folder, received source_dir={source_dir!r}")
+    folder = find_source_dir(name, source_dir) if name in IDX_DATASETS else None
+    use_tfds = loader == "tfds" or (loader == "auto" and tfds_available())
+    if loader == "tfds" and not tfds_available():
+        raise ValueError(
+            "loader='tfds' needs tensorflow and tensorflow-datasets installed, "
+            "received loader='tfds'"
+        )
+    if use_tfds:
+        return load_tfds(name, folder, os.fspath(data_dir or default_data_dir()))
+    if name not in IDX_DATASETS:
+        hint = (
+            ""
+            if loader == "idx"
+            else " (other datasets need tensorflow and tensorflow-datasets installed)"
+        )
+        raise ValueError(
+            f"dataset must be one of {sorted(IDX_DATASETS)} without TensorFlow"
+            f"{hint}, received dataset={name!r}"
+        )
+    if folder is None:
+        raise DataNotFoundError(missing_message(name))
+    return read_idx_dataset(name, folder)
+
+
+def subset(
+    data: Dataset, train_size: int | None = None, test_size: int | None = None, *, seed: int = 0
+) -> Dataset:
+    """A class-stratified-enough random subset (the first `n` of a seeded permutation)."""
+    rng = np.random.default_rng(seed)
+
+    def take(x, y, n):
+        if n is None or n >= len(x):
+            return x, y
+        index = np.sort(rng.permutation(len(x))[:n])
+        return x[index], y[index]
+
+    x_train, y_train = take(data.x_train, data.y_train, train_size)
+    x_test, y_test = take(data.x_test, data.y_test, test_size)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 NHWC images, in pixel units (0-255)."""
+    flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
+    return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
+
+
+def split(count: int, holdout: int | float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The package's one seeded split of `count` examples into kept and held-out indices.
+
+    The held-out part is the first `n` of `np.random.default_rng(seed).permutation(count)`, the
+    convention the training and tuning splits use, so a split of in-memory arrays and of a
+    folder's file list agree for the same seed.
+
+    Args:
+        count: number of examples.
+        holdout: a count (int >= 0) or a fraction in (0, 1) of `count` (at least one example).
+        seed: seed of the permutation.
+
+    Returns:
+        `(kept, held_out)`: sorted int64 index arrays that together cover `range(count)`.
+
+    Raises:
+        ValueError: `holdout` is not a count below `count` nor a fraction in (0, 1).
+    """
+    if isinstance(holdout, float) and 0 < holdout < 1:
+        n = max(1, int(round(count * holdout)))
+    elif isinstance(holdout, int) and not isinstance(holdout, bool) and 0 <= holdout:
+        n = holdout
+    else:
+        raise ValueError(
+            f"val_size must be a count >= 0 or a fraction in (0, 1), received val_size={holdout!r}"
+        )
+    if n >= count and n > 0:
+        raise ValueError(
+            f"val_size must leave training examples out of {count}, received val_size={holdout!r}"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[n:]), np.sort(order[:n])
