@@ -1,0 +1,208 @@
+"""The HyperModel: a trial is a `keras_resnet.training.TrainConfig` (the trial's architecture and
+recipe values over a base configuration), built and compiled by `keras_resnet.training`, and
+trained in a fresh process of its own (`run_trial_in_process`) or in the search's process.
+
+Each trial records its parameter count, FLOPs (`keras_resnet.count_flops`), validation accuracy
+and wall time as KerasTuner metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import time
+import traceback
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from keras_resnet import training
+from keras_resnet.analysis import count_flops, count_params
+from keras_resnet.subprocess_utils import run_isolated
+from keras_resnet.training import TrainConfig
+from keras_resnet.tuning.space import SearchSpace, config_from_values
+from keras_resnet.tuning.store import OBJECTIVE, log_event, peak_rss_bytes
+from keras_resnet.utils import dtype_policy, write_text_atomic
+
+TRIAL_TARGET = "keras_resnet.tuning.hypermodel:run_trial_file"
+
+
+def trial_epochs(values: dict, max_epochs: int) -> tuple[int, int]:
+    """`(initial_epoch, epochs)` of a trial: Hyperband sets them in 'tuner/...' values (a
+    continued trial trains epochs initial..epochs from its parent's weights); the other tuners
+    train every trial for `max_epochs`."""
+    return int(values.get("tuner/initial_epoch", 0)), int(values.get("tuner/epochs", max_epochs))
+
+
+def trial_train_config(base: TrainConfig, values: dict, epochs: int | None = None) -> TrainConfig:
+    """The `TrainConfig` of a trial: `base` with the trial's architecture (onto `base.model`)
+    and recipe values; with `epochs`, also its epoch count.
+
+    The one place that knows how a trial's values land on a TrainConfig. The warmup is at most
+    a fifth of the trial's epochs (the recipe's 2 epochs would fill a 1-epoch Hyperband trial
+    with warmup and never decay the learning rate).
+    """
+    model, recipe = config_from_values(values, base.model)
+    config = dataclasses.replace(base, model=model, **recipe)
+    if epochs is not None:
+        warmup = min(base.warmup_epochs, epochs / 5)
+        config = dataclasses.replace(config, epochs=max(1, epochs), warmup_epochs=warmup)
+    return config
+
+
+class ResNetHyperModel(keras_tuner.HyperModel):
+    """A KerasTuner HyperModel over keras_resnet, trained with `keras_resnet.training`.
+
+    Args:
+        space: the `SearchSpace`.
+        base: the `TrainConfig` every trial starts from (data, batch size, precision, recipe).
+        dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part: the
+            normalization statistics come from it, and it sets the schedule's length.
+        max_epochs: epochs of a trial when the tuner does not set them (random, bayesian).
+    """
+
+    def __init__(self, space: SearchSpace, base, dataset, *, max_epochs: int = 10):
+        super().__init__(name="keras_resnet", tunable=True)
+        self.space = space
+        self.base = base.resolve()
+        self.dataset = dataset
+        self.max_epochs = int(max_epochs)
+
+    def build(self, hp):
+        """The trial's compiled training model. Its layers take the trial's precision; Keras'
+        global dtype policy is as it was before the call, also on error."""
+        values = self.space.declare(hp)
+        initial_epoch, epochs = trial_epochs(values, self.max_epochs)
+        # A continued Hyperband trial starts a new optimizer on its parent's weights; its
+        # schedule spans only the epochs it trains (a warm restart, as in SGDR).
+        config = trial_train_config(self.base, values, epochs - initial_epoch)
+        steps_per_epoch = math.ceil(len(self.dataset.x_train) / config.batch_size)
+        with dtype_policy(config.precision):
+            model = training.build_model(config, self.dataset)
+            return training.compile_model(model, config, steps_per_epoch)
+
+    def fit(
+        self,
+        hp,
+        model,
+        x,
+        y=None,
+        *,
+        validation_data=None,
+        epochs=None,
+        initial_epoch=0,
+        callbacks=None,
+        **kwargs,
+    ):
+        """Trains with `model.fit` and returns the trial's metrics: the best epoch's
+        val_accuracy (as KerasTuner takes it from a History), params, flops, seconds, epochs."""
+        epochs = self.max_epochs if epochs is None else epochs
+        kwargs.setdefault("verbose", self.base.verbose)
+        start = time.perf_counter()
+        history = model.fit(
+            x,
+            y,
+            batch_size=self.base.batch_size,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            shuffle=True,
+            **kwargs,
+        )
+        seconds = time.perf_counter() - start
+        accuracies = history.history.get(OBJECTIVE) or [float("nan")]
+        return {
+            OBJECTIVE: float(max(accuracies)),
+            "val_loss": float(min(history.history.get("val_loss") or [float("nan")])),
+            # Augmentation has no weights and no convolutions: these are the ResNet's own.
+            "params": count_params(model),
+            "flops": count_flops(model),
+            "seconds": seconds,
+            "epochs": int(epochs),
+        }
+
+
+def train_one_trial(payload: dict) -> dict:
+    """Builds the trial's model, loads its parent trial's weights (Hyperband), logs a 'fit'
+    event, and fits with a best-epoch checkpoint. Returns the trial's metrics."""
+    hp = keras_tuner.HyperParameters.from_config(payload["hp"])
+    hypermodel = payload["hypermodel"]
+    model = hypermodel.build(hp)
+    if payload["parent_checkpoint"]:
+        model.load_weights(payload["parent_checkpoint"])
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        payload["checkpoint"],
+        monitor=OBJECTIVE,
+        mode="max",
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    if payload.get("project_dir"):
+        log_event(payload["project_dir"], event="fit", **payload["event"])
+    return hypermodel.fit(hp, model, *payload["args"], callbacks=[checkpoint], **payload["kwargs"])
+
+
+def run_trial_file(payload_file: str, result_file: str) -> int:
+    """A trial process' whole job (see `run_trial_in_process`): the payload from a pickle
+    file, the metrics and the process' peak RSS into `result_file` (written whole)."""
+    try:
+        with open(payload_file, "rb") as f:
+            payload = pickle.load(f)
+        result = {"status": "ok", "metrics": train_one_trial(payload)}
+    except BaseException:  # noqa: BLE001 - everything goes back to the tuner as a failed trial
+        result = {"status": "error", "traceback": traceback.format_exc()}
+    result["peak_rss"] = peak_rss_bytes()
+    write_text_atomic(result_file, json.dumps(result))
+    return 0 if result["status"] == "ok" else 1
+
+
+def run_trial_in_process(
+    payload: dict, work_dir: str | os.PathLike, on_start=None
+) -> tuple[dict, int]:
+    """Runs one trial in a fresh Python process (`run_isolated`, which dies with this one);
+    returns (metrics, the child's peak RSS).
+
+    A process per trial hands all of a trial's memory back to the system when it ends: within
+    one process, RSS grows with every trial on TensorFlow and JAX even after `clear_session()`
+    (figures in docs/TUNING.md). The payload (hypermodel with its data, hyperparameters, fit
+    arguments) goes by a pickle file in the trial's folder, deleted afterwards. `on_start(pid)`
+    is called once the child runs.
+
+    Raises:
+        RuntimeError: the trial failed (its traceback in the message), or its process died
+            without a result.
+    """
+    work_dir = Path(work_dir)
+    payload_file = work_dir / f"payload.{os.getpid()}.pkl"
+    result_file = work_dir / f"result.{os.getpid()}.json"
+    result_file.unlink(missing_ok=True)
+    try:
+        with open(payload_file, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        child = run_isolated(TRIAL_TARGET, [payload_file, result_file], on_start=on_start)
+        if not result_file.is_file():
+            raise RuntimeError(
+                f"the trial's process died without a result (exit code {child.returncode})"
+            )
+        result = json.loads(result_file.read_text())
+    finally:
+        payload_file.unlink(missing_ok=True)
+        result_file.unlink(missing_ok=True)
+    if result["status"] != "ok":
+        raise RuntimeError(f"the trial failed in its process:\n{result['traceback']}")
+    return result["metrics"], result["peak_rss"]
+
+
+__all__ = [
+    "ResNetHyperModel",
+    "run_trial_file",
+    "run_trial_in_process",
+    "train_one_trial",
+    "trial_epochs",
+    "trial_train_config",
+]

@@ -1,0 +1,510 @@
+"""A whole search: the tuners, the search's options, `run_search` and `train_best`.
+
+Known KerasTuner problems, and what this module does about them:
+- memory growing across trials (keras-tuner 395, 873, 1031): by default every trial runs in a
+  process of its own; in process, the session is cleared and garbage collected after every
+  trial, and the RSS is logged so that growth shows;
+- resuming (439, 702, 835): KerasTuner 1.4.8 reloads its oracle; an interrupted trial runs
+  again, completed ones never do. The definition file makes sure that the reloaded oracle belongs
+  to the same search;
+- distributed hangs (645, 915): see docs/TUNING.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_resnet import data as data_lib
+from keras_resnet import training
+from keras_resnet.training import TrainConfig
+from keras_resnet.tuning.hypermodel import (
+    ResNetHyperModel,
+    run_trial_in_process,
+    trial_epochs,
+    trial_train_config,
+)
+from keras_resnet.tuning.report import best_trial, read_trials, write_report
+from keras_resnet.tuning.space import ARCHITECTURE_KEYS, SearchSpace, SearchSpaceError
+from keras_resnet.tuning.store import (
+    OBJECTIVE,
+    check_definition,
+    check_writable,
+    log_event,
+    project_path,
+    rss_bytes,
+    write_definition,
+)
+from keras_resnet.utils import (
+    OptionError,
+    check_choice,
+    check_int,
+    check_number,
+    keras_globals,
+    write_text_atomic,
+)
+
+TUNERS = ("hyperband", "bayesian", "random")
+DEFINITION_FORMAT = 2
+# TrainConfig keys that may differ between a search and its resumption: paths, speed, verbosity
+# (and the epochs, which every trial sets).
+# ResNetConfig fields that the training fills from the data.
+DATA_MODEL_KEYS = ("num_classes", "input_shape", "normalization", "data_format")
+UNCHECKED_TRAIN_KEYS = (
+    "verbose",
+    "output_dir",
+    "run_name",
+    "source_dir",
+    "data_dir",
+    "loader",
+    "epochs",
+    "steps_per_execution",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The tuners
+# --------------------------------------------------------------------------------------------
+
+
+class TrialLogging:
+    """Mixed into a KerasTuner tuner: logs every trial's start and end (with the RSS) to
+    events.jsonl, runs each trial in a process of its own (`process_per_trial`) or clears the
+    Keras session after it, and starts no trial after `max_search_seconds` (0: no limit)."""
+
+    process_per_trial = True
+    max_search_seconds = 0.0
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        # KerasTuner's hook imports tensorboard on the TensorFlow backend even when no
+        # TensorBoard callback is used; tensorboard is not a dependency of TensorFlow 2.21.
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+    def _populate_initial_space(self):
+        # KerasTuner's own builds (and here compiles) a whole model per conditional branch only
+        # to list the hyperparameters, in the search's process; the space declares them all
+        # directly, the conditional `expansion` included.
+        hp = self.oracle.get_space()
+        self.hypermodel.space.declare(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        event = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id}
+        log_event(self.project_dir, event="start", **event)
+        self.child_peak_rss = None
+        if not self.process_per_trial:
+            return super().run_trial(trial, *args, **kwargs)
+        values = trial.hyperparameters.values
+        max_epochs = kwargs.pop("epochs", None) or self.hypermodel.max_epochs
+        initial_epoch, epochs = trial_epochs(values, max_epochs)
+        parent = values.get("tuner/trial_id")  # Hyperband: continue from this trial
+        kwargs.pop("callbacks", None)
+        payload = {
+            "hp": trial.hyperparameters.get_config(),
+            "hypermodel": self.hypermodel,
+            "args": args,
+            "kwargs": {**kwargs, "epochs": epochs, "initial_epoch": initial_epoch},
+            "checkpoint": self._get_checkpoint_fname(trial.trial_id),
+            "parent_checkpoint": parent and self._get_checkpoint_fname(parent),
+            "project_dir": self.project_dir,
+            "event": event,
+        }
+        metrics, self.child_peak_rss = run_trial_in_process(
+            payload,
+            self.get_trial_dir(trial.trial_id),
+            on_start=lambda pid: log_event(self.project_dir, event="child", child_pid=pid, **event),
+        )
+        return metrics
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        # In process: KerasTuner clears the session before a build; clearing after the trial as
+        # well frees the last model between trials, and gc breaks the reference cycles
+        # (model <-> callbacks <-> History) that keep a model alive (keras-tuner 873, 1031).
+        keras.backend.clear_session()
+        gc.collect()
+        log_event(
+            self.project_dir,
+            event="end",
+            trial_id=trial.trial_id,
+            tuner_id=self.tuner_id,
+            status=str(trial.status),
+            rss=rss_bytes(),
+            child_peak_rss=getattr(self, "child_peak_rss", None),
+        )
+        # A time budget: once spent, no new trial starts (the oracle stops at max_trials).
+        elapsed = time.monotonic() - self.search_started
+        if self.max_search_seconds and elapsed > self.max_search_seconds:
+            if hasattr(self.oracle, "trials"):  # a local oracle, not a distributed worker's client
+                self.oracle.max_trials = len(self.oracle.trials)
+
+    def search(self, *args, **kwargs):
+        self.search_started = time.monotonic()
+        return super().search(*args, **kwargs)
+
+
+def tuner_class(kind: str, process_per_trial: bool = True, max_search_seconds: float = 0):
+    """KerasTuner's tuner of `kind` ('hyperband', 'bayesian', 'random') with `TrialLogging`."""
+    check_choice("tuner", kind, TUNERS)
+    base = {
+        "hyperband": keras_tuner.Hyperband,
+        "bayesian": keras_tuner.BayesianOptimization,
+        "random": keras_tuner.RandomSearch,
+    }[kind]
+    attributes = {
+        "process_per_trial": bool(process_per_trial),
+        "max_search_seconds": float(max_search_seconds),
+    }
+    return type(f"ResNet{base.__name__}", (TrialLogging, base), attributes)
+
+
+def make_tuner(
+    kind: str,
+    hypermodel,
+    *,
+    directory,
+    project_name: str,
+    max_trials: int,
+    max_epochs: int,
+    seed: int | None = None,
+    factor: int = 3,
+    process_per_trial: bool = True,
+    max_search_seconds: float = 0,
+):
+    """A KerasTuner tuner ('hyperband', 'bayesian' or 'random') maximizing val_accuracy.
+
+    With `process_per_trial` (default) every trial trains in a fresh process, so that the
+    search's memory does not grow with the number of trials. With `max_search_seconds`, no trial
+    starts once that much time has passed since `search()` began (0: no limit).
+
+    It reloads the search in `directory/project_name` when there is one (KerasTuner's
+    `overwrite=False`): completed trials are kept, an interrupted one runs again.
+    """
+    cls = tuner_class(kind, process_per_trial, max_search_seconds)
+    common = dict(
+        objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
+        seed=seed,
+        directory=os.fspath(directory),
+        project_name=project_name,
+        overwrite=False,
+    )
+    if kind != "hyperband":
+        return cls(hypermodel, max_trials=max_trials, **common)
+    tuner = cls(hypermodel, max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **common)
+    # Hyperband takes no max_trials, but its oracle honours the attribute (not part of the saved
+    # state, so it is set again on every run).
+    tuner.oracle.max_trials = max_trials
+    return tuner
+
+
+# --------------------------------------------------------------------------------------------
+# The options of a search
+# --------------------------------------------------------------------------------------------
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    """Everything a search needs besides its space. `train` is the configuration every trial
+    (and the final training) starts from: data, batch size, precision, seed and the recipe."""
+
+    tuner: str = dataclasses.field(
+        default="hyperband",
+        metadata=_help("KerasTuner algorithm (default hyperband)", choices=TUNERS),
+    )
+    max_trials: int = dataclasses.field(default=30, metadata=_help("most trials (default 30)"))
+    max_epochs: int = dataclasses.field(
+        default=9, metadata=_help("epochs of the longest trial (default 9)")
+    )
+    train_fraction: float = dataclasses.field(
+        default=1.0,
+        metadata=_help("fraction of the train set the trials train on (default 1.0)"),
+    )
+    validation_fraction: float = dataclasses.field(
+        default=0.1,
+        metadata=_help("fraction of the train set held out to score trials (default 0.1)"),
+    )
+    max_search_seconds: float = dataclasses.field(
+        default=0.0, metadata=_help("start no trial after this many seconds (0: no limit)")
+    )
+    directory: str = dataclasses.field(
+        default="runs/tuning", metadata=_help("folder of search projects (default runs/tuning)")
+    )
+    project_name: str = dataclasses.field(
+        default="search", metadata=_help("the search's folder in --directory (default search)")
+    )
+    final_epochs: int = dataclasses.field(
+        default=0,
+        metadata=_help("epochs of the best configuration on the full train set (0: skip)"),
+    )
+    output_dir: str = dataclasses.field(
+        default="saved_models", metadata=_help("folder of the final run (default saved_models)")
+    )
+    run_name: str | None = dataclasses.field(
+        default=None, metadata=_help("the final run's folder in --output-dir (tuned_<project>)")
+    )
+    process_per_trial: bool = dataclasses.field(default=True, metadata=_help("", cli=False))
+    train: TrainConfig = dataclasses.field(
+        default_factory=TrainConfig, metadata=_help("", cli=False)
+    )
+
+    def validate(self) -> None:
+        """Raises `SearchSpaceError` (its `field` names the option) for the first bad value."""
+        try:
+            check_choice("tuner", self.tuner, TUNERS)
+            for field, minimum in (("max_trials", 1), ("max_epochs", 1), ("final_epochs", 0)):
+                check_int(field, getattr(self, field), minimum)
+            check_number("max_search_seconds", self.max_search_seconds, 0)
+            check_fractions(self.train_fraction, self.validation_fraction)
+        except OptionError as error:
+            raise SearchSpaceError(error.field, str(error)) from None
+        name = self.project_name
+        if not name or os.sep in name or name in (".", ".."):
+            raise SearchSpaceError(
+                "project_name",
+                f"project_name must be a plain folder name, received project_name={name!r}",
+            )
+        self.train.validate()
+
+    def base_config(self):
+        """The `TrainConfig` that every trial (and the final training) starts from."""
+        return dataclasses.replace(self.train, tensorboard=False, track_test=False)
+
+    def definition(self, space: SearchSpace, image_shape) -> dict:
+        """What must not change between a search and its resumption (max_trials may grow)."""
+        train = self.base_config().resolve().to_dict()
+        searched = ["learning_rate", "weight_decay"]
+        searched += [
+            k for k in ("label_smoothing", "erasing") if getattr(space, f"{k}_min") is not None
+        ]
+        for key in (*UNCHECKED_TRAIN_KEYS, *searched):
+            train.pop(key, None)
+        for key in ARCHITECTURE_KEYS:
+            train["model"].pop(key)
+        return {
+            "format": DEFINITION_FORMAT,
+            "space": space.to_dict(),
+            "tuner": self.tuner,
+            "objective": OBJECTIVE,
+            "max_epochs": self.max_epochs,
+            "image_shape": list(image_shape),
+            "train_fraction": self.train_fraction,
+            "validation_fraction": self.validation_fraction,
+            "train_config": train,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# A whole search
+# --------------------------------------------------------------------------------------------
+
+
+def check_fractions(train_fraction: float, validation_fraction: float) -> None:
+    """Raises OptionError unless train_fraction is in (0, 1] and validation_fraction in (0, 1)."""
+    check_number("train_fraction", train_fraction, 0, 1, low_open=True)
+    check_number("validation_fraction", validation_fraction, 0, 1, low_open=True, high_open=True)
+
+
+def is_distributed_worker() -> bool:
+    """True in a KerasTuner worker process (KERASTUNER_ORACLE_IP set, the tuner id not chief)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
+
+
+def search_split(
+    x, y, *, train_fraction: float = 1.0, validation_fraction: float = 0.1, seed: int = 0
+):
+    """Splits a train set into the search's train and validation parts.
+
+    The validation part (`validation_fraction` of the train set) is held out first, so that it
+    does not change with `train_fraction`; the test set is never seen by the search.
+
+    Returns:
+        `(x_train, y_train), (x_val, y_val)`.
+    """
+    check_fractions(train_fraction, validation_fraction)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * validation_fraction)))
+    val, rest = order[:n_val], order[n_val:]
+    n_train = max(1, int(round(len(rest) * train_fraction)))
+    train, val = np.sort(rest[:n_train]), np.sort(val)
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
+    """Every check of a search, writing nothing: the space, the options, the folders, the data
+    and the stored definition.
+
+    Returns:
+        `(project_dir, dataset, definition, ((x_train, y_train), (x_val, y_val)))`.
+    """
+    space.validate()
+    options.validate()
+    check_writable(options.directory, "directory")
+    if options.final_epochs > 0:
+        check_writable(options.output_dir, "output_dir")
+    project_dir = project_path(options.directory, options.project_name)
+    if dataset is None:
+        train = options.train
+        dataset = data_lib.load_dataset(
+            train.dataset, source_dir=train.source_dir, loader=train.loader
+        )
+    space.check_input(dataset.image_shape)
+    definition = options.definition(space, dataset.image_shape)
+    check_definition(project_dir, definition)  # raises before anything is written
+    split = search_split(
+        dataset.x_train,
+        dataset.y_train,
+        train_fraction=options.train_fraction,
+        validation_fraction=options.validation_fraction,
+        seed=options.train.seed,
+    )
+    n_train, batch_size = len(split[0][0]), options.train.batch_size
+    if batch_size > n_train:
+        raise SearchSpaceError(
+            "batch_size",
+            f"batch_size must be at most the {n_train} images trials train on, "
+            f"received batch_size={batch_size}",
+        )
+    return project_dir, dataset, definition, split
+
+
+def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> dict:
+    """Runs (or resumes) a search, writes its report, and trains the best configuration.
+
+    Every check happens before anything is written: an invalid space or option, an unwritable
+    directory, or a directory that holds another search raises and leaves it as it was. Keras'
+    global dtype policy, distribution and image data format are as before, also on error.
+
+    In KerasTuner's distributed mode (KERASTUNER_TUNER_ID, _ORACLE_IP, _ORACLE_PORT) the chief
+    serves the oracle, then reports and trains the best; workers run trials and return.
+
+    Args:
+        space: the search space.
+        options: the search's options.
+        dataset: a `keras_resnet.data.Dataset` (default: load `options.train.dataset`).
+
+    Returns:
+        A summary: project directory, trial counts, best trial, report folder, and the final
+        run's metrics when `options.final_epochs` > 0.
+    """
+    with keras_globals():
+        project_dir, dataset, definition, split = prepare_search(space, options, dataset)
+        (x_train, y_train), (x_val, y_val) = split
+        write_definition(project_dir, definition)
+        search_data = dataclasses.replace(dataset, x_train=x_train, y_train=y_train)
+        hypermodel = ResNetHyperModel(
+            space, options.base_config(), search_data, max_epochs=options.max_epochs
+        )
+        tuner = make_tuner(
+            options.tuner,
+            hypermodel,
+            directory=options.directory,
+            project_name=options.project_name,
+            max_trials=options.max_trials,
+            max_epochs=options.max_epochs,
+            seed=options.train.seed,
+            process_per_trial=options.process_per_trial,
+            max_search_seconds=options.max_search_seconds,
+        )
+        tuner.search(
+            x_train,
+            training.one_hot(y_train, dataset.num_classes),
+            validation_data=(x_val, training.one_hot(y_val, dataset.num_classes)),
+            epochs=options.max_epochs,
+            verbose=options.train.verbose,
+        )
+        summary: dict = {"project_dir": str(project_dir)}
+        if is_distributed_worker():
+            return summary
+        summary.update(write_report(project_dir))
+        if options.final_epochs > 0 and summary["best"] is not None:
+            summary["final"] = train_best(project_dir, options, dataset=dataset)
+        return summary
+
+
+def final_config(best, options: SearchOptions, project_dir: str | os.PathLike):
+    """The final run's `TrainConfig`: the best trial's values over the base configuration, the
+    recipe's own warmup, `final_epochs` on the whole train set (no validation part)."""
+    run_name = options.run_name or f"tuned_{Path(project_dir).name}"
+    config = trial_train_config(options.base_config().resolve(), best.values)
+    return dataclasses.replace(
+        config,
+        epochs=max(1, options.final_epochs),
+        val_size=0,
+        run_name=run_name,
+        output_dir=os.path.join(options.output_dir, run_name),
+        track_test=True,
+    ).resolve()
+
+
+def same_run(stored: dict, config: TrainConfig) -> bool:
+    """Whether a run folder's config.json (whose model the training completed from the data:
+    classes, shape, normalization) holds `config`."""
+    ours = config.to_dict()
+    for values in (stored, ours):
+        for key in DATA_MODEL_KEYS:
+            values.get("model", {}).pop(key, None)
+    return stored == ours
+
+
+def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, dataset=None) -> dict:
+    """Trains the best trial's configuration on the full train set with
+    `keras_resnet.training.train` (epochs: `options.final_epochs`), into
+    `<output_dir>/<run_name>/` (default run name `tuned_<project_name>`), a run folder that
+    `keras-resnet export` takes. A finished run with the same configuration is not trained
+    again; an interrupted one resumes (the training pipeline's BackupAndRestore).
+
+    Returns:
+        The run's metrics (metrics.json), plus the trial id and search directory.
+    """
+    best = best_trial(read_trials(project_dir))
+    if best is None:
+        raise ValueError(f"no completed trial in {project_dir}")
+    config = final_config(best, options, project_dir)
+    out = Path(config.output_dir)
+    metrics_file, config_file = out / "metrics.json", out / "config.json"
+    if metrics_file.is_file() and config_file.is_file() and not (out / "backup").exists():
+        if same_run(json.loads(config_file.read_text()), config):
+            metrics = json.loads(metrics_file.read_text())
+            return {**metrics, "trial_id": best.trial_id, "reused": True}
+    with keras_globals():
+        metrics = training.train(config, dataset=dataset)
+    origin = {
+        "trial_id": best.trial_id,
+        "search_dir": os.fspath(project_dir),
+        "val_accuracy": best.val_accuracy,
+        "hyperparameters": best.values,
+    }
+    write_text_atomic(out / "tuning.json", json.dumps(origin, indent=2, default=str) + "\n")
+    return {**metrics, "trial_id": best.trial_id}
+
+
+__all__ = [
+    "TUNERS",
+    "SearchOptions",
+    "TrialLogging",
+    "check_fractions",
+    "final_config",
+    "is_distributed_worker",
+    "make_tuner",
+    "prepare_search",
+    "run_search",
+    "same_run",
+    "search_split",
+    "train_best",
+    "tuner_class",
+]
