@@ -5,6 +5,7 @@ No timing assertions: the figures depend on the machine. Tiny models (width 0.25
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 
 from keras_resnet import benchmark, count_flops, get_model
+from keras_resnet.benchmark import SuiteOptions, parse_model_spec, run_suite
+from keras_resnet.cli import benchmark as cli_benchmark
+from keras_resnet.utils import OptionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
 TINY = [
     "--models",
     "resnet18",
@@ -207,6 +210,7 @@ def test_torchvision_peer_is_sane():
     assert result.mfu == pytest.approx(3e6 * result.img_per_s / 1e12)
 
 
+@pytest.mark.slow
 def test_pipeline_runs_through_the_training_module(tmp_path):
     from keras_resnet import data as data_lib
 
@@ -231,11 +235,26 @@ def test_pipeline_runs_through_the_training_module(tmp_path):
     assert result.path == "pipeline" and result.data == "real:random"
     assert result.img_per_s > 0 and math.isfinite(result.img_per_s)
     assert result.img_per_s * result.step_ms / 1e3 == pytest.approx(16)
+    # The label names the layers the pipeline uses (it once said RandomTranslation).
+    assert "RandomPadCrop, RandomFlip, RandomErasing" in result.notes[0]
+
+
+TINY_OPTIONS = dict(
+    models=("resnet18",),
+    image_size=32,
+    batch_size=4,
+    num_classes=10,
+    steps=2,
+    warmup=1,
+    precision="float32",
+    peers=(),
+    model_options={"width": 0.25, "stem": "cifar"},
+)
 
 
 def test_script_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert _script_main()([*TINY, "--peers", "none", "--json", str(out)]) == 0
+    assert cli_benchmark.main([*TINY, "--peers", "none", "--json", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "img/s" in stdout and "resnet18" in stdout
     record = json.loads(out.read_text())
@@ -248,40 +267,208 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
         assert r["img_per_s"] > 0 and math.isfinite(r["img_per_s"])
         assert r["batch_size"] == 4 and r["input_shape"] == [32, 32, 3]
     assert record["ratios"] == []  # no peers
-
-
-def _script_main():
-    """scripts/benchmark.py as a module, to call its main() in this process (no re-import)."""
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    # Written whole through a temporary file in the same folder: nothing else is left there.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--batch-size", "0"], "batch_size must be an integer >= 1, received batch_size=0"),
-        (["--width", "0"], "width must be a number > 0, received width=0"),
+        (["--width", "0"], "argument --width: width must be a number > 0, received width=0.0"),
         (["--data", "synthetic", "--paths", "pipeline"], "the 'pipeline' path needs real data"),
-        (["--peers", "mxnet"], "'mxnet' is not one of"),
+        (["--peers", "mxnet"], "argument --peers: 'mxnet' is not one of"),
+        (["--data", "nowhere"], "argument --data: data must be one of"),
+        (["--models", "resnet18:widht=2"], "unknown model option 'widht' in 'resnet18:widht=2'"),
+        (["--models", "resnet18:width=wide"], "width must be float, received width='wide'"),
+        (["--data", "folder:/nonexistent"], "dataset folder not found"),
     ],
 )
 def test_script_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _script_main()([*TINY, "--peers", "none", *args])
+        cli_benchmark.main([*TINY, "--peers", "none", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_script_starts_on_tensorflow_with_torchvision_installed():
+    # torchvision imported after TensorFlow segfaults: the command must import it first.
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--models" in proc.stdout and "--width" in proc.stdout and "--peers" in proc.stdout
+
+
+def test_folder_data_without_the_folder_pipeline_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(benchmark.suite, "FOLDER_SOURCE", ("keras_resnet.data.absent", "load"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_benchmark.main([*TINY, "--peers", "none", "--data", "folder:/data/images"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "keras-resnet benchmark: error: argument --data: --data folder:PATH is not available: "
+        "this keras_resnet has no keras_resnet.data.absent.load (the image-folder pipeline)"
+    )
+
+
+def test_folder_data_is_measured_beside_synthetic(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    options = SuiteOptions(
+        **{**TINY_OPTIONS, "data": f"folder:{tmp_path}", "inference": False, "num_classes": 2}
+    )
+    results, info, ratio_rows = run_suite(options, on_result=lambda r: None)
+    assert [r.data for r in results] == ["synthetic", f"real:{tmp_path.name}"]
+    assert info["dataset"]["train_images"] == 8
+    assert results[1].input_shape == (32, 32, 3)
+    assert len(ratio_rows) == 1  # real over synthetic
+
+
+def test_unknown_model_option_lists_the_known_ones():
+    with pytest.raises(OptionError) as info:
+        parse_model_spec("resnet50:fused=1")
+    text = str(info.value)
+    assert "unknown model option 'fused'" in text and "stride_in" in text and "width" in text
+    assert len(text.splitlines()) == 1
+
+
+def test_model_spec_values_take_the_field_types():
+    spec = parse_model_spec("resnet50:stride_in=1x1,width=0.5,groups=2,zero_init_residual=true")
+    assert spec.name == "resnet50"
+    assert spec.label == "resnet50[stride_in=1x1,width=0.5,groups=2,zero_init_residual=true]"
+    assert spec.overrides == {
+        "stride_in": "1x1",
+        "width": 0.5,
+        "groups": 2,
+        "zero_init_residual": True,
+    }
+    assert type(spec.overrides["width"]) is float and type(spec.overrides["groups"]) is int
+    assert parse_model_spec("resnet18:expansion=none").overrides == {"expansion": None}
+
+
+def test_unwritable_json_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    # Tests run as root: only a path under a regular file is unwritable for certain.
+    blocker = tmp_path / "f.txt"
+    blocker.write_text("not a folder")
+    ran = []
+    monkeypatch.setattr(benchmark.suite, "run_suite", lambda *a, **k: ran.append(1))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_benchmark.main([*TINY, "--peers", "none", "--json", str(blocker / "out.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-resnet benchmark: error: argument --json: cannot write there")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ran == [] and blocker.read_text() == "not a folder"
+
+
+def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    out.write_text('{"previous": true}')
+
+    def broken_dumps(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    result = benchmark.Result(
+        "m",
+        "x",
+        "train",
+        "compiled",
+        "synthetic",
+        "float32",
+        4,
+        (32, 32, 3),
+        1.0,
+        1.0,
+        (1.0, 1.0),
+        1,
+    )
+    monkeypatch.setattr(benchmark.suite, "run_suite", lambda options: ([result], {}, []))
+    monkeypatch.setattr(cli_benchmark.json, "dumps", broken_dumps)
+    with pytest.raises(RuntimeError, match="disk full"):
+        cli_benchmark.main([*TINY, "--peers", "none", "--json", str(out)])
+    assert out.read_text() == '{"previous": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
+def test_suite_options_come_from_the_command_line():
+    parser = cli_benchmark.make_parser()
+    args = parser.parse_args(
+        [
+            *TINY,
+            "--peers",
+            "none",
+            "--paths",
+            "compiled,fit",
+            "--no-inference",
+            "--data",
+            "folder:/data/images",
+        ]
+    )
+    options = cli_benchmark.options_from_args(args)
+    assert options.paths == ("compiled", "fit") and options.peers == ()
+    assert options.inference is False and options.folder == "/data/images"
+    assert options.model_options == {"width": 0.25, "stem": "cifar"}
+    assert options.models == ("resnet18",) and options.batch_size == 4
+    # Untyped options keep the dataclass's defaults.
+    assert options.devices == SuiteOptions().devices == 1
+    help_text = parser.format_help()
+    for flag in ("--block", "--width", "--expansion", "--stem", "--stride-in", "--groups"):
+        assert flag in help_text
+
+
+def test_suite_restores_the_dtype_policy(capsys):
+    before = keras.config.dtype_policy().name
+    assert before == "float32"
+    options = SuiteOptions(**{**TINY_OPTIONS, "precision": "mixed_bfloat16", "paths": ()})
+    results, info, ratio_rows = run_suite(options, on_result=lambda r: None)
+    assert [(r.task, r.precision) for r in results] == [("infer", "mixed_bfloat16")]
+    assert keras.config.dtype_policy().name == before
+    # Also on error: a failure inside the suite, after the policy was set.
+    bad = dataclasses.replace(options, steps=1)
+    object.__setattr__(bad, "steps", 0)  # past validation, so that the measurement fails
+    with pytest.raises(ValueError):
+        run_suite(bad, on_result=lambda r: None)
+    assert keras.config.dtype_policy().name == before
+
+
+def test_variants_need_the_checkout(monkeypatch):
+    monkeypatch.setitem(sys.modules, "experiments", None)
+    monkeypatch.setitem(sys.modules, "experiments.variants", None)
+    options = SuiteOptions(**{**TINY_OPTIONS, "variants": ("keras-bn",)})
+    with pytest.raises(OptionError, match="--variants needs experiments.variants"):
+        run_suite(options, on_result=lambda r: None)
+
+
+@pytest.fixture
+def variants(monkeypatch):
+    """experiments/variants.py of this checkout (not an installed module)."""
+    monkeypatch.syspath_prepend(ROOT)
+    from experiments import variants
+
+    return variants
 
 
 @pytest.mark.parametrize(
-    "variants",
+    "names",
     [["keras-bn"], ["bn-bf16-apply"], ["shifted-maxpool"], ["keras-bn", "shifted-maxpool"]],
 )
-def test_layer_variants_compute_the_same_function(variants):
+def test_layer_variants_compute_the_same_function(variants, names):
     model = get_model("resnet18", width=0.25, input_shape=(64, 64, 3), num_classes=10)
-    variant = benchmark.with_variants(model, variants)
+    variant = variants.with_variants(model, names)
     variant.set_weights(model.get_weights())
     x = np.random.default_rng(0).standard_normal((4, 64, 64, 3)).astype("float32")
     for training in (False, True):
@@ -295,13 +482,20 @@ def test_layer_variants_compute_the_same_function(variants):
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-5
         )
     with pytest.raises(ValueError, match="variant must be one of"):
-        benchmark.with_variants(model, ["fused"])
+        variants.with_variants(model, ["fused"])
     with pytest.raises(ValueError, match="exclude each other"):
-        benchmark.with_variants(model, ["keras-bn", "bn-bf16-apply"])
+        variants.with_variants(model, ["keras-bn", "bn-bf16-apply"])
 
 
+def test_suite_runs_a_variant_from_the_checkout(variants, capsys):
+    options = SuiteOptions(**{**TINY_OPTIONS, "variants": ("keras-bn",), "paths": ()})
+    results, _, _ = run_suite(options, on_result=lambda r: None)
+    assert [r.name for r in results] == ["resnet18+keras-bn"]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="data parallelism here is JAX's")
-@pytest.mark.parametrize("sync", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sync", [False, True])
 def test_data_parallel_on_two_host_devices(tmp_path, sync):
     out = tmp_path / "dp.json"
     env = {
@@ -311,7 +505,14 @@ def test_data_parallel_on_two_host_devices(tmp_path, sync):
     }
     args = [*TINY, "--peers", "none", "--devices", "2", "--no-inference", "--json", str(out)]
     proc = subprocess.run(
-        [sys.executable, SCRIPT, *args, *(["--sync-batch-norm"] if sync else [])],
+        [
+            sys.executable,
+            "-m",
+            "keras_resnet",
+            "benchmark",
+            *args,
+            *(["--sync-batch-norm"] if sync else []),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

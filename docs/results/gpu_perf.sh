@@ -7,6 +7,9 @@
 # Env: OUT, PY. Each benchmark is its own process; JSON + table per run go to $OUT.
 set -u
 OUT=${OUT:-/tmp/perf_out}; PY=${PY:-python3}; mkdir -p "$OUT"
+# Run from the checkout's root, on the path: the scripts are thin shims over the package, and
+# --variants come from experiments/variants.py of the checkout (not installed).
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo cpu) | tee "$OUT/device.txt"
 B="$PY scripts/benchmark.py --batch-size 256 --image-size 224 --precision mixed_bfloat16 --warmup 3"
 run() {

@@ -7,6 +7,8 @@
 set -u
 BUDGET=${BUDGET:-500}; MAX_EPOCHS=${MAX_EPOCHS:-100}; PROBE_SIZE=${PROBE_SIZE:-25600}
 OUT=${OUT:-/tmp/gpu_out}; EXTRA=${EXTRA:-}; PY=${PY:-python3}
+# The scripts are thin shims over the package: run from the checkout's root, which goes on the path.
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 START=$(date +%s)
 mkdir -p "$OUT"
 export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache  # the main run reuses the probe's compilations

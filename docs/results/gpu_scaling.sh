@@ -5,6 +5,8 @@
 # batch norm over the global batch (--sync-batch-norm, XLA SPMD). Env: OUT, PY.
 set -u
 OUT=${OUT:-/tmp/scaling_out}; PY=${PY:-python3}; mkdir -p "$OUT"
+# The scripts are thin shims over the package: run from the checkout's root, which goes on the path.
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo cpu) | tee "$OUT/device.txt"
 B="$PY scripts/benchmark.py --models resnet50 --batch-size 256 --image-size 224 --precision mixed_bfloat16 --warmup 3 --no-inference --steps 32 --steps-per-execution 4 --peers none"
 run() {

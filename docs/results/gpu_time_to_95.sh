@@ -9,6 +9,8 @@
 # XLA's persistent cache: a repeated configuration measures a warm start.
 set -u
 OUT=${OUT:-/tmp/t95_out}; PY=${PY:-python3}; mkdir -p "$OUT"
+# The scripts are thin shims over the package: run from the checkout's root, which goes on the path.
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 RUNS=${RUNS:-"30:256:0.2 40:256:0.2 30:512:0.4"}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo cpu) | tee "$OUT/device.txt"
 COMMON="--source-dir .data/fashion-mnist --precision mixed_bfloat16 --steps-per-execution 8 --verbose 2 --no-tensorboard"
