@@ -1,16 +1,22 @@
 """Training: a short fit that learns, the optimizer recipe, the run folder, NaN handling, resume
-after SIGKILL, and the command line's one-line errors. Tiny widths on a synthetic IDX dataset."""
+after SIGKILL, portable artifacts, Keras' global state, and the command line (`--config`, one-line
+errors). Tiny widths on a synthetic IDX dataset."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
+import queue
 import signal
+import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import keras
@@ -19,13 +25,44 @@ import pytest
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
+from keras_resnet.cli import train as train_cli
+from keras_resnet.config import ResNetConfig
+from keras_resnet.models import build_model as build_resnet
 from keras_resnet.training import TrainConfig
+from keras_resnet.utils import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_data import make_idx_folder  # noqa: E402
-
 BACKEND = keras.backend.backend()
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A gzip-compressed IDX file of unsigned bytes (as tests/test_data.py writes them)."""
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes(), compresslevel=1))
+
+
+def make_idx_folder(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Four IDX files of 28x28 images whose class k has a bright vertical stripe at column 2k+4."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 4:24, 2 * k + 4 : 2 * k + 6] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return folder
+
+
+def keras_state() -> tuple:
+    """Keras' global settings that a run may change and must restore."""
+    return (
+        keras.config.dtype_policy().name,
+        keras.distribution.distribution(),
+        keras.config.image_data_format(),
+    )
 
 
 def tiny(tmp_path: Path, **overrides) -> TrainConfig:
@@ -45,7 +82,7 @@ def tiny(tmp_path: Path, **overrides) -> TrainConfig:
         tensorboard=False,
     )
     options.update(overrides)
-    return TrainConfig(**options)
+    return TrainConfig.create(**options)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +102,7 @@ def read_csv(path: Path) -> list[dict]:
 
 def test_config_resolves_defaults():
     config = TrainConfig().resolve()
-    assert config.model == "resnet18" and config.stem == "cifar"
+    assert config.model == ResNetConfig.named("resnet18", stem="cifar")
     assert config.learning_rate == pytest.approx(0.1 * 256 / 128)
     assert config.weight_decay == pytest.approx(5e-3)  # decoupled; = L2 5e-4 under momentum 0.9
     assert config.output_dir == os.path.join("saved_models", "resnet18_fashion_mnist")
@@ -81,17 +118,51 @@ def test_config_resolves_defaults():
         ("precision", "float16", "precision must be one of"),
         ("epochs", 0, "epochs must be an integer >= 1, received epochs=0"),
         ("batch_size", -4, "batch_size must be an integer >= 1"),
-        ("label_smoothing", 1.0, "label_smoothing must be in"),
+        ("label_smoothing", 1.0, r"label_smoothing must be a number in \[0, 1\)"),
         ("val_size", -1, "val_size must be an integer >= 0"),
+        ("warmup_epochs", float("inf"), "warmup_epochs must be a number >= 0, received .*inf"),
+        ("width", float("inf"), "width must be a number > 0, received width=inf"),
+        ("stem", "big", "stem must be one of"),
+        ("no_such_option", 1, "unknown training option"),
     ],
 )
 def test_config_errors_name_the_option(field, value, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**{field: value}).validate()
+    with pytest.raises(OptionError, match=message) as info:
+        TrainConfig.create(**{field: value})
+    assert info.value.field == field
+
+
+def test_config_round_trips_and_reads_the_old_flat_form():
+    config = TrainConfig.create(model="resnet50", width=0.5, dropout_rate=0.2, epochs=7).resolve()
+    assert config.model.block == "bottleneck" and config.model.stem == "cifar"
+    assert config.run_name == "resnet50_fashion_mnist"
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # config.json as written before the model was a ResNetConfig: run folders still resume.
+    old = {**{k: v for k, v in config.to_dict().items() if k != "model"}, "model": "resnet50"}
+    old.update(block=None, width=0.5, expansion=None, stem="cifar", stride_in=None, groups=None)
+    old.update(width_per_group=None, zero_init_residual=False, dropout_rate=0.2)
+    assert TrainConfig.from_dict(old) == config
+    # Another architecture by name keeps the other model options.
+    other = TrainConfig.create(base=config, model="resnext50_32x4d")
+    assert (other.model.groups, other.model.width, other.model.stem) == (32, 0.5, "cifar")
+    assert TrainConfig(model="resnet34").model == ResNetConfig.named("resnet34", stem="cifar")
+
+
+def test_split_validation_is_the_seeded_split_of_earlier_runs():
+    images, labels = np.arange(50) * 10, np.arange(50)
+    (x, y), (x_val, y_val) = training.split_validation(images, labels, 10, seed=3)
+    # The held-out images of runs made before the split moved to data.split: resumes agree.
+    order = np.random.default_rng(3 + 1).permutation(50)
+    np.testing.assert_array_equal(y_val, np.sort(order[:10]))
+    np.testing.assert_array_equal(y, np.sort(order[10:]))
+    np.testing.assert_array_equal(x, y * 10)
+    assert training.split_validation(images, labels, 0, seed=3) == ((images, labels), None)
+    with pytest.raises(OptionError, match="val_size must be smaller than the 50 training images"):
+        training.split_validation(images, labels, 50, seed=3)
 
 
 def test_optimizer_schedule_and_weight_decay_exclusions(stripes):
-    config = TrainConfig(width=0.125, epochs=10, warmup_epochs=2, learning_rate=0.4)
+    config = TrainConfig.create(width=0.125, epochs=10, warmup_epochs=2, learning_rate=0.4)
     model = training.build_model(config, stripes)
     optimizer = training.build_optimizer(config, steps_per_epoch=100, model=model)
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
@@ -112,7 +183,7 @@ def test_optimizer_schedule_and_weight_decay_exclusions(stripes):
 
 
 def test_model_takes_raw_pixels_and_augments_only_in_training(stripes):
-    config = TrainConfig(width=0.125, seed=0)
+    config = TrainConfig.create(width=0.125, seed=0)
     model = training.build_model(config, stripes)
     names = [layer.name for layer in model.layers]
     assert names[:3] == ["image", "augment", "normalize"]
@@ -152,13 +223,21 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
     assert float(history[-1]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
     assert json.loads((run / "metrics.json").read_text()) == metrics
     saved_config = json.loads((run / "config.json").read_text())
-    assert saved_config == json.loads(json.dumps(vars(config.resolve())))
+    resolved = config.resolve()
+    built = resolved.model.replace(
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        normalization=tuple(map(tuple, data_lib.channel_stats(stripes.x_train))),
+        data_format="channels_last",
+    )
+    assert TrainConfig.from_dict(saved_config) == TrainConfig.create(base=resolved, model=built)
     for name in ("model.keras", "curves.png", "checkpoints/best.keras"):
         assert (run / name).stat().st_size > 0
     assert not (run / "backup").exists()  # removed once the run is complete
     # model.keras: plain Keras layers, raw pixels in, the test accuracy out.
     model = keras.saving.load_model(run / "model.keras")
     assert "augment" not in [layer.name for layer in model.layers]
+    assert not [layer for layer in model.layers if "keras_resnet" in type(layer).__module__]
     predictions = model.predict(stripes.x_test.astype("float32"), verbose=0)
     accuracy = float(np.mean(predictions.argmax(-1) == stripes.y_test))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
@@ -170,13 +249,20 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
     [pytest.param("mixed_bfloat16", marks=pytest.mark.slow), "mixed_float16"],
 )
 def test_mixed_precision_fit(tmp_path, stripes, precision):
+    """Also: Keras' global settings are restored when train() returns (on error:
+    test_train_restores_keras_globals_on_error)."""
     small = data_lib.subset(stripes, 96, 32)
     config = tiny(tmp_path, precision=precision, epochs=1, val_size=32, xla="off")
     seen = keras.callbacks.LambdaCallback()
     seen.on_train_begin = lambda logs=None: setattr(seen, "optimizer", seen.model.optimizer)
-    metrics = training.train(config, dataset=small, callbacks=[seen])
+    keras.config.set_image_data_format("channels_first")  # the run works in channels_last
+    try:
+        before = keras_state()
+        metrics = training.train(config, dataset=small, callbacks=[seen])
+        assert keras_state() == before
+    finally:
+        keras.config.set_image_data_format("channels_last")
     assert metrics["precision"] == precision and np.isfinite(metrics["test_loss"])
-    assert keras.config.dtype_policy().name == "float32"  # restored after the run
     model = keras.saving.load_model(Path(config.output_dir) / "model.keras")
     assert model.get_layer("conv1_conv").compute_dtype == precision.split("_")[1]
     assert model.get_layer("predictions").compute_dtype == "float32"
@@ -189,7 +275,7 @@ def test_quick_preset():
     options = training.preset("quick")
     assert options["width"] == 0.25 and options["epochs"] == 3 and options["augment"] is False
     assert training.preset("default") == {}
-    with pytest.raises(ValueError, match="preset must be one of"):
+    with pytest.raises(OptionError, match="preset must be one of"):
         training.preset("fast")
 
 
@@ -232,29 +318,19 @@ def test_nan_loss_stops_and_keeps_the_best_checkpoint(tmp_path, stripes):
 # --- the command line ---
 
 
-def run_script(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "KERAS_BACKEND": BACKEND,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **popen,
-    )
+@pytest.fixture(scope="module")
+def stripes_folder(tmp_path_factory) -> Path:
+    return make_idx_folder(tmp_path_factory.mktemp("idx") / "fashion-mnist", 600, 100)
 
 
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The script's own error line (TensorFlow's import-time log lines aside)."""
-    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py: error")]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+def cli_error(capsys, argv: list[str]) -> str:
+    """`keras-resnet train argv` in this process: exit status 2 and one error line."""
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="the flag checks do not depend on the backend")
@@ -264,64 +340,124 @@ def error_line(result: subprocess.CompletedProcess) -> str:
         (["--model", "resnet19"], "--model"),
         (["--optimizer", "lamb"], "--optimizer"),
         (["--epochs", "0"], "--epochs"),
+        (["--warmup-epochs", "inf"], "--warmup-epochs"),
+        (["--width", "inf"], "--width"),
+        (["--width", "0"], "--width"),
         (["--dataset", "no_such_dataset"], "--dataset"),
         (["--batch-size", "1000", "--train-size", "300", "--val-size", "0"], "--batch-size"),
         (["--output-dir", "/proc/no/such/dir"], "--output-dir"),
+        (["--config", "/no/such/config.json"], "--config"),
     ],
 )
-def test_bad_flags_give_one_line_errors(tmp_path, args, flag, stripes_folder):
+def test_bad_flags_give_one_line_errors(tmp_path, capsys, args, flag, stripes_folder):
     common = ["--source-dir", str(stripes_folder), "--loader", "idx", "--width", "0.125"]
     if "--dataset" in args:
         common.remove("idx"), common.remove("--loader")
     if "--output-dir" not in args:
         common += ["--output-dir", str(tmp_path / "run")]
-    result = run_script(*args, *common)
+    line = cli_error(capsys, [*common, *args])
+    assert line.startswith(f"keras-resnet train: error: argument {flag}: "), line
+    assert not (tmp_path / "run" / "config.json").exists()  # the folder is left as it was
+
+
+def test_bad_config_files_name_the_file(tmp_path, capsys):
+    empty, text, bad = tmp_path / "empty.json", tmp_path / "text.json", tmp_path / "bad.json"
+    empty.write_text("")
+    text.write_text("[1, 2]")
+    bad.write_text(json.dumps({"epochs": 0}))
+    for path, reason in (
+        (empty, "config must be a readable JSON file"),
+        (text, "config must hold a JSON object"),
+        (bad, "epochs must be an integer >= 1, received epochs=0"),
+    ):
+        line = cli_error(capsys, ["--config", str(path)])
+        assert line.startswith("keras-resnet train: error: argument --config: "), line
+        assert str(path) in line and reason in line, line
+
+
+def test_config_file_precedence(tmp_path):
+    """defaults < --preset < --config FILE < the flags typed."""
+    file = tmp_path / "config.json"
+    file.write_text(json.dumps({"epochs": 7, "batch_size": 64, "model": {"width": 0.5}}))
+    parser = train_cli.make_parser()
+    args = parser.parse_args(["--preset", "quick", "--config", str(file), "--batch-size", "32"])
+    config = train_cli.config_from_args(args)
+    assert config.epochs == 7  # the file over the preset's 3
+    assert config.model.width == 0.5  # the file over the preset's 0.25
+    assert config.batch_size == 32  # the flag over the file
+    assert config.augment is False and config.label_smoothing == 0.0  # the preset's
+    assert config.momentum == 0.9 and config.model.stem == "cifar"  # the defaults
+    # A whole run's config.json is the same config again; --model keeps the other options.
+    full = TrainConfig.create(model="resnet34", width=0.25, epochs=5, output_dir="x").resolve()
+    file.write_text(json.dumps(full.to_dict()))
+    assert train_cli.config_from_args(parser.parse_args(["--config", str(file)])) == full
+    args = parser.parse_args(["--config", str(file), "--model", "resnet50", "--stem", "imagenet"])
+    config = train_cli.config_from_args(args)
+    assert (config.model.block, config.model.width, config.model.stem) == (
+        "bottleneck",
+        0.25,
+        "imagenet",
+    )
+    assert (config.epochs, config.output_dir) == (5, "x")
+
+
+def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="the flag checks do not depend on the backend")
+def test_script_is_the_same_command(tmp_path):
+    """scripts/train.py (a shim over keras_resnet.cli.train): its errors still read
+    'train.py: error: argument --flag: ...', exit status 2, no traceback."""
+    result = run_script("--epochs", "0", "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 2
-    line = error_line(result)
-    assert line.startswith(f"train.py: error: argument {flag}: "), line
-
-
-@pytest.fixture(scope="module")
-def stripes_folder(tmp_path_factory) -> Path:
-    return make_idx_folder(tmp_path_factory.mktemp("idx") / "fashion-mnist", 600, 100)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py: error")]
+    assert lines == [
+        "train.py: error: argument --epochs: epochs must be an integer >= 1, received epochs=0"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- resume after SIGKILL ---
 
 
+def output_lines(process: subprocess.Popen) -> queue.Queue:
+    """The process's output lines, read by a thread as they come."""
+    lines: queue.Queue = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+@pytest.mark.slow
 def test_sigkill_then_same_command_resumes(tmp_path, stripes_folder):
-    """Kill the process in the middle of epoch 2 (epoch 1's backup written), rerun the same
-    command: it continues from the last completed epoch and ends after the same 4 epochs."""
+    """Kill the process once epoch 2 has begun (epoch 1's backup written: epoch-end callbacks
+    all run before the next epoch's 'Epoch 2/4' line), rerun the same command: it continues
+    from the last completed epoch and ends after the same 4 epochs."""
     out = tmp_path / "run"
     command = [
-        "--source-dir",
-        str(stripes_folder),
-        "--loader",
-        "idx",
-        "--width",
-        "0.125",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "16",
-        "--val-size",
-        "100",
-        "--no-augment",
-        "--learning-rate",
-        "0.05",
-        "--warmup-epochs",
-        "0",
-        "--no-tensorboard",
-        "--verbose",
-        "2",
-        "--output-dir",
-        str(out),
+        *("--source-dir", str(stripes_folder), "--loader", "idx", "--width", "0.125"),
+        *("--epochs", "4", "--batch-size", "16", "--val-size", "100", "--no-augment"),
+        *("--learning-rate", "0.05", "--warmup-epochs", "0", "--no-tensorboard"),
+        *("--verbose", "2", "--output-dir", str(out)),
     ]
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
         "KERAS_BACKEND": BACKEND,
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONUNBUFFERED": "1",
     }
     metadata = out / "backup" / "training_metadata.json"
     process = subprocess.Popen(
@@ -331,21 +467,20 @@ def test_sigkill_then_same_command_resumes(tmp_path, stripes_folder):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 240
+    lines, seen = output_lines(process), []
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if json.loads(metadata.read_text())["epoch"] >= 1:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            if line is None or line.startswith("Epoch 2/4"):
+                break
+            seen.append(line)
         assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.3)  # well inside epoch 2 (an epoch of 32 steps takes seconds)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
-        first_output = process.communicate()[0]
+        process.wait()
+    first_output = "".join(seen)
     assert process.returncode == -signal.SIGKILL
     completed = json.loads(metadata.read_text())["epoch"]
     assert 1 <= completed < 4
@@ -363,6 +498,124 @@ def test_sigkill_then_same_command_resumes(tmp_path, stripes_folder):
     assert not (out / "backup").exists()
     # Wall time adds up over both sessions.
     assert metrics["wall_time_s"] >= float(history[completed - 1]["elapsed_s"])
+
+
+# --- portable artifacts ---
+
+LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+    """
+    import sys
+    import keras, numpy
+    model = keras.saving.load_model(sys.argv[1])
+    numpy.save(sys.argv[3], model.predict(numpy.load(sys.argv[2]), verbose=0))
+    assert "keras_resnet" not in sys.modules, "keras_resnet was imported"
+    print("layers:", len(model.layers))
+    """
+)
+
+
+class KeepModel(keras.callbacks.Callback):
+    """Keeps a reference to the model being trained."""
+
+
+@pytest.mark.slow
+def test_model_keras_loads_without_keras_resnet(tmp_path, stripes):
+    """model.keras of a run loads in a process that never imports keras_resnet, with the
+    trained model's outputs (float32: max|diff| <= 1e-6); config.json's model rebuilds the same
+    architecture, and the file's weights fit it."""
+    small = data_lib.subset(stripes, 300, 64)
+    kept = KeepModel()
+    config = tiny(tmp_path, width=0.25, epochs=1, val_size=0, augment=True, flip=True)
+    training.train(config, dataset=small, callbacks=[kept])
+    run = Path(config.output_dir)
+    x = small.x_test.astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = kept.model.predict(x, verbose=0)
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOAD_WITHOUT_PACKAGE,
+            str(run / "model.keras"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        env=env,
+        cwd=tmp_path,  # not the checkout, whose keras_resnet/ would be importable
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = np.load(tmp_path / "y.npy")
+    assert np.max(np.abs(loaded - expected)) <= 1e-6
+
+    saved = json.loads((run / "config.json").read_text())
+    rebuilt = build_resnet(ResNetConfig.from_dict(saved["model"]))
+    model = keras.saving.load_model(run / "model.keras")
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in model.layers]
+    assert rebuilt.count_params() == model.count_params()
+    rebuilt.set_weights(model.get_weights())
+    model.save_weights(tmp_path / "run.weights.h5")
+    rebuilt.load_weights(tmp_path / "run.weights.h5")
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), expected, atol=1e-6)
+
+
+# --- Keras' global state ---
+
+
+class Boom(keras.callbacks.Callback):
+    """Records Keras' settings during the run, then fails in the first epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.during = keras_state()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        raise RuntimeError("boom")
+
+
+def test_train_restores_keras_globals_on_error(tmp_path, stripes):
+    """train() sets the dtype policy and a channels_last format for the run (and a
+    distribution over several GPUs), and restores each on error as on return (on return:
+    test_mixed_precision_fit)."""
+    small = data_lib.subset(stripes, 96, 32)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        before = keras_state()
+        config = tiny(tmp_path, precision="mixed_float16", epochs=1, val_size=32)
+        boom = Boom()
+        with pytest.raises(RuntimeError, match="boom"):
+            training.train(config, dataset=small, callbacks=[boom])
+        assert boom.during[0] == "mixed_float16" and boom.during[2] == "channels_last"
+        assert keras_state() == before
+        with pytest.raises(OptionError, match="batch_size must be at most"):
+            training.train(tiny(tmp_path, batch_size=1000, val_size=32), dataset=small)
+        assert keras_state() == before
+    finally:
+        keras.config.set_image_data_format("channels_last")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is JAX's")
+def test_train_restores_the_distribution(tmp_path, stripes, monkeypatch):
+    """With several accelerators train() sets a DataParallel distribution for the run (here
+    over the one CPU device, with two accelerators pretended), then restores the one before."""
+    from keras_resnet.training import devices
+
+    fake = types.SimpleNamespace(device_kind="pretended GPU", platform="gpu")
+    monkeypatch.setattr(devices, "accelerators", lambda: [fake, fake])
+    seen = Boom()
+    seen.on_epoch_begin = lambda epoch, logs=None: None
+    before = keras_state()
+    training.train(
+        tiny(tmp_path, epochs=1, val_size=32),
+        dataset=data_lib.subset(stripes, 96, 32),
+        callbacks=[seen],
+    )
+    assert isinstance(seen.during[1], keras.distribution.DataParallel)
+    assert keras_state() == before
 
 
 # --- asynchronous batch ends (no host synchronization per step) ---

@@ -1,0 +1,175 @@
+"""Train a keras_resnet model with model.fit on a tensorflow-datasets dataset (Fashion-MNIST by
+default), evaluate it on the test split and write saved_models/<run>/.
+
+Examples:
+    keras-resnet train --preset quick           # CPU quick start (a few minutes)
+    keras-resnet train                          # the ResNet-18 recipe (GPU)
+    KERAS_BACKEND=jax keras-resnet train --precision mixed_bfloat16 --batch-size 512
+    keras-resnet train --config saved_models/resnet18_fashion_mnist/config.json --epochs 200
+
+(`python scripts/train.py` is the same command.) Running the same command again after a crash
+resumes from the last completed epoch.
+
+Where a value comes from, lowest first: the recipe's defaults (keras_resnet.training), then
+--preset, then --config FILE, then the flags typed. --model NAME replaces the architecture (depth,
+block, groups, width per group, expansion) and keeps the other model options (width, stem, ...).
+A run's config.json names its own run folder, so `--config RUN/config.json` alone continues or
+repeats that run; give --output-dir (or --run-name) for a new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from keras_resnet.cli import BACKENDS
+from keras_resnet.cli.options import OneLineParser, add_arguments, error_message, given
+from keras_resnet.config import ARCHITECTURES, ResNetConfig
+from keras_resnet.training.config import MODEL_OPTIONS, PRESETS, TrainConfig, preset
+from keras_resnet.utils import OptionError
+
+# TrainConfig's fields by help group (the model's come from ResNetConfig).
+GROUPS = {
+    "data": (
+        "dataset",
+        "source_dir",
+        "data_dir",
+        "loader",
+        "train_size",
+        "test_size",
+        "val_size",
+        "augment",
+        "crop_padding",
+        "flip",
+        "erasing",
+    ),
+    "optimization": (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "learning_rate",
+        "momentum",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
+    ),
+    "execution and output": (
+        "precision",
+        "xla",
+        "steps_per_execution",
+        "distribute",
+        "seed",
+        "output_dir",
+        "run_name",
+        "tensorboard",
+        "checkpoint",
+        "backup",
+        "track_test",
+        "verbose",
+    ),
+}
+
+
+def make_parser(prog: str | None = None) -> OneLineParser:
+    if prog is None:  # scripts/train.py's errors have always read 'train.py: error: ...'
+        script = os.path.basename(sys.argv[0]) if sys.argv else ""
+        prog = "train.py" if script == "train.py" else "keras-resnet train"
+    parser = OneLineParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="default",
+        help="'quick': width 0.25, 3 epochs, no augmentation (CPU quick start)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a run's config.json (or any JSON of its form): values over the preset's, under "
+        "the flags typed",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=tuple(ARCHITECTURES), help="default resnet18")
+    add_arguments(
+        model,
+        ResNetConfig,
+        only=MODEL_OPTIONS,
+        help_overrides={
+            "stem": "default cifar here (3x3 stride-1 convolution, no pool: small images)"
+        },
+    )
+    for title, fields in GROUPS.items():
+        add_arguments(parser.add_argument_group(title), TrainConfig, only=fields)
+    return parser
+
+
+def read_config_file(path: str) -> dict:
+    """The JSON object in `path`; OptionError naming --config when it cannot be read."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise OptionError(
+            "config", f"config must be a readable JSON file, received config={path!r} ({reason})"
+        ) from None
+    if not isinstance(values, dict):
+        raise OptionError("config", f"config must hold a JSON object, received config={path!r}")
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < --preset < --config FILE < the flags typed."""
+    config = TrainConfig.create(**preset(args.preset))
+    if args.config:
+        values = read_config_file(args.config)
+        try:
+            config = TrainConfig.from_dict(values, base=config)
+        except (OptionError, TypeError) as error:
+            # Name the file: the bad value is in it, not on the command line.
+            raise OptionError("config", f"{args.config}: {error}") from None
+    fields = [name for names in GROUPS.values() for name in names]
+    return TrainConfig.create(
+        base=config, model=args.model, **given(args, MODEL_OPTIONS), **given(args, fields)
+    )
+
+
+def _summary(metrics: dict) -> str:
+    times = metrics.get("time_to_test_accuracy") or {}
+    to_95 = times.get("0.950")
+    reached = f"; 95% at epoch {to_95['epoch']} ({to_95['elapsed_s']:.0f} s)" if to_95 else ""
+    return (
+        f"test accuracy: {100 * metrics['test_accuracy']:.2f}% (loss {metrics['test_loss']:.4f}) "
+        f"after {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s{reached}; "
+        f"{metrics['images_per_s']:.0f} images/s on {metrics['device']} ({metrics['backend']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+
+    from keras_resnet.data import DataNotFoundError
+    from keras_resnet.training import TrainingDiverged, train
+
+    try:
+        metrics = train(config_from_args(args))
+    except (ValueError, DataNotFoundError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
+    except TrainingDiverged as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    print(_summary(metrics))
+    print(f"saved: {metrics['run_dir']}/model.keras, metrics.json, curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

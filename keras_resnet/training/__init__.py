@@ -1,0 +1,89 @@
+"""Training with `model.fit`: the recipe, the callbacks and the run folder.
+
+    >>> from keras_resnet.training import TrainConfig, train
+    >>> metrics = train(TrainConfig.create(model="resnet18", width=0.25, epochs=1,
+    ...                                    train_size=2000))
+
+The recipe (defaults of `TrainConfig`): ResNet-18 with the CIFAR stem, SGD with Nesterov momentum,
+linear warmup then cosine decay of the learning rate (`keras.optimizers.schedules.CosineDecay`),
+decoupled weight decay kept off batch-norm parameters and biases, label smoothing 0.1, and
+augmentation (random crop with padding, horizontal flip, random erasing) as layers inside the model.
+The saved model takes raw 0-255 pixels: augmentation (inactive at inference) and the
+normalization by the training set's mean and standard deviation are part of it.
+
+A run writes into `saved_models/<run>/` (or `output_dir`):
+
+    config.json        the exact configuration (every default resolved; "model" is the
+                       architecture as built: ResNetConfig.to_dict())
+    model.keras        the final model, Keras' own layers only (loads without keras_resnet)
+    metrics.json       test accuracy and loss, epochs, wall time, images/s, backend, device, ...
+    history.csv        one row per epoch (CSVLogger), with test accuracy and elapsed time
+    curves.png         loss and accuracy per epoch
+    checkpoints/best.keras   the model of the best validation accuracy (ModelCheckpoint)
+    backup/            BackupAndRestore's state; present only while a run is unfinished
+    logs/              TensorBoard (when TensorFlow is installed)
+
+Running the same command again after a crash resumes from the last completed epoch.
+
+Modules: `config` (TrainConfig, presets), `recipe` (model, optimizer, compile), `inputs` (what
+`fit` takes), `callbacks`, `devices`, `outputs` (the run folder), `run` (`train`).
+"""
+
+from keras_resnet.training.callbacks import EpochClock, async_safe
+from keras_resnet.training.config import (
+    DISTRIBUTE_MODES,
+    MODEL_OPTIONS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    XLA_MODES,
+    TrainConfig,
+    TrainingDiverged,
+    default_model,
+    merge_model,
+    preset,
+)
+from keras_resnet.training.devices import accelerators, device_description, distribution_scope
+from keras_resnet.training.inputs import FitData, fit_data, load_data, split_validation
+from keras_resnet.training.outputs import check_output_dir, plot_curves, read_history, time_to
+from keras_resnet.training.recipe import (
+    build_model,
+    build_optimizer,
+    compile_model,
+    model_config,
+    one_hot,
+)
+from keras_resnet.training.run import train
+
+__all__ = [
+    "DISTRIBUTE_MODES",
+    "MODEL_OPTIONS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "PRESETS",
+    "XLA_MODES",
+    "EpochClock",
+    "FitData",
+    "TrainConfig",
+    "TrainingDiverged",
+    "accelerators",
+    "async_safe",
+    "build_model",
+    "build_optimizer",
+    "check_output_dir",
+    "compile_model",
+    "default_model",
+    "device_description",
+    "distribution_scope",
+    "fit_data",
+    "load_data",
+    "merge_model",
+    "model_config",
+    "one_hot",
+    "plot_curves",
+    "preset",
+    "read_history",
+    "split_validation",
+    "time_to",
+    "train",
+]

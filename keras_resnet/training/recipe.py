@@ -1,0 +1,108 @@
+"""The training recipe: the model that trains (augmentation -> normalization -> ResNet), the
+optimizer and its schedule, and `model.compile`."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_resnet import data as data_lib
+from keras_resnet.config import ResNetConfig
+from keras_resnet.models import build_model as build_resnet
+from keras_resnet.training.config import TrainConfig
+
+
+def model_config(config: TrainConfig, dataset: data_lib.Dataset) -> ResNetConfig:
+    """`config.model` completed from the data: classes, image shape (NHWC), and the training
+    images' per-channel mean and std as the model's input normalization."""
+    mean, std = data_lib.channel_stats(dataset.x_train)
+    return config.model.replace(
+        num_classes=dataset.num_classes,
+        input_shape=tuple(int(d) for d in dataset.image_shape),
+        normalization=(tuple(mean), tuple(std)),
+        data_format="channels_last",  # the arrays are NHWC whatever Keras' global setting
+    )
+
+
+def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool | None = None):
+    """The training model: raw 0-255 pixels -> augmentation (training only) -> normalization ->
+    ResNet -> softmax. Mean and std come from `dataset.x_train`.
+
+    Args:
+        config: the run's options (`config.model` is the architecture).
+        dataset: gives the classes, the image shape and the normalization.
+        augment: False builds the same network without the augmentation layers (the inference
+            model: same layer names and weights); None follows `config.augment`.
+
+    Returns:
+        A `keras.Model` whose input layer is named 'image'.
+    """
+    config = config.resolve()
+    architecture = model_config(config, dataset)
+    inputs = keras.Input(shape=architecture.image_shape, name="image")
+    x = inputs
+    if config.augment if augment is None else augment:
+        layers = data_lib.augmentation(
+            architecture.image_shape,
+            pad=config.crop_padding,
+            flip=config.flip,
+            erasing=config.erasing,
+            seed=config.seed,
+        )
+        if layers.layers:
+            x = layers(x)
+    return build_resnet(architecture, input_tensor=x)
+
+
+def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
+    """SGD (Nesterov) or AdamW with linear warmup and cosine decay to 0.
+
+    Weight decay is decoupled (Keras' `weight_decay`), and kept off every variable of rank <= 1
+    (batch-norm gamma and beta, biases) with `optimizer.exclude_from_weight_decay`: decaying them
+    only fights the normalization (Goyal et al. 2017, sec. 5.1 note; TF Model Garden does the
+    same). Pass `model` to set that exclusion.
+    """
+    config = config.resolve()
+    total = config.epochs * steps_per_epoch
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=max(total - warmup, 1),
+        alpha=0.0,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            schedule,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay or None,
+        )
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    if model is not None and config.weight_decay:
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
+        )
+    return optimizer
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int):
+    """`model.compile` with the recipe: `build_optimizer`'s optimizer, cross-entropy on one-hot
+    targets with label smoothing, accuracy, XLA and steps per execution from `config`."""
+    config = config.resolve()
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, model),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile={"auto": "auto", "on": True, "off": False}[config.xla],
+        steps_per_execution=config.steps_per_execution,
+    )
+    return model
+
+
+def one_hot(labels, num_classes: int) -> np.ndarray:
+    """Integer labels as the float32 one-hot targets of the recipe's loss (label smoothing
+    needs dense targets)."""
+    return np.eye(num_classes, dtype=np.float32)[labels]
