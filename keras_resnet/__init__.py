@@ -26,6 +26,11 @@ _EXPORTS = {
     "ResNet101": "models",
     "ResNet152": "models",
     "ResNeXt50_32x4d": "models",
+    "ResNet18D": "models",
+    "ResNet34D": "models",
+    "ResNet50D": "models",
+    "ResNet101D": "models",
+    "ResNet152D": "models",
     "WideResNet50_2": "models",
     "basic_block": "models",
     "bottleneck_block": "models",
@@ -36,6 +41,15 @@ _EXPORTS = {
     "format_table": "analysis",
     "walkthrough": "analysis",
     "load_torchvision_weights": "weights",
+    "load_timm_weights": "weights",
+    "load_weights": "weights",
+    "read_state_dict": "weights",
+    "adapt_input_conv": "weights",
+    "feature_extractor": "features",
+    "freeze_stages": "finetune",
+    "freeze_backbone": "finetune",
+    "unfreeze": "finetune",
+    "DropPath": "layers",
 }
 
 __all__ = sorted(_EXPORTS)

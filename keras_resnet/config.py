@@ -34,7 +34,15 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 BLOCKS = ("basic", "bottleneck")
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "cifar", "deep")
+DOWNSAMPLES = ("conv", "avg")
+OUTPUT_STRIDES = (8, 16, 32)
+# torchvision's ImageNet statistics in 0-255 pixel units (mean, std): normalization="imagenet".
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# `pooling`'s default: resolved in __post_init__ to 'avg' with the top and None without it
+# (keras.applications' convention), so that to_dict() stores the value the model was built with.
+POOLING_DEFAULT = "default"
 STRIDE_IN = ("3x3", "1x1")
 POOLINGS = ("avg", "max", None)
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -58,6 +66,17 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "block": "bottleneck",
         "groups": 32,
         "width_per_group": 4,
+    },
+    # ResNet-D (He et al. 2019, "Bag of Tricks"): deep stem and average-pool downsampling, timm's
+    # resnet18d .. resnet152d.
+    **{
+        f"resnet{depth}d": {
+            "stage_blocks": stages,
+            "block": block,
+            "stem": "deep",
+            "downsample": "avg",
+        }
+        for depth, (block, stages) in DEPTHS.items()
     },
 }
 
@@ -92,8 +111,12 @@ class ResNetConfig:
         default=True, metadata=_help("pooling, dropout and a dense classifier", cli=False)
     )
     pooling: str | None = dataclasses.field(
-        default="avg",
-        metadata=_help("'avg' or 'max'; without the top also None (the feature map)", cli=False),
+        default=POOLING_DEFAULT,
+        metadata=_help(
+            "'avg' or 'max'; without the top also None (the feature map); default: 'avg' with "
+            "the top, None without (keras.applications)",
+            cli=False,
+        ),
     )
     classifier_activation: str | None = dataclasses.field(
         default="softmax",
@@ -118,8 +141,30 @@ class ResNetConfig:
     stem: str = dataclasses.field(
         default="imagenet",
         metadata=_help(
-            "imagenet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3/1 conv, no pool (28-64 px)",
+            "imagenet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3/1 conv, no pool (28-64 px); "
+            "deep: three 3x3 convs (ResNet-C/D) + 3x3/2 max-pool",
             choices=STEMS,
+        ),
+    )
+    downsample: str = dataclasses.field(
+        default="conv",
+        metadata=_help(
+            "projection shortcut: conv (strided 1x1) or avg (2x2 average pool + 1x1, ResNet-D)",
+            choices=DOWNSAMPLES,
+        ),
+    )
+    drop_path_rate: float = dataclasses.field(
+        default=0.0,
+        metadata=_help(
+            "stochastic depth: block i of n drops its residual branch with probability "
+            "rate * i / (n - 1) in training (timm's rule), in [0, 1)"
+        ),
+    )
+    output_stride: int = dataclasses.field(
+        default=32,
+        metadata=_help(
+            "8, 16 or 32: the last stages' stride becomes dilation beyond it (segmentation)",
+            choices=OUTPUT_STRIDES,
         ),
     )
     stride_in: str = dataclasses.field(
@@ -135,15 +180,19 @@ class ResNetConfig:
         default=None,
         metadata=_help("channels_last or channels_first (default: Keras' setting)", cli=False),
     )
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = dataclasses.field(
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | str | None = dataclasses.field(
         default=None,
         metadata=_help(
-            "(mean, std) per channel in input units; the model takes raw pixels", cli=False
+            "(mean, std) per channel in input units, or 'imagenet' (torchvision's statistics "
+            "x 255, 3 channels); the model takes raw pixels",
+            cli=False,
         ),
     )
     name: str = dataclasses.field(default="resnet", metadata=_help("model name", cli=False))
 
     def __post_init__(self):
+        if self.pooling == POOLING_DEFAULT:
+            object.__setattr__(self, "pooling", "avg" if self.include_top else None)
         _validate(self)
 
     # ---- derived values -------------------------------------------------------------------
@@ -172,14 +221,37 @@ class ResNetConfig:
 
     @property
     def total_stride(self) -> int:
-        return total_stride(self.stem, len(self.stage_blocks))
+        """How much the network downsamples, `output_stride` included."""
+        return total_stride(self.stem, len(self.stage_blocks), self.output_stride)
+
+    @property
+    def stage_strides(self) -> list[tuple[int, int]]:
+        """(stride, dilation) of each stage's first block; later blocks have stride 1 and the same
+        dilation. A stage whose stride would take the network past `output_stride` gets stride 1
+        and doubles the dilation instead (timm's `make_blocks`, torchvision's
+        `replace_stride_with_dilation`)."""
+        net_stride, dilation, result = stem_stride(self.stem), 1, []
+        for stage in range(len(self.stage_blocks)):
+            stride = 1 if stage == 0 else 2
+            if net_stride >= self.output_stride and stride > 1:
+                dilation, stride = dilation * stride, 1
+            net_stride *= stride
+            result.append((stride, dilation))
+        return result
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """`normalization` as (mean, std) numbers ('imagenet' resolved), or None."""
+        if self.normalization == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        return self.normalization
 
     # ---- construction and serialization ---------------------------------------------------
     @classmethod
     def named(cls, architecture: str, **overrides) -> ResNetConfig:
         """The configuration of a named architecture ('resnet18' ... 'resnet152',
-        'wide_resnet50_2', 'resnext50_32x4d'), with `overrides` applied. Its `name` is the
-        architecture's unless overridden."""
+        'resnet18d' ... 'resnet152d', 'wide_resnet50_2', 'resnext50_32x4d'), with `overrides`
+        applied. Its `name` is the architecture's unless overridden."""
         key = str(architecture).lower().replace("-", "")
         if key not in ARCHITECTURES:
             raise OptionError(
@@ -231,6 +303,9 @@ def _validate(c: ResNetConfig) -> None:
     check_choice("block", c.block, BLOCKS)
     check_choice("stem", c.stem, STEMS)
     check_choice("stride_in", c.stride_in, STRIDE_IN)
+    check_choice("downsample", c.downsample, DOWNSAMPLES)
+    check_choice("output_stride", c.output_stride, OUTPUT_STRIDES)
+    check_number("drop_path_rate", c.drop_path_rate, 0.0, 1.0, high_open=True)
     check_choice("pooling", c.pooling, POOLINGS)
     if c.include_top and c.pooling is None:
         raise OptionError(
@@ -297,9 +372,15 @@ def _validate_shape(c: ResNetConfig) -> None:
             f"(stem={c.stem!r}, {len(c.stage_blocks)} stages), so height and width must be >= "
             f"{c.total_stride}, received input_shape={c.input_shape!r}",
         )
+    if c.normalization == "imagenet" and channels != 3:
+        raise OptionError(
+            "normalization",
+            "normalization='imagenet' needs 3 input channels (RGB), received input_shape="
+            f"{c.input_shape!r}; give (mean, std) with {channels} values each instead",
+        )
     if c.normalization is not None:
         try:
-            mean, std = ([float(v) for v in values] for values in c.normalization)
+            mean, std = ([float(v) for v in values] for values in c.mean_std)
         except (TypeError, ValueError):
             mean = std = []
         if len(mean) != channels or len(std) != channels or min(std) <= 0:
@@ -329,10 +410,20 @@ def _validate_widths(c: ResNetConfig) -> None:
         )
 
 
-def total_stride(stem: str, num_stages: int) -> int:
-    """How much the network downsamples: the stem (4 for 'imagenet', 1 for 'cifar'), then 2 at
-    the start of every stage after the first. Images must be at least this large."""
-    return (4 if stem == "imagenet" else 1) * 2 ** (num_stages - 1)
+def stem_stride(stem: str) -> int:
+    """The stem's downsampling: 4 for 'imagenet' and 'deep', 1 for 'cifar'."""
+    return 1 if stem == "cifar" else 4
+
+
+def total_stride(stem: str, num_stages: int, output_stride: int = 32) -> int:
+    """How much the network downsamples: the stem (4 for 'imagenet' and 'deep', 1 for 'cifar'),
+    then 2 at the start of every stage after the first while that stays <= `output_stride`.
+    Images must be at least this large."""
+    stride = stem_stride(stem)
+    for _ in range(num_stages - 1):
+        if stride < output_stride:
+            stride *= 2
+    return stride
 
 
 def inner_width(filters: int, groups: int, width_per_group: int) -> int:

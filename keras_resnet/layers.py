@@ -113,20 +113,52 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(ops.cast(inputs, "float32") * scale + offset, inputs.dtype)
 
 
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth (Huang et al. 2016): in training, each sample's input is zeroed with
+    probability `rate` and otherwise scaled by 1 / (1 - rate); at inference, the identity.
+
+    Applied to a residual branch, it drops the whole block for that sample (timm's `DropPath`).
+    Keras 3 has no such layer in core (KerasCV's `StochasticDepth` wraps the addition instead).
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
+        mask = ops.cast(noise < keep, inputs.dtype)
+        return inputs * (mask / ops.cast(keep, inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 def plain_keras_model(model: keras.Model) -> keras.Model:
     """The same network with Keras' own layers in place of this package's, for files that load
     where `keras_resnet` is not installed (`keras.saving.load_model` in a plain Keras process).
 
     `BatchNormalization` becomes `keras.layers.BatchNormalization` (same config, same weights;
     the same function within float32 rounding: only the training statistics are computed
-    differently). `RandomPadCrop` is inactive at inference and is dropped. The weights are
+    differently). `RandomPadCrop` and `DropPath` are inactive at inference and become
+    `keras.layers.Identity`. The weights are
     copied, so the result is independent of `model`.
     """
 
     def swap(layer):
         if isinstance(layer, BatchNormalization):
             return keras.layers.BatchNormalization.from_config(layer.get_config())
-        if isinstance(layer, RandomPadCrop):
+        if isinstance(layer, (RandomPadCrop, DropPath)):
             return keras.layers.Identity(name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 

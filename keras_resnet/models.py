@@ -10,14 +10,23 @@ parameter counts, and the same logits once `load_torchvision_weights` has copied
 Layer names (one scheme; weight conversion, `walkthrough` and feature extraction rely on it):
 
     conv1_pad, conv1_conv, conv1_bn, conv1_relu       stem ('cifar' stem: no conv1_pad)
+    conv1a_pad, conv1a_{conv,bn,relu},                'deep' stem: 3x3/2 (timm conv1.0/.1),
+      conv1b_{conv,bn,relu}, conv1_{conv,bn,relu}       3x3 (conv1.3/.4), 3x3 (conv1.6, bn1)
     pool1_pad, pool1_pool                             stem max-pool ('imagenet' stem only)
     conv{s}_block{b}_{i}_conv / _{i}_bn / _{i}_relu   stage s = 2..5, block b = 1.., layer i = 1..3
     conv{s}_block{b}_2_pad                            the symmetric padding of a strided 3x3
     conv{s}_block{b}_0_conv / _0_bn                   projection shortcut
+    conv{s}_block{b}_0_pad / _0_pool                  its average pool (downsample='avg')
+    conv{s}_block{b}_drop_path                        stochastic depth (drop_path_rate > 0)
     conv{s}_block{b}_add, conv{s}_block{b}_out        residual sum and the ReLU after it
     avg_pool | max_pool, dropout, fc, predictions     pooling and head
 
-Stage s = 2..5 is torchvision's `layer{s-1}` and the paper's `conv{s}_x`.
+Stage s = 2..5 is torchvision's `layer{s-1}` and the paper's `conv{s}_x`. `conv1_relu` and
+`conv{s}_block{last}_out` are the stem's and each stage's outputs (`feature_extractor`).
+
+With `output_stride` 16 or 8, the stages past that stride keep stride 1 and dilate their 3x3
+convolutions instead (the first block of such a stage with the previous dilation), as timm's
+`make_blocks` and torchvision's `replace_stride_with_dilation` do.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from keras_resnet.config import (
     BASE_WIDTH,
     BLOCKS,
     DEPTHS,
+    DOWNSAMPLES,
     POOLINGS,
     STEMS,
     STRIDE_IN,
@@ -40,13 +50,14 @@ from keras_resnet.config import (
     inner_width,
     total_stride,
 )
-from keras_resnet.layers import BatchNormalization
+from keras_resnet.layers import BatchNormalization, DropPath
 
 __all__ = [
     "ARCHITECTURES",
     "BASE_WIDTH",
     "BLOCKS",
     "DEPTHS",
+    "DOWNSAMPLES",
     "MODELS",
     "POOLINGS",
     "STEMS",
@@ -90,7 +101,17 @@ def _layer_factories(data_format: str):
 
 
 def _conv_bn(
-    x, filters, kernel_size, *, strides=1, groups=1, relu=True, zero_gamma=False, name, data_format
+    x,
+    filters,
+    kernel_size,
+    *,
+    strides=1,
+    groups=1,
+    dilation=1,
+    relu=True,
+    zero_gamma=False,
+    name,
+    data_format,
 ):
     """Convolution, batch norm and (optionally) ReLU, named `{name}_conv/_bn/_relu`.
 
@@ -98,13 +119,21 @@ def _conv_bn(
     `padding=k//2`). Keras' 'same' with stride 2 pads one pixel more at the bottom/right when the
     input size is even (224 -> 112 -> 56 ...) and symmetrically when it is odd (the 107x107 map of a
     214 input), so a 'same' model agrees with torchvision at some sizes and layers and silently
-    shifts by a pixel at others. Stride-1 'same' with an odd kernel is always symmetric.
+    shifts by a pixel at others. Stride-1 'same' with an odd kernel is always symmetric, dilated
+    or not (strided convolutions are never dilated here: dilation replaces the stride).
     """
     conv, bn, pad = _layer_factories(data_format)
     if kernel_size > 1:
         if strides == 1:
             # Stride 1 with an odd kernel: 'same' is already symmetric and needs no extra layer.
-            x = conv(filters, kernel_size, padding="same", groups=groups, name=f"{name}_conv")(x)
+            x = conv(
+                filters,
+                kernel_size,
+                padding="same",
+                groups=groups,
+                dilation_rate=dilation,
+                name=f"{name}_conv",
+            )(x)
         else:
             x = pad(kernel_size // 2, name=f"{name}_pad")(x)
             x = conv(filters, kernel_size, strides=strides, groups=groups, name=f"{name}_conv")(x)
@@ -116,14 +145,34 @@ def _conv_bn(
     return x
 
 
-def _shortcut(x, out_channels, *, strides, name, data_format):
-    """Identity, or a strided 1x1 projection when the shape changes (the paper's option B)."""
+def _shortcut(x, out_channels, *, strides, dilation=1, downsample="conv", name, data_format):
+    """Identity, or a 1x1 projection when the shape changes (the paper's option B): strided
+    ('conv'), or after a 2x2 average pool ('avg', ResNet-D: the strided 1x1 would skip 3 of every
+    4 positions)."""
     channel_axis = -1 if data_format == "channels_last" else 1
     if strides == 1 and x.shape[channel_axis] == out_channels:
         return x
+    if downsample == "avg" and strides > 1:
+        # 'same' with a 2x2/2 window = PyTorch's AvgPool2d(2, 2, ceil_mode=True,
+        # count_include_pad=False) on every backend: odd sizes average the last row alone.
+        x = layers.AveragePooling2D(
+            2, strides, padding="same", data_format=data_format, name=f"{name}_0_pool"
+        )(x)
+        strides = 1
+    elif downsample == "avg" and dilation > 1:
+        # timm's AvgPool2dSame(2, 1): zeros padded at the bottom/right are counted in the mean.
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), data_format=data_format, name=f"{name}_0_pad")(x)
+        x = layers.AveragePooling2D(2, 1, data_format=data_format, name=f"{name}_0_pool")(x)
     return _conv_bn(
         x, out_channels, 1, strides=strides, relu=False, name=f"{name}_0", data_format=data_format
     )
+
+
+def _residual(shortcut, x, *, drop_path_rate, name):
+    if drop_path_rate > 0:
+        x = DropPath(drop_path_rate, name=f"{name}_drop_path")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.ReLU(name=f"{name}_out")(x)
 
 
 def basic_block(
@@ -133,6 +182,10 @@ def basic_block(
     strides: int = 1,
     expansion: int = 1,
     zero_init_residual: bool = False,
+    dilation: int = 1,
+    first_dilation: int | None = None,
+    downsample: str = "conv",
+    drop_path_rate: float = 0.0,
     name: str,
     data_format: str = "channels_last",
 ):
@@ -145,6 +198,11 @@ def basic_block(
         expansion: the output has `expansion * filters` channels (1 in the paper).
         zero_init_residual: start the last batch norm's gamma at zero, so that the block begins
             as the identity (Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 5.1).
+        dilation: dilation of the 3x3 convolutions (output_stride < 32).
+        first_dilation: dilation of the first 3x3 (default `dilation`): the previous stage's in
+            the first block of a dilated stage, as timm and torchvision.
+        downsample: 'conv' or 'avg' projection shortcut (see `ResNetConfig.downsample`).
+        drop_path_rate: probability of dropping the residual branch per sample in training.
         name: prefix of the block's layer names, e.g. `conv2_block1`.
         data_format: 'channels_last' or 'channels_first'.
 
@@ -152,19 +210,35 @@ def basic_block(
         The block's output tensor.
     """
     out_channels = expansion * filters
-    shortcut = _shortcut(x, out_channels, strides=strides, name=name, data_format=data_format)
-    x = _conv_bn(x, filters, 3, strides=strides, name=f"{name}_1", data_format=data_format)
+    shortcut = _shortcut(
+        x,
+        out_channels,
+        strides=strides,
+        dilation=dilation,
+        downsample=downsample,
+        name=name,
+        data_format=data_format,
+    )
+    x = _conv_bn(
+        x,
+        filters,
+        3,
+        strides=strides,
+        dilation=first_dilation or dilation,
+        name=f"{name}_1",
+        data_format=data_format,
+    )
     x = _conv_bn(
         x,
         out_channels,
         3,
+        dilation=dilation,
         relu=False,
         zero_gamma=zero_init_residual,
         name=f"{name}_2",
         data_format=data_format,
     )
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.ReLU(name=f"{name}_out")(x)
+    return _residual(shortcut, x, drop_path_rate=drop_path_rate, name=name)
 
 
 def bottleneck_block(
@@ -177,6 +251,10 @@ def bottleneck_block(
     width_per_group: int = 64,
     stride_in: str = "3x3",
     zero_init_residual: bool = False,
+    dilation: int = 1,
+    first_dilation: int | None = None,
+    downsample: str = "conv",
+    drop_path_rate: float = 0.0,
     name: str,
     data_format: str = "channels_last",
 ):
@@ -197,6 +275,8 @@ def bottleneck_block(
             the 3x3 convolution and keeps the information that a strided 1x1 would skip; '1x1'
             strides the first 1x1 convolution, as in the paper (v1).
         zero_init_residual: start the last batch norm's gamma at zero.
+        dilation, first_dilation, downsample, drop_path_rate: as in `basic_block` (the 3x3
+            convolution is the dilated one).
         name: prefix of the block's layer names, e.g. `conv2_block1`.
         data_format: 'channels_last' or 'channels_first'.
 
@@ -206,10 +286,25 @@ def bottleneck_block(
     inner = inner_width(filters, groups, width_per_group)
     out_channels = expansion * filters
     stride_1x1, stride_3x3 = (1, strides) if stride_in == "3x3" else (strides, 1)
-    shortcut = _shortcut(x, out_channels, strides=strides, name=name, data_format=data_format)
+    shortcut = _shortcut(
+        x,
+        out_channels,
+        strides=strides,
+        dilation=dilation,
+        downsample=downsample,
+        name=name,
+        data_format=data_format,
+    )
     x = _conv_bn(x, inner, 1, strides=stride_1x1, name=f"{name}_1", data_format=data_format)
     x = _conv_bn(
-        x, inner, 3, strides=stride_3x3, groups=groups, name=f"{name}_2", data_format=data_format
+        x,
+        inner,
+        3,
+        strides=stride_3x3,
+        groups=groups,
+        dilation=first_dilation or dilation,
+        name=f"{name}_2",
+        data_format=data_format,
     )
     x = _conv_bn(
         x,
@@ -220,13 +315,20 @@ def bottleneck_block(
         name=f"{name}_3",
         data_format=data_format,
     )
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.ReLU(name=f"{name}_out")(x)
+    return _residual(shortcut, x, drop_path_rate=drop_path_rate, name=name)
 
 
 def _stem(x, filters: int, stem: str, data_format: str):
-    if stem == "imagenet":
-        x = _conv_bn(x, filters, 7, strides=2, name="conv1", data_format=data_format)
+    if stem in ("imagenet", "deep"):
+        if stem == "imagenet":
+            x = _conv_bn(x, filters, 7, strides=2, name="conv1", data_format=data_format)
+        else:
+            # Three 3x3 in place of the 7x7 (ResNet-C, He et al. 2019 "Bag of Tricks"), timm's
+            # stem_type='deep': widths 32, 32, 64 at width 1.
+            inner = max(1, filters // 2)
+            x = _conv_bn(x, inner, 3, strides=2, name="conv1a", data_format=data_format)
+            x = _conv_bn(x, inner, 3, name="conv1b", data_format=data_format)
+            x = _conv_bn(x, filters, 3, name="conv1", data_format=data_format)
         # Zero padding before the max-pool equals PyTorch's -inf padding here: the input is a
         # ReLU output, so it is >= 0 and a padded zero never wins the max.
         x = layers.ZeroPadding2D(1, data_format=data_format, name="pool1_pad")(x)
@@ -249,7 +351,7 @@ def _inputs(config: ResNetConfig, input_tensor):
     return (sources[0] if len(sources) == 1 else sources), input_tensor
 
 
-def build_model(config: ResNetConfig, *, input_tensor=None) -> keras.Model:
+def build_model(config: ResNetConfig, *, input_tensor=None, weights=None) -> keras.Model:
     """Builds the functional `keras.Model` that `config` describes.
 
     Args:
@@ -257,6 +359,10 @@ def build_model(config: ResNetConfig, *, input_tensor=None) -> keras.Model:
         input_tensor: a Keras tensor to build on, e.g. the output of augmentation layers applied
             to a `keras.Input`; the model's input is then that tensor's source input (as in
             keras.applications). Its shape must be `config.image_shape`.
+        weights: None, or the path of a torchvision/timm state dict (`.pth`, `.pt`,
+            `.safetensors`) or a Keras `.weights.h5` file to load (`weights.load_weights`): a
+            classifier of another size, or no top, keeps the new head; 1 or 4 input channels
+            adapt `conv1` by timm's rule; both are logged. Any other mismatch is a ValueError.
 
     Returns:
         A `keras.Model` named `config.name`.
@@ -268,7 +374,7 @@ def build_model(config: ResNetConfig, *, input_tensor=None) -> keras.Model:
     channel_axis = -1 if data_format == "channels_last" else 1
     inputs, x = _inputs(config, input_tensor)
     if config.normalization is not None:
-        mean, std = config.normalization
+        mean, std = config.mean_std
         x = layers.Normalization(
             axis=channel_axis, mean=list(mean), variance=[s * s for s in std], name="normalize"
         )(x)
@@ -284,16 +390,7 @@ def build_model(config: ResNetConfig, *, input_tensor=None) -> keras.Model:
             width_per_group=config.width_per_group,
             stride_in=config.stride_in,
         )
-    for stage, (num_blocks, filters) in enumerate(zip(config.stage_blocks, widths, strict=True)):
-        for index in range(num_blocks):
-            x = block_fn(
-                x,
-                filters,
-                strides=2 if stage > 0 and index == 0 else 1,
-                zero_init_residual=config.zero_init_residual,
-                name=f"conv{stage + 2}_block{index + 1}",
-                data_format=data_format,
-            )
+    x = _stages(x, config, block_fn, data_format)
     if config.pooling == "avg":
         x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
     elif config.pooling == "max":
@@ -304,7 +401,38 @@ def build_model(config: ResNetConfig, *, input_tensor=None) -> keras.Model:
         x = layers.Dense(config.num_classes, name="fc")(x)
         # float32 whatever the dtype policy, so that softmax and the loss are stable in bf16/fp16.
         x = layers.Activation(config.classifier_activation, dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, x, name=config.name)
+    model = keras.Model(inputs, x, name=config.name)
+    if weights is not None:
+        from keras_resnet.weights import load_weights  # torch/safetensors only when asked
+
+        load_weights(model, weights)
+    return model
+
+
+def _stages(x, config: ResNetConfig, block_fn, data_format: str):
+    """Every residual block; drop path grows linearly from 0 (first block) to drop_path_rate
+    (last), timm's `make_blocks` rule."""
+    total = sum(config.stage_blocks)
+    index_in_net, previous_dilation = 0, 1
+    for stage, (num_blocks, filters, (strides, dilation)) in enumerate(
+        zip(config.stage_blocks, config.stage_widths, config.stage_strides, strict=True)
+    ):
+        for index in range(num_blocks):
+            x = block_fn(
+                x,
+                filters,
+                strides=strides if index == 0 else 1,
+                dilation=dilation,
+                first_dilation=previous_dilation,
+                downsample=config.downsample,
+                drop_path_rate=config.drop_path_rate * index_in_net / max(total - 1, 1),
+                zero_init_residual=config.zero_init_residual,
+                name=f"conv{stage + 2}_block{index + 1}",
+                data_format=data_format,
+            )
+            previous_dilation = dilation
+            index_in_net += 1
+    return x
 
 
 def _config_for(input_tensor, options: dict, **base) -> ResNetConfig:
@@ -315,7 +443,12 @@ def _config_for(input_tensor, options: dict, **base) -> ResNetConfig:
 
 
 def ResNet(
-    stage_blocks: Sequence[int], block: str = "bottleneck", *, input_tensor=None, **options
+    stage_blocks: Sequence[int],
+    block: str = "bottleneck",
+    *,
+    input_tensor=None,
+    weights=None,
+    **options,
 ) -> keras.Model:
     """Builds a ResNet of any depth: `build_model(ResNetConfig(stage_blocks, block, **options))`.
 
@@ -325,6 +458,7 @@ def ResNet(
             stride-2 block.
         block: 'basic' (two 3x3) or 'bottleneck' (1x1, 3x3, 1x1).
         input_tensor: a Keras tensor to build on (see `build_model`).
+        weights: a weights file to load (see `build_model`).
         **options: any field of `ResNetConfig` (num_classes, input_shape, include_top, pooling,
             classifier_activation, dropout_rate, width, expansion, groups, width_per_group,
             stem, stride_in, zero_init_residual, data_format, normalization, name).
@@ -337,12 +471,13 @@ def ResNet(
         ...                stem="cifar")
     """
     config = _config_for(input_tensor, options, stage_blocks=stage_blocks, block=block)
-    return build_model(config, input_tensor=input_tensor)
+    return build_model(config, input_tensor=input_tensor, weights=weights)
 
 
-def get_model(name_or_depth, *, input_tensor=None, **options) -> keras.Model:
-    """Builds a model by name ('resnet18', 'resnet50', ..., 'wide_resnet50_2', 'resnext50_32x4d')
-    or by depth (18, 34, 50, 101, 152), with any `ResNetConfig` field as a keyword argument."""
+def get_model(name_or_depth, *, input_tensor=None, weights=None, **options) -> keras.Model:
+    """Builds a model by name ('resnet18', 'resnet50', ..., 'resnet18d' ... 'resnet152d',
+    'wide_resnet50_2', 'resnext50_32x4d') or by depth (18, 34, 50, 101, 152), with any
+    `ResNetConfig` field as a keyword argument and `weights` (see `build_model`)."""
     if isinstance(name_or_depth, int) and not isinstance(name_or_depth, bool):
         if name_or_depth not in DEPTHS:
             raise ValueError(
@@ -352,7 +487,7 @@ def get_model(name_or_depth, *, input_tensor=None, **options) -> keras.Model:
     if options.get("input_shape") is None and input_tensor is not None:
         options["input_shape"] = tuple(input_tensor.shape[1:])
     config = ResNetConfig.named(name_or_depth, **options)
-    return build_model(config, input_tensor=input_tensor)
+    return build_model(config, input_tensor=input_tensor, weights=weights)
 
 
 def ResNet18(**options) -> keras.Model:
@@ -393,6 +528,32 @@ def ResNeXt50_32x4d(**options) -> keras.Model:
     return get_model("resnext50_32x4d", **options)
 
 
+def ResNet18D(**options) -> keras.Model:
+    """ResNet-18-D (He et al. 2019): deep stem and average-pool downsampling, timm's
+    `resnet18d`. Takes every `ResNetConfig` field, `input_tensor` and `weights`."""
+    return get_model("resnet18d", **options)
+
+
+def ResNet34D(**options) -> keras.Model:
+    """ResNet-34-D, timm's `resnet34d` (see `ResNet18D`)."""
+    return get_model("resnet34d", **options)
+
+
+def ResNet50D(**options) -> keras.Model:
+    """ResNet-50-D, timm's `resnet50d` (see `ResNet18D`)."""
+    return get_model("resnet50d", **options)
+
+
+def ResNet101D(**options) -> keras.Model:
+    """ResNet-101-D, timm's `resnet101d` (see `ResNet18D`)."""
+    return get_model("resnet101d", **options)
+
+
+def ResNet152D(**options) -> keras.Model:
+    """ResNet-152-D, timm's `resnet152d` (see `ResNet18D`)."""
+    return get_model("resnet152d", **options)
+
+
 MODELS = {
     "resnet18": ResNet18,
     "resnet34": ResNet34,
@@ -401,4 +562,9 @@ MODELS = {
     "resnet152": ResNet152,
     "wide_resnet50_2": WideResNet50_2,
     "resnext50_32x4d": ResNeXt50_32x4d,
+    "resnet18d": ResNet18D,
+    "resnet34d": ResNet34D,
+    "resnet50d": ResNet50D,
+    "resnet101d": ResNet101D,
+    "resnet152d": ResNet152D,
 }

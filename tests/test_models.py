@@ -18,6 +18,15 @@ TORCHVISION_PARAMS = {
     "resnext50_32x4d": 25_028_904,
 }
 
+# timm 1.0's counts for its ResNet-D models (pretrained=False); test_parity re-derives them.
+TIMM_PARAMS = {
+    "resnet18d": 11_708_744,
+    "resnet34d": 21_816_904,
+    "resnet50d": 25_576_264,
+    "resnet101d": 44_568_392,
+    "resnet152d": 60_212_040,
+}
+
 
 def _layer(model, name):
     return model.get_layer(name)
@@ -314,3 +323,140 @@ def test_summary_command_prints_the_walkthrough(capsys):
         main(["summary", "resnet18", "--width", "0"])
     assert exit_info.value.code == 2
     assert "received width=0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_PARAMS))
+def test_resnet_d_params_equal_timm(name):
+    constructor = getattr(keras_resnet, name.replace("resnet", "ResNet").replace("d", "D"))
+    model = constructor()
+    assert model.name == name and count_params(model) == TIMM_PARAMS[name]
+    assert keras_resnet.ARCHITECTURES[name]["stem"] == "deep"
+
+
+def test_deep_stem_and_avg_downsample_layers():
+    model = keras_resnet.ResNet50D(input_shape=(64, 64, 3), width=0.5)
+    widths = [model.get_layer(f"{n}_conv").filters for n in ("conv1a", "conv1b", "conv1")]
+    assert widths == [16, 16, 32]  # timm's 32, 32, 64 at width 1
+    assert model.get_layer("conv1a_conv").strides == (2, 2)
+    pool = model.get_layer("conv3_block1_0_pool")
+    assert (pool.pool_size, pool.strides, pool.padding) == ((2, 2), (2, 2), "same")
+    assert model.get_layer("conv3_block1_0_conv").strides == (1, 1)
+    names = {layer.name for layer in model.layers}
+    assert "conv2_block1_0_pool" not in names  # stride 1: a 1x1 projection only, as timm
+
+
+def test_pooling_default_follows_keras_applications():
+    assert keras_resnet.ResNetConfig(include_top=False).pooling is None
+    assert keras_resnet.ResNetConfig().pooling == "avg"
+    model = keras_resnet.ResNet18(include_top=False, input_shape=(64, 64, 3))
+    assert model.output.shape == (None, 2, 2, 512)
+
+
+def test_config_round_trip_with_the_new_fields():
+    config = keras_resnet.ResNetConfig.named(
+        "resnet50d",
+        include_top=False,
+        drop_path_rate=0.1,
+        output_stride=16,
+        normalization="imagenet",
+        num_classes=10,
+    )
+    values = config.to_dict()
+    assert values["pooling"] is None and values["normalization"] == "imagenet"
+    assert (values["stem"], values["downsample"], values["output_stride"]) == ("deep", "avg", 16)
+    assert keras_resnet.ResNetConfig.from_dict(values) == config
+    assert config.stage_strides == [(1, 1), (2, 1), (2, 1), (1, 2)]
+    assert config.total_stride == 16
+
+
+def test_imagenet_normalization_takes_0_255_pixels():
+    model = keras_resnet.ResNet18(
+        input_shape=(32, 32, 3), stem="cifar", width=0.125, normalization="imagenet"
+    )
+    probe = keras.Model(model.input, model.get_layer("normalize").output)
+    pixel = np.array([0.485, 0.456, 0.406]) * 255 + np.array([0.229, 0.224, 0.225]) * 255
+    out = keras.ops.convert_to_numpy(probe(np.broadcast_to(pixel, (1, 32, 32, 3)).astype("f4")))
+    np.testing.assert_allclose(out, 1.0, rtol=1e-5)
+
+
+def _drop_path_rates(model):
+    return {
+        layer.name: layer.rate for layer in model.layers if isinstance(layer, keras_resnet.DropPath)
+    }
+
+
+def test_drop_path_linear_rule_and_inactive_at_inference():
+    model = _tiny(drop_path_rate=0.3, classifier_activation=None)
+    rates = _drop_path_rates(model)
+    # timm: block i of n drops with rate * i / (n - 1); block 0 has no layer (rate 0).
+    assert rates == {
+        f"conv{2 + i // 2}_block{1 + i % 2}_drop_path": pytest.approx(0.3 * i / 7)
+        for i in range(1, 8)
+    }
+    assert count_params(model) == count_params(_tiny(classifier_activation=None))
+    plain = _tiny(classifier_activation=None)
+    for layer in plain.layers:  # by name: DropPath changes the functional layer order
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    x = np.random.default_rng(4).random((8, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(_predict(model, x), _predict(plain, x))
+    trained = keras.ops.convert_to_numpy(model(x, training=True))
+    assert not np.allclose(trained, keras.ops.convert_to_numpy(plain(x, training=True)))
+    # The plain-Keras copy maps DropPath to the identity.
+    clone = keras_resnet.layers.plain_keras_model(model)
+    assert not _drop_path_rates(clone)
+    np.testing.assert_allclose(_predict(clone, x), _predict(model, x), atol=1e-6)
+
+
+def test_drop_path_mask_is_per_sample_with_the_right_ratio():
+    layer = keras_resnet.DropPath(0.25, seed=3)
+    n = 20_000
+    out = keras.ops.convert_to_numpy(layer(np.ones((n, 2, 2, 3), "float32"), training=True))
+    per_sample = out.reshape(n, -1)
+    assert np.all(per_sample == per_sample[:, :1])  # the whole sample is kept or dropped
+    kept = per_sample[:, 0] != 0
+    np.testing.assert_allclose(per_sample[kept, 0], 1 / 0.75, rtol=1e-6)
+    # 4 standard deviations of a binomial(20000, 0.25): 0.0122.
+    assert abs((~kept).mean() - 0.25) < 0.0122
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(out, training=False)), out)
+
+
+def test_freeze_stages_and_backbone():
+    from keras_resnet import finetune
+
+    model = _tiny()
+    frozen = keras_resnet.freeze_stages(model, 2)
+    assert "conv1_conv" in frozen and "conv3_block2_out" in frozen
+    assert "conv4_block1_1_conv" not in frozen
+    assert not model.get_layer("conv3_block2_2_bn").trainable
+    assert model.get_layer("conv4_block1_1_bn").trainable and model.get_layer("fc").trainable
+    x = np.random.default_rng(6).random((4, 32, 32, 3)).astype("float32")
+    before = keras.ops.convert_to_numpy(model.get_layer("conv2_block1_1_bn").moving_mean)
+    model(x, training=True)  # a frozen BN runs in inference mode: its statistics stay
+    after = keras.ops.convert_to_numpy(model.get_layer("conv2_block1_1_bn").moving_mean)
+    np.testing.assert_array_equal(before, after)
+    assert keras_resnet.freeze_backbone(model) == ["avg_pool", "fc", "predictions"]
+    assert len(model.trainable_weights) == 2
+    finetune.unfreeze(model)
+    assert len(model.trainable_weights) == len(_tiny().trainable_weights)
+    with pytest.raises(
+        ValueError, match=r"freeze_stages must be an integer in \[0, 4\], received 5"
+    ):
+        keras_resnet.freeze_stages(model, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"drop_path_rate": 1.0}, r"drop_path_rate=1\.0"),
+        ({"output_stride": 4}, r"output_stride must be one of \(8, 16, 32\), received output_str"),
+        ({"downsample": "max"}, r"received downsample='max'"),
+        ({"stem": "deeper"}, r"received stem='deeper'"),
+        (
+            {"input_shape": (32, 32, 1), "normalization": "imagenet"},
+            r"normalization='imagenet' needs 3 input channels",
+        ),
+    ],
+)
+def test_new_fields_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_resnet.ResNetConfig(**kwargs)

@@ -1,8 +1,9 @@
-"""Parity with torchvision: same parameter counts, same logits once the weights are copied.
+"""Parity with torchvision and timm: same parameter counts, same logits once the weights are
+copied.
 
-The reference is torchvision's own model, built with weights=None (no download), its batch-norm
-running statistics and affine parameters randomized (so a wrongly mapped BN would show), in eval
-mode and float32. Tolerance: max|ours - ref| <= 1e-4 * max|ref|.
+The reference is torchvision's or timm's own model, built without weights (no download), its
+batch-norm running statistics and affine parameters randomized (so a wrongly mapped BN would show),
+in eval mode and float32. Tolerance: max|ours - ref| <= 1e-4 * max|ref|.
 """
 
 import keras
@@ -23,9 +24,12 @@ CASES = [(f"resnet{d}", s) for d in (18, 34, 50, 101, 152) for s in (224, 214)] 
 ]
 
 
-def _reference(name: str, seed: int = 0):
+def _reference(name: str, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(weights=None).eval()
+    return _randomize_bn(getattr(torchvision.models, name)(weights=None, **kwargs).eval(), seed)
+
+
+def _randomize_bn(model, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -109,4 +113,79 @@ def test_headless_model_takes_the_backbone():
     with torch.no_grad():
         expected = reference(torch.from_numpy(x)).numpy()
     got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
+    assert np.abs(got - expected).max() <= RTOL_OF_MAX * np.abs(expected).max()
+
+
+# timm (imported after torchvision, which conftest.py imports before TensorFlow). One fast case per
+# variant in the default run; the 224 px and deep ones are slow. 193 is odd at every stage.
+TIMM_FAST = [("resnet18", 193), ("resnet18d", 193), ("resnet34d", 65), ("resnet50d", 97)]
+TIMM_SLOW = [
+    (name, size)
+    for name in ("resnet18", "resnet50", "resnet18d", "resnet34d", "resnet50d", "resnet101d")
+    for size in (224, 193)
+    if (name, size) not in TIMM_FAST
+] + [("resnet101d", 65)]
+
+
+def _timm_reference(name: str, seed: int = 0, **kwargs):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(seed)
+    return _randomize_bn(timm.create_model(name, pretrained=False, **kwargs).eval(), seed)
+
+
+def _max_rel_diff(reference, model, size, channels=3):
+    x = np.random.default_rng(size).standard_normal((2, channels, size, size)).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    got = keras.ops.convert_to_numpy(model(x.transpose(0, 2, 3, 1), training=False))
+    assert got.shape == expected.shape
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def _check_timm(name, size, **kwargs):
+    reference = _timm_reference(name, **kwargs)
+    model = keras_resnet.get_model(
+        name, input_shape=(size, size, 3), classifier_activation=None, **kwargs
+    )
+    keras_resnet.load_timm_weights(model, reference.state_dict())
+    assert keras_resnet.count_params(model) == sum(p.numel() for p in reference.parameters())
+    diff = _max_rel_diff(reference, model, size)
+    print(f"{keras.backend.backend()} timm {name} {size} {kwargs}: max|diff|/max|ref| = {diff:.2e}")
+    assert diff <= RTOL_OF_MAX
+
+
+@pytest.mark.parametrize("name, size", TIMM_FAST)
+def test_logits_match_timm(name, size):
+    _check_timm(name, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", TIMM_SLOW)
+def test_logits_match_timm_slow(name, size):
+    _check_timm(name, size)
+
+
+@pytest.mark.parametrize(
+    "name, output_stride", [("resnet50d", 8), ("resnet18d", 16), ("resnet18", 8)]
+)
+def test_dilated_logits_match_timm(name, output_stride):
+    """output_stride for basic and bottleneck blocks, with timm's avg downsampling when dilated."""
+    _check_timm(name, 67, output_stride=output_stride)
+
+
+def test_dilated_resnet50_matches_torchvision_replace_stride_with_dilation():
+    reference = _reference("resnet50", replace_stride_with_dilation=[False, True, True])
+    model = keras_resnet.ResNet50(
+        input_shape=(67, 67, 3), output_stride=8, classifier_activation=None
+    )
+    keras_resnet.load_torchvision_weights(model, reference.state_dict())
+    assert _max_rel_diff(reference, model, 67) <= RTOL_OF_MAX
+    # The features too: torchvision's layer4 output (stride 8) against P5.
+    backbone = keras_resnet.feature_extractor(model)
+    x = np.random.default_rng(5).standard_normal((1, 3, 67, 67)).astype("float32")
+    body = torch.nn.Sequential(*list(reference.children())[:-2])
+    with torch.no_grad():
+        expected = body(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    got = keras.ops.convert_to_numpy(backbone(x.transpose(0, 2, 3, 1), training=False)["P5"])
+    assert got.shape == expected.shape == (1, 9, 9, 2048)
     assert np.abs(got - expected).max() <= RTOL_OF_MAX * np.abs(expected).max()
