@@ -1,15 +1,19 @@
-"""Export and inference: reload parity per format, mixed precision, atomic versions, safe mode,
-one-line errors. Runs on every backend: SavedModel and ONNX are written on the TensorFlow backend
-(in a subprocess from JAX and torch), and read back here with TensorFlow and onnxruntime."""
+"""Export and inference (keras_resnet.serving): reload parity per format, portable `.keras`, the
+architecture in export.json, mixed precision, atomic and concurrent versions, a full disk, safe
+mode, SavedModel scanning, image bit depths and sizes, one-line errors. Runs on every backend:
+SavedModel and ONNX are written on the TensorFlow backend (in a subprocess from JAX and torch),
+and read back here with TensorFlow and onnxruntime."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +22,11 @@ import numpy as np
 import pytest
 
 import keras_resnet
-from keras_resnet import export as export_lib
-from keras_resnet import inference
+from keras_resnet.cli import export as export_cli
+from keras_resnet.cli import predict as predict_cli
+from keras_resnet.serving import convert, files
+from keras_resnet.serving import export as export_lib
+from keras_resnet.serving import predict as inference
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = [
@@ -42,11 +49,12 @@ needs_onnx = pytest.mark.skipif(
 )
 
 
+CLI = {"export": export_cli, "predict": predict_cli}
+
+
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command's module (`keras-resnet export|predict`; scripts/*.py are shims over it)."""
+    return CLI[name]
 
 
 def _stand_in(policy: str | None = None, erasing: bool = True) -> keras.Model:
@@ -101,7 +109,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(run_dir) -> keras.Model:
-    return inference.load_keras_model(run_dir / "model.keras")
+    return files.load_keras_model(run_dir / "model.keras")
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +198,8 @@ def test_an_onnx_model_onnxruntime_cannot_run_is_not_published(run_dir, tmp_path
     # Keras' own Normalization instead of the constant one: tf2onnx turns its captured mean and
     # variance into two more graph inputs, writes the file anyway, and no client can feed them.
     monkeypatch.setattr(
-        export_lib,
-        "_ConstantNormalization",
+        convert,
+        "ConstantNormalization",
         lambda mean, variance, **kwargs: keras.layers.Normalization(
             mean=mean.ravel(), variance=variance.ravel(), **kwargs
         ),
@@ -204,17 +212,17 @@ def test_an_onnx_model_onnxruntime_cannot_run_is_not_published(run_dir, tmp_path
 def test_keras_round_trip_is_identical(run_dir, model, images, tmp_path):
     path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path)
     assert path == tmp_path / "fmnist_resnet18-keras" / "1"
-    reloaded = inference.load_keras_model(path / "model.keras")
+    reloaded = files.load_keras_model(path / "model.keras")
     for x in images.values():
         np.testing.assert_array_equal(_predict(reloaded, x), _predict(model, x))
     assert inference.load_predictor(path).class_names == CLASS_NAMES
 
 
 def test_inference_model_drops_augmentation_and_keeps_outputs(model, images):
-    stripped = export_lib.inference_model(model)
-    names = [type(layer).__name__ for layer in stripped._flatten_layers()]
+    stripped = convert.inference_model(model)
+    names = [type(layer).__name__ for layer in convert.all_layers(stripped)]
     assert not [n for n in names if n.startswith("Random")]
-    assert "Sequential" not in names  # the 'augment' block became one _Identity
+    assert "Sequential" not in names  # the 'augment' block became one InferenceIdentity
     assert len(stripped.weights) == len(model.weights)
     for x in images.values():
         np.testing.assert_allclose(_predict(stripped, x), _predict(model, x), rtol=0, atol=1e-6)
@@ -250,7 +258,7 @@ def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
         session = onnxruntime.InferenceSession(
             os.fspath(path / "model.onnx"), providers=["CPUExecutionProvider"]
         )
-        twin = export_lib.as_float32(model)
+        twin = convert.as_float32(model)
         assert twin.get_layer("conv1_conv").compute_dtype == "float32"
         for x in images.values():
             got = session.run(None, {"images": x})[0]
@@ -322,10 +330,11 @@ def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
             and Path("/proc").is_dir()
         ):
             (temp,) = base.glob(".tmp-export-*")
-            while not _processes_mentioning(temp.name):  # the worker has started
+            # Killed as soon as the worker exists: it watches its parent from its first
+            # moment after start-up, so no pause is needed for the kill to be "mid-write".
+            while not _processes_mentioning(temp.name):
                 assert process.poll() is None and time.monotonic() < deadline
                 time.sleep(0.05)
-            time.sleep(0.5)  # it is importing TensorFlow (seconds), long before it writes
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -355,7 +364,7 @@ def test_safe_mode_refuses_a_lambda_layer(tmp_path):
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match="refusing to load it with safe_mode on") as info:
-        inference.load_keras_model(path)
+        files.load_keras_model(path)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="safe_mode"):
         export_lib.export_model(path, format="keras", output_dir=tmp_path / "out")
@@ -462,7 +471,7 @@ def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     for fmt, what in (("saved_model", "SavedModel"), ("onnx", "ONNX")):
         result = run("export.py", os.fspath(run_dir), "--format", fmt, "--output-dir", out)
         assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
-            f"scripts/export.py: error: {what} export needs TensorFlow, which is not installed "
+            f"keras-resnet export: error: {what} export needs TensorFlow, which is not installed "
             "(pip install tensorflow); --format keras works without it"
         )
     assert not (tmp_path / "out").exists()
@@ -474,7 +483,7 @@ def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     assert json.loads(result.stdout)["results"][0]["top_k"][0]["class"] in CLASS_NAMES
     result = run("predict.py", os.fspath(saved_model_dir), os.fspath(image))
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
-        "scripts/predict.py: error: loading a SavedModel needs TensorFlow, which is not "
+        "keras-resnet predict: error: loading a SavedModel needs TensorFlow, which is not "
         "installed (pip install tensorflow)"
     )
 
@@ -625,7 +634,7 @@ def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
     run = tmp_path / "run"
     training.train(
         training.TrainConfig(
-            width=0.125,
+            model=keras_resnet.ResNetConfig.named("resnet18", stem="cifar", width=0.125),
             epochs=1,
             batch_size=32,
             val_size=32,
@@ -636,13 +645,295 @@ def test_a_real_training_run_exports_and_predicts(tmp_path, capsys):
         ),
         dataset=dataset,
     )
-    trained = inference.load_keras_model(run / "model.keras")
+    trained = files.load_keras_model(run / "model.keras")
     x = rng.uniform(0, 255, (7, 16, 16, 1)).astype("float32")
     fmt = "saved_model" if HAS_TF else "keras"
     for source in (run, run / "checkpoints" / "best.keras"):
         path = export_lib.export_model(source, format=fmt, output_dir=tmp_path / "exports")
         predictor = inference.load_predictor(path)
         assert predictor.class_names == ["a", "b", "c"] and predictor.image_shape == (16, 16, 1)
-        reference = trained if source == run else inference.load_keras_model(source)
+        reference = trained if source == run else files.load_keras_model(source)
         assert np.abs(predictor(x) - _predict(reference, x)).max() <= 1e-5
+        # The run's config.json gives the architecture: it rebuilds with the same parameters.
+        architecture = json.loads((path / "assets" / "export.json").read_text())["model"]
+        rebuilt = keras_resnet.build_model(keras_resnet.ResNetConfig.from_dict(architecture))
+        assert rebuilt.count_params() == trained.count_params()
     assert sorted(os.listdir(tmp_path / "exports")) == [f"run-best-{fmt}", f"run-{fmt}"]
+
+
+# --- portable .keras and the architecture in export.json ------------------------------------------
+
+PORTABLE_CHECK = """
+import sys, keras, numpy
+model = keras.saving.load_model(sys.argv[1])
+assert "keras_resnet" not in sys.modules, "keras_resnet was imported"
+x = numpy.load(sys.argv[2])
+numpy.save(sys.argv[3], keras.ops.convert_to_numpy(model(x, training=False)))
+"""
+
+
+def test_keras_export_loads_without_keras_resnet(run_dir, model, images, tmp_path):
+    # The run's own file holds keras_resnet's BatchNormalization (written before exports were
+    # plain Keras): it keeps loading here, where keras_resnet is imported.
+    config = json.loads(__import__("zipfile").ZipFile(run_dir / "model.keras").read("config.json"))
+    assert '"module": "keras_resnet.layers"' in json.dumps(config)
+    path = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path)
+    x = images[7]
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PORTABLE_CHECK,
+            os.fspath(path / "model.keras"),
+            os.fspath(tmp_path / "x.npy"),
+            os.fspath(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # not the repository: keras_resnet is installed, but never imported there
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    difference = np.abs(np.load(tmp_path / "y.npy") - _predict(model, x)).max()
+    assert difference <= 1e-6, difference
+
+
+def _arch_config():
+    return keras_resnet.ResNetConfig.named(
+        "resnet18",
+        width=0.125,
+        stem="cifar",
+        num_classes=10,
+        input_shape=(32, 32, 1),
+        normalization=((72.9,), (90.0,)),
+        name="resnet18_fashion_mnist",
+    )
+
+
+FLAT_RUN_CONFIG = {  # config.json before it embedded ResNetConfig
+    "model": "resnet18",
+    "block": None,
+    "width": 0.125,
+    "expansion": None,
+    "stem": "cifar",
+    "stride_in": None,
+    "groups": None,
+    "width_per_group": None,
+    "zero_init_residual": False,
+    "dropout_rate": 0.0,
+    "dataset": "fashion_mnist",
+    "epochs": 1,
+}
+
+
+@pytest.mark.parametrize("form", ["embedded", "flat", "none"])
+def test_export_records_the_architecture(form, tmp_path):
+    config = _arch_config()
+    trained = keras_resnet.build_model(config)
+    rng = np.random.default_rng(1)
+    trained.set_weights(
+        [
+            rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path else rng.normal(0, 0.1, w.shape)
+            for w in trained.weights
+        ]
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    trained.save(run / "model.keras")
+    if form != "none":
+        run_config = {"model": config.to_dict()} if form == "embedded" else FLAT_RUN_CONFIG
+        (run / "config.json").write_text(json.dumps({**run_config, "seed": 0}))
+    path = export_lib.export_model(run, format="keras", output_dir=tmp_path / "out")
+    metadata = json.loads((path / "assets" / "export.json").read_text())
+    if form == "none":  # nothing to say which architecture it is: no guess is recorded
+        assert "model" not in metadata
+        return
+    rebuilt = keras_resnet.build_model(keras_resnet.ResNetConfig.from_dict(metadata["model"]))
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in trained.layers]
+    assert rebuilt.count_params() == trained.count_params() == 177458
+    reloaded = files.load_keras_model(path / "model.keras")
+    rebuilt.set_weights(reloaded.get_weights())
+    x = rng.uniform(0, 255, (3, 32, 32, 1)).astype("float32")
+    assert np.abs(_predict(rebuilt, x) - _predict(trained, x)).max() <= 1e-6
+
+
+def test_run_model_options_reads_both_forms():
+    config = _arch_config()
+    assert files.run_model_options({"model": config.to_dict()}) == config.to_dict()
+    flat = files.run_model_options(FLAT_RUN_CONFIG)
+    assert flat["stage_blocks"] == [2, 2, 2, 2] and flat["width"] == 0.125
+    assert flat["stem"] == "cifar" and flat["block"] == "basic"
+    assert files.run_model_options({}) is None
+
+
+# --- concurrent exports and a full disk -----------------------------------------------------------
+
+
+def test_two_concurrent_exports_take_consecutive_versions(run_dir, tmp_path, monkeypatch):
+    """Both scan the folder (latest: none) before either renames: the second rename collides
+    and takes the next version instead of failing."""
+    barrier = threading.Barrier(2, timeout=120)
+    publish = export_lib.publish_version
+
+    def publish_together(*args, **kwargs):
+        barrier.wait()  # both exports are written and about to rename
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(export_lib, "publish_version", publish_together)
+    results, errors = [], []
+
+    def export():
+        try:
+            results.append(
+                export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="race")
+            )
+        except Exception as error:  # noqa: BLE001 - reported by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    assert sorted(p.name for p in results) == ["1", "2"]
+    assert sorted(os.listdir(tmp_path / "race")) == ["1", "2"]
+    for version in (1, 2):
+        metadata = json.loads(
+            (tmp_path / "race" / str(version) / "assets" / "export.json").read_text()
+        )
+        assert metadata["version"] == version
+
+
+@needs_tf
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="patches the SavedModel writer in this process (TensorFlow backend)",
+)
+def test_full_disk_during_a_saved_model_export(run_dir, tmp_path, monkeypatch, capsys):
+    def write_out(self, filepath, **kwargs):
+        Path(filepath, "saved_model.pb").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # keras.export.ExportArchive() makes an instance of its backend's class.
+    archive = type(keras.export.ExportArchive())
+    writer = next(c for c in archive.__mro__ if "write_out" in vars(c))
+    monkeypatch.setattr(writer, "write_out", write_out)
+    out = tmp_path / "out"
+    err = _cli_error(capsys, "export", [os.fspath(run_dir), "--output-dir", os.fspath(out)])
+    assert "export failed: no space left on device" in err
+    assert not out.exists() or list(out.rglob("*")) == []  # no version, no temp, no empty name
+
+
+# --- SavedModels are programs --------------------------------------------------------------------
+
+
+def _writing_saved_model(folder: Path, target: Path) -> Path:
+    """A SavedModel whose `serve` writes `target` (tf.io.write_file) each time it runs."""
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
+        def serve(self, images):
+            tf.io.write_file(os.fspath(target), "written by the model")
+            return tf.nn.softmax(tf.zeros([tf.shape(images)[0], 10]))
+
+    module = Writer()
+    tf.saved_model.save(module, os.fspath(folder), signatures={"serving_default": module.serve})
+    return folder
+
+
+@needs_tf
+def test_a_saved_model_that_writes_files_is_refused(tmp_path, capsys):
+    pytest.importorskip("modelscan")
+    target = tmp_path / "pwned.txt"
+    model = _writing_saved_model(tmp_path / "writer", target)
+    image = _png(tmp_path / "a.png", "L", (32, 32), 5)
+    err = _cli_error(capsys, "predict", [os.fspath(model), os.fspath(image)])
+    assert "WriteFile (high)" in err and "--trust-model" in err
+    assert not target.exists()
+    with pytest.raises(ValueError, match="WriteFile"):
+        inference.load_predictor(model)
+    assert not target.exists()
+    # --trust-model: loaded and run as the program it is.
+    assert _script("predict").main([os.fspath(model), os.fspath(image), "--trust-model"]) == 0
+    assert target.read_text() == "written by the model"
+
+
+@needs_tf
+def test_the_exports_own_saved_model_passes_the_scan(saved_model_dir):
+    pytest.importorskip("modelscan")
+    from keras_resnet.serving import safety
+
+    assert safety.scan_saved_model(saved_model_dir) == []
+
+
+# --- image bit depths and sizes ------------------------------------------------------------------
+
+
+def _picture() -> np.ndarray:
+    """A smooth 8-bit grayscale picture (what a shoe on a plain background looks like to a
+    32x32 model: gradients, not noise)."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    return np.clip(128 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0), 0, 255).astype(np.uint8)
+
+
+def test_16_bit_32_bit_and_float_images_match_the_8_bit_image(run_dir, tmp_path):
+    from PIL import Image
+
+    picture = _picture()
+    Image.fromarray(picture, "L").save(tmp_path / "8.png")
+    wide = picture.astype(np.uint16) * 257  # the same picture at 16 bits (255 -> 65535)
+    Image.fromarray(wide).save(tmp_path / "16.png")  # mode I;16
+    Image.fromarray(wide.astype(np.int32)).save(tmp_path / "32.tif")  # mode I
+    Image.fromarray(picture.astype(np.float32) / 255).save(tmp_path / "f01.tif")  # mode F
+    Image.fromarray(picture.astype(np.float32)).save(tmp_path / "f255.tif")
+    modes = {name: Image.open(tmp_path / name).mode for name in ("16.png", "32.tif", "f01.tif")}
+    assert modes == {"16.png": "I;16", "32.tif": "I", "f01.tif": "F"}
+    predictor = inference.load_predictor(run_dir / "model.keras")
+    reference = inference.read_image(tmp_path / "8.png")
+    expected = inference.predict_images(predictor, [reference])[0]
+    for name in ("16.png", "32.tif", "f01.tif", "f255.tif"):
+        image = inference.read_image(tmp_path / name)
+        assert image.shape == (32, 32, 1), name
+        assert np.abs(image - reference).max() <= 1e-3, name
+        got = inference.predict_images(predictor, [image])[0]
+        assert int(np.argmax(got)) == int(np.argmax(expected)), name
+        assert np.abs(got - expected).max() <= 1e-4, name
+
+
+def test_a_float_image_out_of_range_is_refused(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 300.0, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"0-1 or 0-255, received 300\.\.300") as info:
+        inference.read_image(tmp_path / "f.tif")
+    assert "\n" not in str(info.value)
+
+
+def test_decompression_bomb_is_one_line_unless_allowed(run_dir, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    image = _png(tmp_path / "big.png", "L", (64, 64), 3)  # 4096 pixels
+    for limit in (3000, 1000):  # over the limit (Pillow warns) and over twice it (it raises)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        err = _cli_error(capsys, "predict", [os.fspath(run_dir), os.fspath(image)])
+        assert "decompression-bomb limit" in err and "--allow-large-images" in err
+        assert Image.MAX_IMAGE_PIXELS == limit  # restored
+    argv = [os.fspath(run_dir), os.fspath(image), "--allow-large-images"]
+    assert _script("predict").main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: ")
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:512, 0:512]
+    rgb = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "big.jpg", quality=90)
+    assert inference.read_image(tmp_path / "big.jpg").shape == (512, 512, 3)
+    # Pillow's JPEG draft: the smallest 1/2, 1/4 or 1/8 scale still >= the model's size.
+    assert inference.read_image(tmp_path / "big.jpg", size=(32, 32)).shape == (64, 64, 3)
+    assert inference.read_image(tmp_path / "big.jpg", size=(200, 100)).shape == (256, 256, 3)

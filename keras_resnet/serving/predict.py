@@ -1,132 +1,48 @@
 """Inference on trained and exported models: load one, read images, classify, top-k.
 
-One `Predictor` serves every artifact `scripts/export.py` writes, and the trained `.keras` file:
+One `Predictor` serves every artifact the export writes, and the trained `.keras` file:
 
 - a SavedModel directory (TF Serving's `<name>/<version>/`, or `<name>/` for its latest version),
-  called through its `serve` signature (needs TensorFlow, whatever the Keras backend);
+  called through its `serve` signature (needs TensorFlow, whatever the Keras backend). A
+  SavedModel is a program: it is scanned for ops that reach the file system or run Python
+  (`keras_resnet.serving.safety`) and refused when it holds any, unless `trust=True`;
 - a `.keras` file or a training run directory holding `model.keras`, loaded with Keras'
   `safe_mode` on: a model file is data, and no Python code from it runs (a `Lambda` layer is
   refused);
 - an `.onnx` file (or a version directory holding `model.onnx`), run by onnxruntime.
 
-Every model takes raw pixels: float32 values in 0-255, NHWC. Images are read with Pillow,
-converted to the model's channel count (grayscale <-> RGB, alpha dropped) and resized to the
-model's input size with bilinear interpolation (`keras.ops.image.resize`, no antialiasing), the
-same resize as the exported `serve` signature's `Resizing` layer. Training does not resize: the
-model's input size is the dataset's image size.
+Every model takes raw pixels: float32 values in 0-255, NHWC. Images are read with Pillow and
+mapped to 0-255 whatever their bit depth (16-bit, 32-bit integer and float images are scaled,
+not clipped), converted to the model's channel count (grayscale <-> RGB, alpha dropped) and
+resized to the model's input size with bilinear interpolation (`keras.ops.image.resize`, no
+antialiasing), the same resize as the exported `serve` signature's `Resizing` layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 
-# Registers keras_resnet's layers for safe-mode loading: BatchNormalization (every model) and
-# RandomPadCrop (held by a run's checkpoints/best.keras).
-import keras_resnet.layers  # noqa: F401
-from keras_resnet.data import installed
-
-# Files written next to every exported model (see keras_resnet.export).
-CLASS_NAMES_FILE = "class_names.txt"
-METADATA_FILE = "export.json"
-KERAS_FILE = "model.keras"
-ONNX_FILE = "model.onnx"
-RUN_METRICS_FILE = "metrics.json"
-
-
-def _one_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message, with its type when it says little."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def require_tensorflow(what: str, hint: str = "") -> None:
-    """Raises a one-line `ValueError` when TensorFlow is not installed."""
-    if not installed("tensorflow"):
-        raise ValueError(
-            f"{what} needs TensorFlow, which is not installed (pip install tensorflow){hint}"
-        )
-
-
-def load_keras_model(path: str | os.PathLike):
-    """Loads a `.keras` file with `safe_mode=True`; every failure is a one-line `ValueError`.
-
-    Args:
-        path: a `.keras` file.
-
-    Returns:
-        The `keras.Model`.
-
-    Raises:
-        ValueError: the file is missing, is not a Keras archive, or holds code (a `Lambda`
-            layer or another deserialized Python function) that safe mode refuses to run.
-    """
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"model file not found, received model={os.fspath(path)!r}")
-    try:
-        # safe_mode=True is Keras' default; it is spelled out because it is the security
-        # boundary: a model file must never run code from the file on load.
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - every loader failure becomes one line
-        if "safe_mode" in str(error):
-            raise ValueError(
-                f"model file {os.fspath(path)!r} holds Python code (e.g. a Lambda layer); "
-                "refusing to load it with safe_mode on"
-            ) from None
-        raise ValueError(
-            f"cannot load model file {os.fspath(path)!r} (missing, corrupt or not a Keras "
-            f"archive): {_one_line(error)}"
-        ) from None
-
-
-def read_class_names(folder: str | os.PathLike) -> list[str] | None:
-    """Class names stored beside a model: `assets/class_names.txt`, `class_names.txt`, or
-    `class_names` in a training run's `metrics.json` (the run's, for `checkpoints/`). None when
-    there are none."""
-    folder = Path(folder)
-    if folder.name == "checkpoints":  # a run's checkpoints/best.keras: the run's metrics.json
-        return read_class_names(folder.parent)
-    for candidate in (folder / "assets" / CLASS_NAMES_FILE, folder / CLASS_NAMES_FILE):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").splitlines()
-    metrics = folder / RUN_METRICS_FILE
-    if metrics.is_file():
-        try:
-            names = json.loads(metrics.read_text(encoding="utf-8")).get("class_names")
-        except (ValueError, AttributeError):
-            return None
-        if isinstance(names, list):
-            return [str(name) for name in names]
-    return None
-
-
-def read_metadata(folder: str | os.PathLike) -> dict:
-    """`assets/export.json` of an exported version directory ({} when there is none)."""
-    path = Path(folder) / "assets" / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(
-            f"corrupt export metadata {os.fspath(path)!r}: {_one_line(error)}"
-        ) from None
-
-
-def latest_version(base: str | os.PathLike) -> Path | None:
-    """The highest numeric subdirectory of a TF Serving model base directory, or None."""
-    base = Path(base)
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    return base / str(max(versions)) if versions else None
+from keras_resnet.serving.convert import check_channels_last
+from keras_resnet.serving.files import (
+    KERAS_FILE,
+    ONNX_FILE,
+    class_names_or_indices,
+    latest_version,
+    load_keras_model,
+    read_class_names,
+    read_metadata,
+    require_tensorflow,
+)
+from keras_resnet.serving.safety import check_saved_model
+from keras_resnet.utils import installed, one_line
 
 
 @dataclasses.dataclass
@@ -157,26 +73,7 @@ class Predictor:
         return np.asarray(self.fn(images.astype(np.float32)), dtype=np.float32)
 
 
-def check_channels_last(model) -> None:
-    """Raises a one-line `ValueError` for a channels_first model: images here are NHWC."""
-    for layer in model._flatten_layers():
-        if getattr(layer, "data_format", None) == "channels_first":
-            raise ValueError(
-                "only channels_last models are supported, received a model with "
-                f"data_format='channels_first' (layer {layer.name!r})"
-            )
-
-
-def class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
-    """`names` when there is one per class, else the class indices as strings."""
-    if names is not None and len(names) == num_classes:
-        return names
-    return [str(i) for i in range(num_classes)]
-
-
 def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
-    import keras
-
     model = load_keras_model(model_path)
     check_channels_last(model)
     shape = tuple(model.input_shape[1:])
@@ -185,24 +82,20 @@ def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
     def fn(images: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
 
-    return Predictor(
-        "keras",
-        model_path,
-        shape,
-        class_names_or_indices(read_class_names(folder), num_classes),
-        fn,
-    )
+    names = class_names_or_indices(read_class_names(folder), num_classes)
+    return Predictor("keras", model_path, shape, names, fn)
 
 
-def _saved_model_predictor(folder: Path) -> Predictor:
+def _saved_model_predictor(folder: Path, trust: bool) -> Predictor:
     require_tensorflow("loading a SavedModel")
+    check_saved_model(folder, trust=trust)
     import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(os.fspath(folder))
     except Exception as error:  # noqa: BLE001
         raise ValueError(
-            f"cannot load SavedModel {os.fspath(folder)!r}: {_one_line(error)}"
+            f"cannot load SavedModel {os.fspath(folder)!r}: {one_line(error)}"
         ) from None
     if not hasattr(loaded, "serve"):
         raise ValueError(f"SavedModel {os.fspath(folder)!r} has no 'serve' endpoint")
@@ -217,13 +110,8 @@ def _saved_model_predictor(folder: Path) -> Predictor:
         metadata.get("num_classes")
         or fn(np.zeros((1, *(d or 32 for d in shape[:2]), shape[2]), np.float32)).shape[-1]
     )
-    return Predictor(
-        "saved_model",
-        folder,
-        shape,
-        class_names_or_indices(read_class_names(folder), num_classes),
-        fn,
-    )
+    names = class_names_or_indices(read_class_names(folder), num_classes)
+    return Predictor("saved_model", folder, shape, names, fn)
 
 
 def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
@@ -240,32 +128,36 @@ def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
         )
     except Exception as error:  # noqa: BLE001
         raise ValueError(
-            f"cannot load ONNX model {os.fspath(model_path)!r}: {_one_line(error)}"
+            f"cannot load ONNX model {os.fspath(model_path)!r}: {one_line(error)}"
         ) from None
     metadata = read_metadata(folder)
     input_name = session.get_inputs()[0].name
     channels = session.get_inputs()[0].shape[-1]
     shape = tuple(metadata.get("image_shape") or (None, None, channels))
-    num_classes = session.get_outputs()[0].shape[-1]
+    num_classes = int(session.get_outputs()[0].shape[-1])
 
     def fn(images: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: images})[0]
 
-    return Predictor(
-        "onnx",
-        model_path,
-        shape,
-        class_names_or_indices(read_class_names(folder), int(num_classes)),
-        fn,
-    )
+    names = class_names_or_indices(read_class_names(folder), num_classes)
+    return Predictor("onnx", model_path, shape, names, fn)
 
 
-def load_predictor(path: str | os.PathLike) -> Predictor:
+def load_predictor(path: str | os.PathLike, *, trust: bool = False) -> Predictor:
     """Loads a SavedModel directory, a `.keras` or `.onnx` file, a training run directory, or a
     TF Serving base directory (its latest version).
 
+    Args:
+        path: the model.
+        trust: load a SavedModel without scanning it for file-system and Python ops (only for
+            SavedModels from a source you trust: loading one runs its program).
+
+    Returns:
+        The `Predictor`.
+
     Raises:
-        ValueError: one line, when the path is missing, of no known kind, or fails to load.
+        ValueError: one line, when the path is missing, of no known kind, fails to load, or is
+            a SavedModel holding unsafe ops (without `trust`).
     """
     path = Path(path)
     if not path.exists():
@@ -273,12 +165,10 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
     if path.is_dir() and not any(
         (path / f).exists() for f in ("saved_model.pb", KERAS_FILE, ONNX_FILE)
     ):
-        latest = latest_version(path)
-        if latest is not None:
-            path = latest
+        path = latest_version(path) or path
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return _saved_model_predictor(path)
+            return _saved_model_predictor(path, trust)
         if (path / KERAS_FILE).is_file():
             return _keras_predictor(path / KERAS_FILE, path)
         if (path / ONNX_FILE).is_file():
@@ -320,12 +210,85 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     )
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+class ImageRangeError(ValueError):
+    """A float image whose values are neither 0-1 nor 0-255."""
+
+
+# Pillow modes of one channel holding more than 8 bits, and the factor to 0-255. 'I' (32-bit
+# signed) holds 16-bit PNGs in most Pillow versions, so its range is taken from the values.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _wide_to_255(image, path: Path) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image as float32 0-255.
+
+    16-bit ('I;16*'): divided by 257 (65535 -> 255), the inverse of Pillow's 8 -> 16 bit
+    expansion. 'I' (32-bit integer; what Pillow makes of a 16-bit PNG): values within 0-65535
+    are 16-bit and scaled as such; wider ones by the type's maximum. 'F' (float): 0-1 images
+    are scaled by 255, 0-255 ones kept; other ranges are refused.
+    """
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        return (array / 257.0).astype(np.float32)
+    if image.mode == "I":
+        if array.min() >= 0 and array.max() <= 65535:
+            return (array / 257.0).astype(np.float32)
+        return ((array - array.min()) / max(array.max() - array.min(), 1) * 255).astype(np.float32)
+    finite = array[np.isfinite(array)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if finite.size != array.size or low < 0 or high > 255:
+        raise ImageRangeError(
+            f"a float image must hold values in 0-1 or 0-255, received {low:g}..{high:g} "
+            f"in {os.fspath(path)!r}"
+        )
+    return (array * (255.0 if high <= 1.0 else 1.0)).astype(np.float32)
+
+
+def _to_array(image, path: Path) -> np.ndarray:
+    """A decoded Pillow image as float32 (H, W) or (H, W, C), 0-255."""
+    if image.mode in _WIDE_MODES:
+        return _wide_to_255(image, path)
+    # Palette and CMYK images become RGB or RGBA (8 bits per channel already).
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return np.asarray(image, dtype=np.float32)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"cannot read array {os.fspath(path)!r}: {one_line(error)}") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(
+            f"an .npy image must be (H, W) or (H, W, C), received shape "
+            f"{array.shape} in {os.fspath(path)!r}"
+        )
+    return array.astype(np.float32)
+
+
+def read_image(
+    path: str | os.PathLike,
+    *,
+    size: tuple[int, int] | None = None,
+    allow_large: bool = False,
+) -> np.ndarray:
     """Decodes a PNG, JPEG (or any Pillow format) to a float32 (H, W, C) array of 0-255 pixels,
     or reads a `.npy` array of shape (H, W) or (H, W, C).
 
+    Args:
+        path: the file.
+        size: (height, width) the image will be resized to: a JPEG is decoded at the smallest
+            of Pillow's reduced scales (1/2, 1/4, 1/8) that stays at least this large
+            (`Image.draft`), which is faster and needs less memory. None: full size.
+        allow_large: decode images over Pillow's decompression-bomb limit
+            (`PIL.Image.MAX_IMAGE_PIXELS`) instead of refusing them.
+
     Raises:
-        ValueError: the file is missing or cannot be decoded.
+        ValueError: one line, when the file is missing, cannot be decoded, or is over the limit.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -333,35 +296,46 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"image not found, received image={os.fspath(path)!r}")
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"cannot read array {os.fspath(path)!r}: {_one_line(error)}") from None
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
-            raise ValueError(
-                f"an .npy image must be (H, W) or (H, W, C), received shape "
-                f"{array.shape} in {os.fspath(path)!r}"
-            )
-        return array.astype(np.float32)
+        return _read_npy(path)
     try:
-        with Image.open(path) as image:
+        with _pixel_limit(allow_large), Image.open(path) as image:
+            if size is not None and image.format == "JPEG":
+                image.draft(image.mode, (size[1], size[0]))
             image.load()  # decode now: a truncated file fails here, not later
-            # Palette, 16-bit and CMYK images become L, LA, RGB or RGBA.
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):
-                has_alpha = "A" in image.getbands() or "transparency" in image.info
-                image = image.convert("RGBA" if has_alpha else "RGB")
-            array = np.asarray(image, dtype=np.float32)
+            array = _to_array(image, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"image {os.fspath(path)!r} is over Pillow's decompression-bomb limit "
+            f"({one_line(error)}); pass --allow-large-images if you trust it"
+        ) from None
+    except ImageRangeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot decode image {os.fspath(path)!r}: {_one_line(error)}") from None
+        raise ValueError(f"cannot decode image {os.fspath(path)!r}: {one_line(error)}") from None
     return array[..., None] if array.ndim == 2 else array
+
+
+@contextlib.contextmanager
+def _pixel_limit(allow_large: bool) -> Iterator[None]:
+    """Pillow's decompression-bomb guard for one decode: over `Image.MAX_IMAGE_PIXELS` Pillow
+    only warns (and raises over twice the limit); here both raise, unless `allow_large` lifts
+    the limit. The limit is restored afterwards."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        if allow_large:
+            Image.MAX_IMAGE_PIXELS = None
+        else:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def prepare_image(image: np.ndarray, image_shape: Sequence[int | None]) -> np.ndarray:
     """Converts channels and resizes one (H, W, C) 0-255 image to the model's `image_shape`."""
-    import keras
-
     image = to_channels(np.asarray(image, dtype=np.float32), int(image_shape[-1]))
     height, width = image_shape[0], image_shape[1]
     if height is not None and width is not None and image.shape[:2] != (height, width):
