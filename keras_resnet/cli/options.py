@@ -53,7 +53,7 @@ def _parse_type(annotation: str):
 
 
 def add_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser,  # an ArgumentParser or one of its argument groups
     cls: type,
     *,
     only: Iterable[str] | None = None,
