@@ -3,9 +3,11 @@
 
     data_speed.py generate DIR [--count 50000]   photo-like 500x375 q90 JPEGs, DIR/train, DIR/val
     data_speed.py decode DIR                     decode + random-resized crop rates, per method
-    data_speed.py cache DIR CACHE                build the uint8 cache; read rate of its batches
-    data_speed.py fit DIR CACHE                  ResNet-50 224 bf16 fit img/s: synthetic, cache,
-                                                 folder stream (Keras on JAX)
+    data_speed.py cache DIR CACHE                build the uint8 cache (threads vs processes on a
+                                                 slice first); read rates of its batches
+    data_speed.py fit DIR CACHE [--devices N]    ResNet-50 224 bf16 fit img/s: synthetic uint8,
+                                                 cache + on-device crop, folder stream (Keras on
+                                                 JAX; N GPUs: DataParallel, global batch 256 N)
 
 Each command prints JSON lines ({"what": ..., "img_per_s": ...}); `table` prints them as Markdown.
 """
@@ -13,11 +15,14 @@ Each command prints JSON lines ({"what": ..., "img_per_s": ...}); `table` prints
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -148,14 +153,13 @@ def decode(args) -> None:
         if name.startswith("opencv") and importlib.util.find_spec("cv2") is None:
             emit(f"decode+rrc {name}", 0.0, error="cv2 not installed")
             continue
-        for workers in (1, args.workers):
-            chunk = paths[: len(paths) // (args.workers // workers)]
-            jobs = [(name, chunk[i::workers], i) for i in range(workers)]
-            with Pool(workers) as pool:
-                pool.map(_run_method, [(name, chunk[:8], 0)] * workers)  # warm imports
-                start = time.perf_counter()
-                n = sum(pool.map(_run_method, jobs))
-            emit(f"decode+rrc {name}", n / (time.perf_counter() - start), cores=workers)
+        workers = args.workers  # one-core rates: 1/16 of these within 10% (log of 2026-11-29)
+        jobs = [(name, paths[i::workers], i) for i in range(workers)]
+        with Pool(workers) as pool:
+            pool.map(_run_method, [(name, paths[:8], 0)] * workers)  # warm imports
+            start = time.perf_counter()
+            n = sum(pool.map(_run_method, jobs))
+        emit(f"decode+rrc {name}", n / (time.perf_counter() - start), cores=workers)
     nvjpeg(paths)
 
 
@@ -194,63 +198,155 @@ def nvjpeg(paths: list[str]) -> None:
 
 def cache(args) -> None:
     from keras_resnet import data
+    from keras_resnet.data import cache as cache_lib
 
     source = data.open_dataset(args.dir, image_size=224)
+    if args.compare_build:  # threads vs processes on a slice, into a throwaway folder
+        sliced = dataclasses.replace(source, files={"train": subset(source, args.compare_build)})
+        for processes in (False, True):
+            start = time.perf_counter()
+            data.build_cache(
+                sliced,
+                f"{args.cache}_cmp",
+                side=args.side,
+                workers=args.workers,
+                processes=processes,
+            )
+            rate = args.compare_build / (time.perf_counter() - start)
+            pool = "processes" if processes else "threads"
+            emit(f"cache build {pool}", rate, cores=args.workers, files=args.compare_build)
+        shutil.rmtree(f"{args.cache}_cmp", ignore_errors=True)
     start = time.perf_counter()
     data.build_cache(source, args.cache, side=args.side, workers=args.workers)
     n = sum(source.counts.values())
-    emit("cache build (decode once)", n / (time.perf_counter() - start), cores=args.workers)
-    for name, make in (
-        ("cache", lambda: data.CachePyDataset(args.cache, "train", args.batch, train=True)),
-        ("folder stream", lambda: source.dataset("train", args.batch, workers=args.workers)),
+    decoder = "opencv" if cache_lib.opencv_module() else "pillow"
+    emit(
+        "cache build (decode once)",
+        n / (time.perf_counter() - start),
+        cores=args.workers,
+        decoder=decoder,
+        processes=True,
+    )
+    for name, make, steps in (
+        ("cache, CPU crop", lambda: cache_batches(args, False), args.steps),
+        ("cache, gather for the device crop", lambda: cache_batches(args, True), args.steps),
+        ("folder stream", lambda: source.dataset("train", args.batch, workers=args.workers), 30),
     ):
         batches = make()
-        from concurrent.futures import ThreadPoolExecutor
-
-        steps = min(len(batches), args.steps)
-        start = time.perf_counter()
+        steps = min(len(batches), steps)
         with ThreadPoolExecutor(args.workers) as pool:
-            images = sum(x.shape[0] for x, _ in pool.map(batches.__getitem__, range(steps)))
+            list(pool.map(batches.__getitem__, range(2)))  # page in, start workers
+            start = time.perf_counter()
+            images = sum(len(y) for _, y in pool.map(batches.__getitem__, range(steps)))
         rate = images / (time.perf_counter() - start)
         emit(f"batches of {args.batch}, {name}", rate, cores=args.workers)
 
 
-def fit(args) -> None:
-    """model.fit img/s on ResNet-50 224 bf16 batch 256, per input (Keras on JAX)."""
+def subset(source, count: int):
+    paths, labels = source.files["train"]
+    keep = np.random.default_rng(0).permutation(len(paths))[:count]
+    return paths[keep], labels[keep]
+
+
+def cache_batches(args, crop_on_device: bool, batch: int | None = None):
+    from keras_resnet import data
+
+    return data.CachePyDataset(
+        args.cache,
+        "train",
+        batch or args.batch,
+        train=True,
+        crop_on_device=crop_on_device,
+        workers=args.workers,
+    )
+
+
+def endless(batches, workers: int):
+    """`batches` repeated without end, so that `fit(steps_per_epoch=...)` never runs dry."""
     import keras
 
-    from keras_resnet import data
+    class Endless(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, max_queue_size=2 * workers)
+
+        @property
+        def num_batches(self):
+            return None
+
+        def __getitem__(self, index):
+            return batches[index % len(batches)]
+
+    return Endless()
+
+
+def fit(args) -> None:
+    """model.fit img/s on ResNet-50 224 bf16, per input (Keras on JAX), on `--devices` GPUs with
+    `keras.distribution.DataParallel` (global batch = batch x devices)."""
+    import keras
+
+    from keras_resnet import data, utils
+    from keras_resnet.data import gpu_crop
     from keras_resnet.models import get_model
 
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    model = get_model(
-        args.model, num_classes=args.classes, input_shape=(224, 224, 3), normalization="imagenet"
-    )
+    devices = keras.distribution.list_devices()[: args.devices]
+    if len(devices) < args.devices:
+        raise SystemExit(f"--devices {args.devices}: only {len(devices)} devices found")
+    batch = args.batch * args.devices
+    with utils.keras_globals(), utils.dtype_policy("mixed_bfloat16"):
+        if args.devices > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        backbone = get_model(
+            args.model,
+            num_classes=args.classes,
+            input_shape=(224, 224, 3),
+            normalization="imagenet",
+        )
+        rng = np.random.default_rng(0)
+        n = batch * args.steps
+        pool = rng.integers(0, 256, (min(n, 4 * batch), 224, 224, 3), dtype=np.uint8)
+        # Repeated random batches: drawing n images (9 GB on 4 GPUs) costs more than the fit.
+        synthetic = (np.resize(pool, (n, 224, 224, 3)), rng.integers(0, args.classes, n))
+        source = data.open_dataset(args.dir, image_size=224)
+        inputs = {
+            "synthetic uint8 (numpy)": (backbone, lambda: synthetic, args.steps),
+            "cache + device crop": (
+                gpu_crop.training_model(backbone, side=args.side, seed=0),
+                lambda: endless(cache_batches(args, True, batch), args.workers),
+                args.steps,
+            ),
+            "folder stream": (
+                backbone,
+                lambda: endless(source.dataset("train", batch, workers=args.workers), args.workers),
+                args.folder_steps,
+            ),
+        }
+        for name, (model, make, steps) in inputs.items():
+            if args.inputs and name.split()[0] not in args.inputs:
+                continue
+            emit(
+                f"fit {name}",
+                *fit_rate(args, model, make(), steps, batch),
+                devices=args.devices,
+                global_batch=batch,
+            )
+
+
+def fit_rate(args, model, x, steps: int, batch: int) -> tuple[float, dict]:
+    """img/s of the second of two epochs of `steps` steps (the first compiles)."""
+    import keras
+
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         loss="sparse_categorical_crossentropy",
         steps_per_execution=args.steps_per_execution,
     )
-    rng = np.random.default_rng(0)
-    n = args.batch * args.steps
-    synthetic = (
-        rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8),
-        rng.integers(0, args.classes, n),
+    timer = EpochTimer()
+    # An endless PyDataset is shuffled already (a permutation per epoch): no batch reshuffle.
+    arrays, kwargs = (
+        (x, {"batch_size": batch}) if isinstance(x, tuple) else ((x,), {"shuffle": False})
     )
-    source = data.open_dataset(args.dir, image_size=224)
-    inputs = {
-        "synthetic uint8 (numpy)": lambda: synthetic,
-        "cache": lambda: data.CachePyDataset(args.cache, "train", args.batch, train=True),
-        "folder stream": lambda: source.dataset("train", args.batch, workers=args.workers),
-    }
-    for name, make in inputs.items():
-        x = make()
-        timer = EpochTimer()
-        kwargs = {"batch_size": args.batch} if isinstance(x, tuple) else {}
-        arrays = x if isinstance(x, tuple) else (x,)
-        steps = {"epochs": 2, "steps_per_epoch": args.steps}
-        model.fit(*arrays, **steps, callbacks=[timer], verbose=0, **kwargs)
-        emit(f"fit {name}", args.batch * args.steps / timer.times[-1], epochs=timer.times)
+    model.fit(*arrays, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0, **kwargs)
+    return batch * steps / timer.times[-1], {"epochs_s": [round(t, 2) for t in timer.times]}
 
 
 class EpochTimer:
@@ -271,8 +367,9 @@ class EpochTimer:
         return Timer()
 
 
-def emit(what: str, rate: float, **extra) -> None:
-    print(json.dumps({"what": what, "img_per_s": round(rate, 1), **extra}), flush=True)
+def emit(what: str, rate: float, details: dict | None = None, **extra) -> None:
+    row = {"what": what, "img_per_s": round(rate, 1), **(details or {}), **extra}
+    print(json.dumps(row), flush=True)
 
 
 def table(args) -> None:
@@ -295,7 +392,13 @@ def main(argv=None) -> int:
         p.add_argument("--count", type=int, default=50000)
         p.add_argument("--val", type=int, default=2000)
         p.add_argument("--classes", type=int, default=100)
-        p.add_argument("--sample", type=int, default=4000)
+        p.add_argument("--sample", type=int, default=2000)
+        p.add_argument(
+            "--compare-build", type=int, default=4000, help="cache: threads vs processes"
+        )
+        p.add_argument("--devices", type=int, default=1, help="fit: GPUs, DataParallel")
+        p.add_argument("--inputs", nargs="*", help="fit: synthetic, cache, folder (default all)")
+        p.add_argument("--folder-steps", type=int, default=30)
         p.add_argument("--side", type=int, default=256)
         p.add_argument("--steps", type=int, default=100)
         p.add_argument("--steps-per-execution", type=int, default=1)
