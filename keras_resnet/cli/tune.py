@@ -1,6 +1,8 @@
-"""Searches keras_resnet's depth, block, expansion, width, stem and training recipe (learning
-rate, weight decay, and optionally label smoothing and random erasing) with KerasTuner, then
-reports the trials and retrains the best configuration.
+"""Searches keras_resnet's depth (or blocks per stage), block, expansion, width, stem, and
+optionally the shortcut downsampling and the stochastic-depth rate, and the training recipe
+(learning rate, weight decay, and optionally label smoothing and random erasing) with KerasTuner,
+then reports the trials (table, Pareto plot against parameters and FLOPs, best_config.json for
+`keras-resnet train --config`) and retrains the best configuration.
 
     keras-resnet tune                                        # hyperband on Fashion-MNIST
     keras-resnet tune --tuner bayesian --max-trials 30 --max-epochs 5 --train-fraction 0.2
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             return fail(f"cannot write the report: {error}", 1)
         print((Path(summary["report_dir"]) / "trials.md").read_text())
+        if summary["best_config"]:
+            print(f"best configuration: {summary['best_config']}")
         return 0
     try:
         space, options = options_from_args(args)

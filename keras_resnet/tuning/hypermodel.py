@@ -129,12 +129,26 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
 def train_one_trial(payload: dict) -> dict:
     """Builds the trial's model, loads its parent trial's weights (Hyperband), logs a 'fit'
-    event, and fits with a best-epoch checkpoint. Returns the trial's metrics."""
+    event, and fits with a best-epoch checkpoint. Returns the trial's metrics.
+
+    A Hyperband trial whose parent's checkpoint is gone trains from scratch for all its epochs
+    (logged as a 'no_parent' event): a search resumed on another machine carries its trial
+    records but not the checkpoints, which for wide networks exceed what can be carried (a
+    width-4 ResNet-18 holds 179 M weights, 0.7 GB). That is Hyperband without weight reuse:
+    the same decisions, more epochs.
+    """
     hp = keras_tuner.HyperParameters.from_config(payload["hp"])
     hypermodel = payload["hypermodel"]
+    parent = payload["parent_checkpoint"]
+    if parent and not os.path.isfile(parent):
+        if payload.get("project_dir"):
+            log_event(payload["project_dir"], event="no_parent", **payload["event"])
+        parent = None
+        hp.values["tuner/initial_epoch"] = 0  # the schedule spans every epoch
+        payload = {**payload, "kwargs": {**payload["kwargs"], "initial_epoch": 0}}
     model = hypermodel.build(hp)
-    if payload["parent_checkpoint"]:
-        model.load_weights(payload["parent_checkpoint"])
+    if parent:
+        model.load_weights(parent)
     checkpoint = keras.callbacks.ModelCheckpoint(
         payload["checkpoint"],
         monitor=OBJECTIVE,

@@ -1,10 +1,15 @@
-"""The report of a search: a Markdown table, a CSV and a Pareto plot of accuracy against FLOPs.
+"""The report of a search: a Markdown table, a CSV, a Pareto plot of accuracy against parameters
+and FLOPs, and the best configuration as a training config file.
 
     <directory>/<project_name>/report/
-        trials.md     the trials (architecture, recipe, epochs, params, MFLOPs, val accuracy,
-                      seconds, '*' on the Pareto front) and the best trial
-        trials.csv    the same, one column per hyperparameter
-        pareto.png    validation accuracy against FLOPs, the front drawn, the best starred
+        trials.md         the trials (architecture, recipe, epochs, params, MFLOPs, val accuracy,
+                          seconds, '*' on the Pareto fronts) and the best trial
+        trials.csv        the same, one column per hyperparameter
+        pareto.png        two panels: validation accuracy against parameters and against FLOPs,
+                          each front drawn, the best starred
+        best_config.json  the best trial as a `TrainConfig.to_dict()`, full-length recipe:
+                          `keras-resnet train --config best_config.json` trains it (written
+                          when the search's definition file is there)
 
 Each file is written whole (a temporary file, then an atomic replace), so that a report read
 while a search runs, or after it was killed, is never half a file.
@@ -19,11 +24,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_resnet.training import TrainConfig
+from keras_resnet.tuning.hypermodel import trial_train_config
 from keras_resnet.tuning.space import config_from_values, describe
 from keras_resnet.tuning.store import DEFINITION_FILE, OBJECTIVE
 from keras_resnet.utils import atomic_path, write_text_atomic
 
 CSV_COLUMNS = ("trial_id", "status", "val_accuracy", "params", "flops", "seconds", "epochs")
+BEST_CONFIG_FILE = "best_config.json"
+# Recipe values a trial may set besides learning rate and weight decay, as the table shows them.
+OTHER_RECIPE = (("label_smoothing", "ls"), ("erasing", "erasing"))
 
 
 @dataclasses.dataclass
@@ -38,7 +48,8 @@ class TrialRecord:
     flops: int | None
     seconds: float | None
     epochs: int | None
-    pareto: bool = False
+    pareto: bool = False  # on the front of accuracy against FLOPs
+    pareto_params: bool = False  # on the front of accuracy against parameters
 
     @property
     def config(self):
@@ -82,22 +93,32 @@ def read_trials(project_dir: str | os.PathLike) -> list[TrialRecord]:
     return records
 
 
-def mark_pareto(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Marks (and returns) the Pareto front of completed trials: no other trial is at least as
-    accurate with at most as many FLOPs, and better in one of the two."""
-    done = [r for r in records if r.val_accuracy is not None and r.flops is not None]
-    front = []
-    for r in done:
-        r.pareto = not any(
+def pareto_front(records: Sequence[TrialRecord], cost: str = "flops") -> list[TrialRecord]:
+    """The completed trials that no other trial beats: none is at least as accurate at most as
+    costly (`cost`: 'flops' or 'params') and better in one of the two. Sorted by cost."""
+    done = [r for r in records if r.val_accuracy is not None and getattr(r, cost) is not None]
+    front = [
+        r
+        for r in done
+        if not any(
             o is not r
-            and o.flops <= r.flops
+            and getattr(o, cost) <= getattr(r, cost)
             and o.val_accuracy >= r.val_accuracy
-            and (o.flops < r.flops or o.val_accuracy > r.val_accuracy)
+            and (getattr(o, cost) < getattr(r, cost) or o.val_accuracy > r.val_accuracy)
             for o in done
         )
-        if r.pareto:
-            front.append(r)
-    return sorted(front, key=lambda r: r.flops)
+    ]
+    return sorted(front, key=lambda r: getattr(r, cost))
+
+
+def mark_pareto(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Marks the Pareto fronts of completed trials (`pareto`: against FLOPs, `pareto_params`:
+    against parameters) and returns the FLOPs front, sorted by FLOPs."""
+    by_flops, by_params = pareto_front(records, "flops"), pareto_front(records, "params")
+    for r in records:
+        r.pareto = any(r is f for f in by_flops)
+        r.pareto_params = any(r is p for p in by_params)
+    return by_flops
 
 
 def best_trial(records: Sequence[TrialRecord]) -> TrialRecord | None:
@@ -112,11 +133,15 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def _other_recipe(recipe: dict) -> str:
+    return " ".join(f"{label} {recipe[key]:.3g}" for key, label in OTHER_RECIPE if key in recipe)
+
+
 def format_trials(records: Sequence[TrialRecord]) -> str:
-    """The trials as a Markdown table; '*' marks the Pareto front."""
+    """The trials as a Markdown table; '*' marks the Pareto fronts (parameters, FLOPs)."""
     header = (
-        "| trial | status | architecture | lr | weight decay | epochs | params | MFLOPs "
-        "| val acc | seconds | Pareto |"
+        "| trial | status | architecture | lr | weight decay | other recipe | epochs | params "
+        "| MFLOPs | val acc | seconds | Pareto params | Pareto FLOPs |"
     )
     lines = [header, "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"]
     for r in records:
@@ -124,14 +149,15 @@ def format_trials(records: Sequence[TrialRecord]) -> str:
             model, recipe = r.config
             arch = describe(model)
             lr, wd = recipe.get("learning_rate"), recipe.get("weight_decay")
+            other = _other_recipe(recipe)
         except (KeyError, ValueError):  # a trial that never got values
-            arch, lr, wd = "", None, None
+            arch, lr, wd, other = "", None, None, ""
         lines.append(
             f"| {r.trial_id} | {r.status} | {arch} | {_fmt(lr, '.3g')} | {_fmt(wd, '.2g')} "
-            f"| {_fmt(r.epochs, 'd')} | {_fmt(r.params, ',d')} "
+            f"| {other} | {_fmt(r.epochs, 'd')} | {_fmt(r.params, ',d')} "
             f"| {_fmt(None if r.flops is None else r.flops / 1e6, '.1f')} "
             f"| {_fmt(r.val_accuracy, '.4f')} | {_fmt(r.seconds, '.1f')} "
-            f"| {'*' if r.pareto else ''} |"
+            f"| {'*' if r.pareto_params else ''} | {'*' if r.pareto else ''} |"
         )
     return "\n".join(lines)
 
@@ -141,32 +167,33 @@ def write_csv(records: Sequence[TrialRecord], path: str | os.PathLike) -> None:
     names = sorted({k for r in records for k in r.values})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*CSV_COLUMNS, "pareto", *names])
+        writer.writerow([*CSV_COLUMNS, "pareto", "pareto_params", *names])
         for r in records:
             row = [getattr(r, column) for column in CSV_COLUMNS]
-            writer.writerow([*row, int(r.pareto), *(r.values.get(k, "") for k in names)])
+            fronts = [int(r.pareto), int(r.pareto_params)]
+            writer.writerow([*row, *fronts, *(r.values.get(k, "") for k in names)])
 
 
-def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: str = "") -> None:
-    """PNG of validation accuracy against FLOPs, the Pareto front drawn and the best starred."""
-    import matplotlib
+# (cost attribute, scale to the axis' unit, axis label) of the two panels.
+PARETO_PANELS = (
+    ("params", 1e6, "parameters (millions)"),
+    ("flops", 1e6, "forward MFLOPs per image (multiply-add = 2)"),
+)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    done = [r for r in records if r.val_accuracy is not None and r.flops is not None]
-    front = sorted((r for r in done if r.pareto), key=lambda r: r.flops)
+def _plot_panel(ax, records: Sequence[TrialRecord], cost: str, scale: float, label: str) -> None:
+    done = [r for r in records if r.val_accuracy is not None and getattr(r, cost) is not None]
+    front = pareto_front(records, cost)
     best = best_trial(records)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    mflops, accuracy = [r.flops / 1e6 for r in done], [r.val_accuracy for r in done]
-    ax.scatter(mflops, accuracy, s=22, color="tab:blue", alpha=0.6, label="trial")
+    x = [getattr(r, cost) / scale for r in done]
+    ax.scatter(x, [r.val_accuracy for r in done], s=22, color="tab:blue", alpha=0.6, label="trial")
     if front:
-        x, y = [r.flops / 1e6 for r in front], [r.val_accuracy for r in front]
-        ax.step(x, y, where="post", color="tab:red", linewidth=1.2, label="Pareto front")
-        ax.scatter(x, y, s=40, facecolors="none", edgecolors="tab:red")
-    if best is not None and best.flops is not None:
+        fx, fy = [getattr(r, cost) / scale for r in front], [r.val_accuracy for r in front]
+        ax.step(fx, fy, where="post", color="tab:red", linewidth=1.2, label="Pareto front")
+        ax.scatter(fx, fy, s=40, facecolors="none", edgecolors="tab:red")
+    if best is not None and getattr(best, cost) is not None:
         ax.scatter(
-            [best.flops / 1e6],
+            [getattr(best, cost) / scale],
             [best.val_accuracy],
             marker="*",
             s=180,
@@ -175,22 +202,75 @@ def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: 
             zorder=5,
             label=f"best (trial {best.trial_id})",
         )
-    if done and max(mflops) > 10 * min(mflops):
+    if done and max(x) > 10 * min(x):
         ax.set_xscale("log")
-    ax.set_xlabel("forward MFLOPs per image (multiply-add = 2)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title or "keras_resnet search: accuracy against FLOPs")
+    ax.set_xlabel(label, fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+
+
+def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: str = "") -> None:
+    """PNG of validation accuracy against parameters (left) and FLOPs (right), each Pareto front
+    drawn and the best trial starred; written whole."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 4.5), dpi=110, sharey=True)
+    for ax, (cost, scale, label) in zip(axes, PARETO_PANELS, strict=True):
+        _plot_panel(ax, records, cost, scale, label)
+    axes[0].set_ylabel("validation accuracy")
+    axes[0].legend(loc="best", fontsize=7)
+    fig.suptitle(title or "keras_resnet search: accuracy against parameters and FLOPs", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
+def best_train_config(definition: dict, values: dict, run_name: str) -> TrainConfig:
+    """The training configuration of a trial at full length, from a search's definition.
+
+    From the search: the architecture and recipe values the space searched (`values`). From the
+    search's base configuration (the definition's `train_config`): every other option (data,
+    batch size, precision, augmentation, warmup, optimizer, model options such as dropout).
+    The options a search does not fix take `TrainConfig`'s defaults: `epochs` (the full
+    recipe's), `loader`, `source_dir`, `data_dir`, `steps_per_execution`, `verbose`; and
+    TensorBoard and the per-epoch test curve, which trials turn off. The run goes to
+    `saved_models/<run_name>` unless `--output-dir` is given.
+    """
+    defaults = TrainConfig()
+    base = dataclasses.replace(
+        TrainConfig.from_dict(definition["train_config"]),
+        tensorboard=defaults.tensorboard,
+        track_test=defaults.track_test,
+        run_name=run_name,
+        output_dir=None,
+    )
+    return trial_train_config(base, values)
+
+
+def write_best_config(
+    project_dir: str | os.PathLike, best: TrialRecord | None, out: str | os.PathLike
+) -> Path | None:
+    """Writes the best trial's `best_train_config` to `out/best_config.json` (whole). Returns
+    its path, or None when the folder has no definition file or no completed trial."""
+    project_dir = Path(project_dir)
+    definition_file = project_dir / DEFINITION_FILE
+    if best is None or not definition_file.is_file():
+        return None
+    definition = json.loads(definition_file.read_text())
+    config = best_train_config(definition, best.values, f"tuned_{project_dir.name}")
+    path = Path(out) / BEST_CONFIG_FILE
+    write_text_atomic(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def write_report(project_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict:
-    """Writes trials.md, trials.csv and pareto.png for a search directory (default
-    `<project_dir>/report/`), and returns a summary: the trial count and the best trial.
+    """Writes trials.md, trials.csv, pareto.png and best_config.json for a search directory
+    (default `<project_dir>/report/`), and returns a summary: the trial count, the best trial
+    and the path of its config file (None without a definition file or a completed trial).
 
     Works on any search directory at any time, also while a search runs or after it was killed.
 
@@ -214,25 +294,36 @@ def write_report(project_dir: str | os.PathLike, out_dir: str | os.PathLike | No
             f"Best: trial {best.trial_id}, {describe(best.config[0])}, "
             f"val accuracy {best.val_accuracy:.4f}."
         )
+    best_config = write_best_config(project_dir, best, out)
+    if best_config is not None:
+        lines.append(
+            f"\nIts configuration, full length: `{BEST_CONFIG_FILE}` "
+            f"(`keras-resnet train --config {BEST_CONFIG_FILE}`)."
+        )
     write_text_atomic(out / "trials.md", "\n".join(lines) + "\n")
     write_csv(records, out / "trials.csv")
-    plot_pareto(records, out / "pareto.png", title=f"{project_dir.name}: accuracy against FLOPs")
+    plot_pareto(records, out / "pareto.png", title=f"{project_dir.name}: accuracy against cost")
     return {
         "trials": len(records),
         "completed": sum(r.status == "COMPLETED" for r in records),
         "best": None if best is None else dataclasses.asdict(best),
+        "best_config": None if best_config is None else str(best_config),
         "report_dir": str(out),
     }
 
 
 __all__ = [
+    "BEST_CONFIG_FILE",
     "TrialRecord",
+    "best_train_config",
     "best_trial",
     "format_trials",
     "mark_pareto",
+    "pareto_front",
     "plot_pareto",
     "read_trials",
     "trial_metric",
+    "write_best_config",
     "write_csv",
     "write_report",
 ]

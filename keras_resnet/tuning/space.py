@@ -1,12 +1,16 @@
 """The search space: what is searched, its KerasTuner hyperparameters, and how a trial's values
 map onto a `ResNetConfig` (the architecture) and the training recipe.
 
-    depth           18, 34, 50, 101, 152: the blocks per stage of `keras_resnet.DEPTHS`
+    depth           18, 34, 50, 101, 152: the blocks per stage of `keras_resnet.DEPTHS`; with
+                    `custom_stages`, also blocks per stage written '4-4-4' (any number of
+                    stages: a 3-stage WRN-like net), and then a Choice of strings
     block           'basic' or 'bottleneck' (overrides the depth's own block kind)
     expansion       output channels per inner channel; bottleneck only (a conditional
                     hyperparameter: basic blocks keep the paper's 1)
     width           multiplier on every stage's width
-    stem            'cifar' or 'imagenet'
+    stem            'cifar', 'imagenet' or 'deep' (three 3x3 convolutions, ResNet-C/D)
+    downsample      'conv' or 'avg' (ResNet-D's average-pool shortcut; searched when given)
+    drop_path_rate  stochastic depth, linear per block (searched when its range is given)
     learning_rate   peak of the warmup + cosine schedule
     weight_decay    decoupled weight decay of the optimizer
     label_smoothing the loss' label smoothing (searched only when its range is given)
@@ -21,13 +25,25 @@ from collections.abc import Sequence
 
 import keras_tuner
 
-from keras_resnet.config import BASE_WIDTH, BLOCKS, DEPTHS, STEMS, ResNetConfig, total_stride
+from keras_resnet.config import (
+    BASE_WIDTH,
+    BLOCKS,
+    DEPTHS,
+    DOWNSAMPLES,
+    STEMS,
+    ResNetConfig,
+    total_stride,
+)
 from keras_resnet.utils import OptionError, check_int, check_number
 
 # Recipe values a trial may set on the TrainConfig, besides the architecture.
 RECIPE_KEYS = ("learning_rate", "weight_decay", "label_smoothing", "erasing")
-# ResNetConfig fields a trial sets (the rest comes from the base configuration).
+# ResNetConfig fields every trial sets (the rest comes from the base configuration).
 ARCHITECTURE_KEYS = ("stage_blocks", "block", "expansion", "width", "stem", "name")
+# ResNetConfig fields a trial sets only when the space searches them.
+OPTIONAL_MODEL_KEYS = ("downsample", "drop_path_rate")
+# Every depth of DEPTHS has 4 stages.
+NAMED_STAGES = 4
 
 
 class SearchSpaceError(OptionError):
@@ -72,6 +88,29 @@ class SearchSpace:
     stems: tuple[str, ...] = dataclasses.field(
         default=("cifar",), metadata=_help("stems to choose from (default cifar)", choices=STEMS)
     )
+    custom_stages: tuple[str, ...] | None = dataclasses.field(
+        default=None,
+        metadata=_help(
+            "more depth choices as blocks per stage, e.g. 4-4-4 (a 3-stage WRN-like net) "
+            "(default: none)",
+            metavar="N-N-N",
+        ),
+    )
+    downsamples: tuple[str, ...] | None = dataclasses.field(
+        default=None,
+        metadata=_help(
+            "shortcut downsampling to choose from: conv, avg (ResNet-D) (default: not "
+            "searched, the base model's conv)",
+            choices=DOWNSAMPLES,
+        ),
+    )
+    drop_path_rate_min: float | None = dataclasses.field(
+        default=None,
+        metadata=_help("smallest stochastic-depth rate, 0 allowed (default: not searched)"),
+    )
+    drop_path_rate_max: float | None = dataclasses.field(
+        default=None, metadata=_help("largest stochastic-depth rate, < 1")
+    )
     lr_min: float = dataclasses.field(
         default=0.1, metadata=_help("smallest peak learning rate, log scale (default 0.1)")
     )
@@ -98,15 +137,17 @@ class SearchSpace:
     )
 
     def __post_init__(self):
-        for name in ("depths", "block_kinds", "stems"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("depths", "block_kinds", "stems", "custom_stages", "downsamples"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         self.validate()
 
     # ---- validation -----------------------------------------------------------------------
     def validate(self) -> None:
         """Raises `SearchSpaceError` naming the first invalid field and its value."""
         try:
-            _check_choices(self, "depths", sorted(DEPTHS))
+            _check_choices(self, "depths", sorted(DEPTHS), empty=bool(self.custom_stages))
+            _check_custom_stages(self)
             _check_choices(self, "block_kinds", BLOCKS)
             check_int("expansion_min", self.expansion_min, 1)
             check_int("expansion_max", self.expansion_max, 1)
@@ -122,6 +163,8 @@ class SearchSpace:
                     f"received width_min={self.width_min!r}",
                 )
             _check_choices(self, "stems", STEMS)
+            if self.downsamples is not None:
+                _check_choices(self, "downsamples", DOWNSAMPLES)
             _check_order(self, "lr_min", "lr_max")
             check_number("weight_decay_min", self.weight_decay_min, 0)
             check_number("weight_decay_max", self.weight_decay_max, 0)
@@ -134,21 +177,39 @@ class SearchSpace:
                 )
             _check_optional_range(self, "label_smoothing", high=1.0, high_open=True)
             _check_optional_range(self, "erasing", high=1.0)
+            _check_optional_range(self, "drop_path_rate", high=1.0, high_open=True)
         except OptionError as error:
             if isinstance(error, SearchSpaceError):
                 raise
             raise SearchSpaceError(error.field, str(error)) from None
 
     def check_input(self, image_shape: Sequence[int]) -> None:
-        """Raises `SearchSpaceError` when a stem cannot take images of `image_shape` (HWC)."""
+        """Raises `SearchSpaceError` when a stem cannot take images of `image_shape` (HWC) with
+        one of the depth choices (every combination must build: a trial never fails on it)."""
+        stage_counts = ({NAMED_STAGES} if self.depths else set()) | {
+            len(parse_stages(text)) for text in self.custom_stages or ()
+        }
         for stem in self.stems:
-            downsampling = total_stride(stem, 4)  # every depth of DEPTHS has 4 stages
+            downsampling = max(total_stride(stem, n) for n in stage_counts)
             if min(image_shape[:2]) < downsampling:
                 raise SearchSpaceError(
                     "stems",
                     f"stems: {stem!r} needs images of at least {downsampling} px, the "
                     f"data's are {tuple(image_shape)}, received stems={list(self.stems)!r}",
                 )
+
+    def searched_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """`(model_fields, recipe_fields)`: the `ResNetConfig` and `TrainConfig` fields a trial
+        sets; the base configuration's values of these do not matter to the search."""
+        model = ARCHITECTURE_KEYS
+        if self.downsamples is not None:
+            model += ("downsample",)
+        if self.drop_path_rate_min is not None:
+            model += ("drop_path_rate",)
+        recipe = ("learning_rate", "weight_decay") + tuple(
+            key for key in ("label_smoothing", "erasing") if getattr(self, f"{key}_min") is not None
+        )
+        return model, recipe
 
     # ---- hyperparameters -------------------------------------------------------------------
     def widths(self) -> list[float]:
@@ -159,7 +220,12 @@ class SearchSpace:
     def declare(self, hp: keras_tuner.HyperParameters) -> dict:
         """Declares the hyperparameters on a KerasTuner `HyperParameters` and returns their
         values (`config_from_values` maps them onto a configuration)."""
-        choice_or_fixed(hp, "depth", list(self.depths), ordered=True)
+        if self.custom_stages:
+            # One Choice holds one type: the named depths become strings beside '4-4-4'.
+            depths = [str(d) for d in self.depths] + list(self.custom_stages)
+            choice_or_fixed(hp, "depth", depths)
+        else:
+            choice_or_fixed(hp, "depth", list(self.depths), ordered=True)
         choice_or_fixed(hp, "block", list(self.block_kinds))
         if "bottleneck" in self.block_kinds:
             with hp.conditional_scope("block", ["bottleneck"]):
@@ -168,6 +234,12 @@ class SearchSpace:
         # and the Bayesian oracle treats an ordered Choice as a number.
         choice_or_fixed(hp, "width", self.widths(), ordered=True)
         choice_or_fixed(hp, "stem", list(self.stems))
+        if self.downsamples is not None:
+            choice_or_fixed(hp, "downsample", list(self.downsamples))
+        if self.drop_path_rate_min is not None:
+            float_or_fixed(
+                hp, "drop_path_rate", self.drop_path_rate_min, self.drop_path_rate_max, log=False
+            )
         float_or_fixed(hp, "learning_rate", self.lr_min, self.lr_max, log=True)
         float_or_fixed(hp, "weight_decay", self.weight_decay_min, self.weight_decay_max, log=True)
         for name in ("label_smoothing", "erasing"):
@@ -186,14 +258,40 @@ class SearchSpace:
         }
 
 
-def _check_choices(space: SearchSpace, field: str, allowed: Sequence) -> None:
+def _check_choices(space: SearchSpace, field: str, allowed: Sequence, empty=False) -> None:
     value = getattr(space, field)
-    if not value or any(v not in allowed for v in value) or len(set(value)) != len(value):
+    unknown = any(v not in allowed for v in value)
+    if (not value and not empty) or unknown or len(set(value)) != len(value):
         raise SearchSpaceError(
             field,
             f"{field} must be distinct values from {tuple(allowed)}, "
             f"received {field}={list(value)!r}",
         )
+
+
+def parse_stages(text) -> tuple[int, ...]:
+    """Blocks per stage from '4-4-4' (ValueError when it is not integers >= 1 joined by '-')."""
+    parts = str(text).split("-")
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise ValueError(f"not blocks per stage: {text!r}")
+    return tuple(int(part) for part in parts)
+
+
+def _check_custom_stages(space: SearchSpace) -> None:
+    if space.custom_stages is None:
+        return
+    try:
+        parsed = [parse_stages(text) for text in space.custom_stages]
+    except ValueError:
+        parsed = []
+    if not parsed or len(set(parsed)) != len(parsed):
+        raise SearchSpaceError(
+            "custom_stages",
+            "custom_stages must be distinct blocks per stage such as 4-4-4 (integers >= 1 "
+            f"joined by '-'), received custom_stages={list(space.custom_stages)!r}",
+        )
+    # Stored normalized, so that '04-4' and '4-4' are not two searches.
+    object.__setattr__(space, "custom_stages", tuple("-".join(map(str, p)) for p in parsed))
 
 
 def _check_order(space: SearchSpace, low: str, high: str) -> None:
@@ -257,33 +355,57 @@ def config_from_values(values: dict, base: ResNetConfig | None = None) -> tuple[
         blocks) and the recipe values searched (`learning_rate`, `weight_decay`, and
         `label_smoothing` / `erasing` when searched).
     """
-    depth = int(values["depth"])
+    stage_blocks, name = stages_of(values["depth"])
     block = values["block"]
-    model = (base or ResNetConfig()).replace(
-        stage_blocks=DEPTHS[depth][1],
+    changes = dict(
+        stage_blocks=stage_blocks,
         block=block,
         expansion=int(values["expansion"]) if block == "bottleneck" else None,
         width=float(values["width"]),
         stem=values["stem"],
-        name=f"resnet{depth}",
+        name=name,
     )
+    if "downsample" in values:
+        changes["downsample"] = values["downsample"]
+    if "drop_path_rate" in values:
+        changes["drop_path_rate"] = float(values["drop_path_rate"])
+    model = (base or ResNetConfig()).replace(**changes)
     recipe = {key: float(values[key]) for key in RECIPE_KEYS if key in values}
     return model, recipe
 
 
+def stages_of(depth) -> tuple[tuple[int, ...], str]:
+    """`(stage_blocks, model name)` of a 'depth' value: 34 or '34' (resnet34's), or blocks per
+    stage such as '4-4-4' (named 'resnet_4-4-4')."""
+    text = str(depth)
+    if text.isdigit() and int(text) in DEPTHS:
+        return DEPTHS[int(text)][1], f"resnet{int(text)}"
+    stages = parse_stages(text)
+    return stages, "resnet_" + "-".join(map(str, stages))
+
+
 def describe(model: ResNetConfig) -> str:
-    """A short name for a trial's architecture, e.g. 'resnet34 bottleneck e2 w0.5 cifar'."""
+    """A short name for a trial's architecture, e.g. 'resnet34 bottleneck e2 w0.5 cifar', with
+    ' avg-down' and ' dp0.1' when the shortcut averages or blocks are dropped."""
     text = f"{model.name} {model.block}"
     if model.block == "bottleneck":
         text += f" e{model.block_expansion}"
-    return f"{text} w{model.width:g} {model.stem}"
+    text += f" w{model.width:g} {model.stem}"
+    if model.downsample != "conv":
+        text += f" {model.downsample}-down"
+    if model.drop_path_rate:
+        text += f" dp{model.drop_path_rate:.3g}"
+    return text
 
 
 __all__ = [
     "ARCHITECTURE_KEYS",
+    "OPTIONAL_MODEL_KEYS",
     "RECIPE_KEYS",
     "SearchSpace",
     "SearchSpaceError",
     "config_from_values",
     "describe",
+    "parse_stages",
+    "stages_of",
 ]
