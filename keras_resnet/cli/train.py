@@ -1,11 +1,14 @@
 """Train a keras_resnet model with model.fit on a tensorflow-datasets dataset (Fashion-MNIST by
-default), evaluate it on the test split and write saved_models/<run>/.
+default) or a folder of class folders (streamed), evaluate it on the test split and write
+saved_models/<run>/.
 
 Examples:
     keras-resnet train --preset quick           # CPU quick start (a few minutes)
     keras-resnet train                          # the ResNet-18 recipe (GPU)
     KERAS_BACKEND=jax keras-resnet train --precision mixed_bfloat16 --batch-size 512
     keras-resnet train --config saved_models/resnet18_fashion_mnist/config.json --epochs 200
+    keras-resnet train --dataset ~/photos --model resnet50 --val-size 0.1   # a folder, 224 px
+    keras-resnet train --dataset ~/photos --weights resnet50.pth --freeze-stages 2 --head-epochs 1
 
 (`python scripts/train.py` is the same command.) Running the same command again after a crash
 resumes from the last completed epoch.
@@ -34,6 +37,7 @@ from keras_resnet.utils import OptionError
 GROUPS = {
     "data": (
         "dataset",
+        "image_size",
         "source_dir",
         "data_dir",
         "loader",
@@ -45,6 +49,7 @@ GROUPS = {
         "flip",
         "erasing",
     ),
+    "fine-tuning": ("weights", "freeze_stages", "head_epochs"),
     "optimization": (
         "epochs",
         "batch_size",
@@ -103,7 +108,8 @@ def make_parser(prog: str | None = None) -> OneLineParser:
         ResNetConfig,
         only=MODEL_OPTIONS,
         help_overrides={
-            "stem": "default cifar here (3x3 stride-1 convolution, no pool: small images)"
+            "stem": "default cifar here (3x3 stride-1 convolution, no pool: small images); "
+            "imagenet for a folder trained over 64 px"
         },
     )
     for title, fields in GROUPS.items():
@@ -137,9 +143,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             # Name the file: the bad value is in it, not on the command line.
             raise OptionError("config", f"{args.config}: {error}") from None
     fields = [name for names in GROUPS.values() for name in names]
-    return TrainConfig.create(
-        base=config, model=args.model, **given(args, MODEL_OPTIONS), **given(args, fields)
-    )
+    typed = given(args, fields)
+    if getattr(args, "stem", None) is not None:
+        typed["auto_stem"] = False  # a stem typed is kept whatever a folder's image size
+    return TrainConfig.create(base=config, model=args.model, **given(args, MODEL_OPTIONS), **typed)
+
+
+def check_dataset_path(config: TrainConfig) -> None:
+    """A `--dataset` that reads as a path must be a folder: refused before the run folder is
+    made (the message is `keras_resnet.data.open_dataset`'s)."""
+    if config.is_folder and not os.path.isdir(os.path.expanduser(config.dataset)):
+        raise OptionError(
+            "dataset",
+            "dataset must be a folder of images or a dataset name, received "
+            f"dataset={config.dataset!r} (no such folder)",
+        )
 
 
 def _summary(metrics: dict) -> str:
@@ -161,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     from keras_resnet.training import TrainingDiverged, train
 
     try:
-        metrics = train(config_from_args(args))
+        config = config_from_args(args)
+        check_dataset_path(config)
+        metrics = train(config)
     except (ValueError, DataNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
     except TrainingDiverged as error:

@@ -21,6 +21,7 @@ from typing import Any
 
 from keras_resnet.config import ResNetConfig
 from keras_resnet.data import LOADERS
+from keras_resnet.data.source import looks_like_path
 from keras_resnet.utils import OptionError, check_choice, check_int, check_number
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -41,6 +42,12 @@ MODEL_OPTIONS = tuple(
 ARCHITECTURE_FIELDS = ("stage_blocks", "block", "expansion", "groups", "width_per_group", "name")
 DEFAULT_ARCHITECTURE = "resnet18"
 DEFAULT_STEM = "cifar"  # 3x3 stride-1 convolution, no pool: small images
+# Folders: images up to this side train with the small-image recipe (cifar stem, pad-crop, flip,
+# erasing); larger ones with the ImageNet recipe (imagenet stem, random-resized crops).
+SMALL_IMAGE_MAX = 64
+DEFAULT_FOLDER_IMAGE_SIZE = 224
+DEFAULT_VAL_SIZE = 5000  # named datasets
+DEFAULT_FOLDER_VAL_FRACTION = 0.1  # folders without val/
 
 
 def default_model() -> ResNetConfig:
@@ -73,7 +80,15 @@ class TrainConfig:
         },
     )
     # data
-    dataset: str = _opt("fashion_mnist", "a tensorflow-datasets name (default fashion_mnist)")
+    dataset: str = _opt(
+        "fashion_mnist",
+        "a tensorflow-datasets name (default fashion_mnist) or a folder of class folders "
+        "(PATH/<class>/* or PATH/train/<class>/* with optional val/ and test/; docs/DATA.md)",
+    )
+    image_size: int | None = _opt(
+        None,
+        "folders: side of the square training crops (default 224); named datasets keep their size",
+    )
     source_dir: str | None = _opt(
         None,
         "folder of the IDX files of fashion_mnist/mnist "
@@ -87,13 +102,31 @@ class TrainConfig:
     )
     train_size: int | None = _opt(None, "random subset of the train split")
     test_size: int | None = _opt(None, "random subset of the test split")
-    val_size: int = _opt(
-        5000, "held out of the training split for the best checkpoint (default 5000)"
+    val_size: float | int | None = _opt(
+        None,
+        "held out of the training split for the best checkpoint: a count or a fraction in "
+        "(0, 1) (default 5000; 0.1 for a folder without val/)",
     )
-    augment: bool = _opt(True, "random crop with padding, flip, erasing (default on)")
+    augment: bool = _opt(
+        True,
+        "random crop with padding, flip, erasing (default on); folders over 64 px: the "
+        "pipeline's random-resized crop and flip instead",
+    )
     crop_padding: int = _opt(4, "default 4")
     flip: bool | None = _opt(None, "horizontal flips (default on, off for mnist)")
     erasing: float = _opt(0.5, "random-erasing probability (0.5)")
+    # fine-tuning
+    weights: str | None = _opt(
+        None,
+        "start from these weights: a torchvision/timm state dict (.pth, .pt, .safetensors) or a "
+        "Keras .weights.h5 (a classifier of another size is replaced by a new one)",
+    )
+    freeze_stages: int | None = _opt(
+        None, "freeze the stem and the first K stages, batch norm in inference mode (0: stem)"
+    )
+    head_epochs: int = _opt(
+        0, "epochs training the classifier alone before the rest is unfrozen (default 0)"
+    )
     # optimization
     epochs: int = _opt(100, "default 100")
     batch_size: int = _opt(256, "global batch (default 256)")
@@ -127,11 +160,25 @@ class TrainConfig:
         True, "evaluate the test split after every epoch (curves, time to accuracy)"
     )
     verbose: int = _opt(1, "1: progress bar (default), 2: one line per epoch", choices=(0, 1, 2))
+    auto_stem: bool = _opt(
+        True,
+        "folders: the cifar stem up to 64 px, the imagenet stem above (the command line sets "
+        "False when --stem is typed)",
+        cli=False,
+    )
 
     def __post_init__(self):
         if isinstance(self.model, str):  # TrainConfig(model="resnet50"): the name, CIFAR stem
             self.model = ResNetConfig.named(self.model, stem=DEFAULT_STEM)
+        # A flag's number arrives as a float: 5000.0 is the count 5000 (0.0: none).
+        if isinstance(self.val_size, float) and self.val_size.is_integer():
+            self.val_size = int(self.val_size)
         self.validate()
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether `dataset` names a folder rather than a dataset."""
+        return looks_like_path(self.dataset)
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -190,8 +237,13 @@ class TrainConfig:
             c.weight_decay = 5e-3 if c.optimizer == "sgd" else 0.05
         if c.flip is None:
             c.flip = c.dataset not in ("mnist", "emnist", "kmnist")
+        if c.val_size is None:
+            c.val_size = DEFAULT_FOLDER_VAL_FRACTION if c.is_folder else DEFAULT_VAL_SIZE
+        if c.image_size is None and c.is_folder:
+            c.image_size = DEFAULT_FOLDER_IMAGE_SIZE
         if c.run_name is None:
-            c.run_name = f"{c.model.name}_{c.dataset}"
+            label = os.path.basename(os.path.normpath(c.dataset)) if c.is_folder else c.dataset
+            c.run_name = f"{c.model.name}_{label}"
         if c.output_dir is None:
             c.output_dir = os.path.join("saved_models", c.run_name)
         return c
@@ -222,7 +274,21 @@ class TrainConfig:
                     f"{name} must be an integer >= 1 (or None for the whole split), "
                     f"received {name}={value!r}",
                 )
-        check_int("val_size", self.val_size, 0)
+        if self.val_size is not None and not (
+            isinstance(self.val_size, float) and 0 < self.val_size < 1
+        ):
+            check_int("val_size", self.val_size, 0)
+        if self.image_size is not None:
+            check_int("image_size", self.image_size, 8)
+            if not self.is_folder:
+                raise OptionError(
+                    "image_size",
+                    f"image_size is for folders (dataset {self.dataset!r} keeps its size), "
+                    f"received image_size={self.image_size}",
+                )
+        if self.freeze_stages is not None:
+            check_int("freeze_stages", self.freeze_stages, 0)
+        check_int("head_epochs", self.head_epochs, 0)
         check_int("crop_padding", self.crop_padding, 0)
         check_int("seed", self.seed, 0)
         if self.learning_rate is not None:

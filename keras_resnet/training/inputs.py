@@ -1,17 +1,33 @@
 """What `model.fit` takes: the data of a run as arrays (subset, validation split, one-hot
-targets). The one seam between a dataset and the training loop: other input forms (streamed
-folders) go here."""
+targets) or, for a folder of images, as streams of batches. The one seam between a dataset and
+the training loop.
+
+A folder is never loaded whole: `FolderData` keeps the file lists (`keras_resnet.data`'s
+`FolderSource`) and `fit_data` turns its splits into streams of (uint8 images, one-hot targets)
+batches. Folders whose images are trained at <= 64 px (`SMALL_IMAGE_MAX`) keep the small-image
+recipe: the whole image (the pipeline's evaluation crop) in a new order every epoch, then the
+model's pad-crop, flip and erasing layers. Larger ones take the ImageNet recipe from the
+pipeline (random-resized crop and flip), with no augmentation layer in the model.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
-from keras_resnet.training.config import TrainConfig
+from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
+from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
-from keras_resnet.utils import OptionError
+from keras_resnet.utils import OptionError, write_text_atomic
+
+# The file `keras_resnet.serving.read_class_names` reads beside a model (export, predict).
+CLASS_NAMES_FILE = "class_names.txt"
 
 
 def split_validation(images: np.ndarray, labels: np.ndarray, size: int, *, seed: int):
@@ -29,38 +45,254 @@ def split_validation(images: np.ndarray, labels: np.ndarray, size: int, *, seed:
     """
     if size == 0:
         return (images, labels), None
-    if size >= len(images):
+    if isinstance(size, int) and size >= len(images):
         raise OptionError(
             "val_size",
             f"val_size must be smaller than the {len(images)} training images, "
             f"received val_size={size}",
         )
-    train, val = data_lib.split(len(images), size, seed=seed + 1)
+    try:
+        train, val = data_lib.split(len(images), size, seed=validation_seed(seed))
+    except ValueError as error:
+        raise OptionError("val_size", str(error)) from None
     return (images[train], labels[train]), (images[val], labels[val])
+
+
+def validation_seed(seed: int) -> int:
+    """The seed of the validation split of a run seeded `seed` (arrays and folders alike)."""
+    return seed + 1
+
+
+# Images drawn (seeded) from a folder's training split for its per-channel mean and std.
+STATS_SAMPLE = 1000
+
+
+@dataclasses.dataclass
+class FolderData:
+    """A folder dataset as a run uses it: the streamed `FolderSource` and the normalization
+    measured on a sample of its training images.
+
+    Attributes:
+        folder: the file lists, classes and image size (`keras_resnet.data.FolderSource`).
+        mean, std: per-channel, in pixel units, of up to `STATS_SAMPLE` training images (their
+            evaluation crops), as the in-memory path measures all of its training images.
+    """
+
+    folder: data_lib.FolderSource
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return self.folder.root.name
+
+    @property
+    def source(self) -> str:
+        """'folder:PATH', as metrics.json's `data_source`."""
+        return self.folder.source
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.folder.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.folder.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.folder.image_shape
+
+    @property
+    def small_images(self) -> bool:
+        """Trained with the small-image recipe (see the module docstring)."""
+        return self.folder.image_size <= SMALL_IMAGE_MAX
+
+    @property
+    def test_split(self) -> str:
+        """'test', or 'val' for a folder without test/ (its test figures are validation's)."""
+        return "test" if "test" in self.folder.files else "val"
+
+    def skipped(self) -> dict:
+        """metrics.json's counts of files left out (`FolderSource.skipped`)."""
+        return self.folder.skipped()
+
+
+def open_folder_data(config: TrainConfig, log_dir: str | os.PathLike | None = None) -> FolderData:
+    """`config.dataset` opened as a folder (`keras_resnet.data.open_dataset`), with its
+    validation split (`config.val_size`, seeded as the arrays' split) and its normalization.
+
+    Raises:
+        OptionError: a folder that is no dataset (`field` 'dataset', the message names the
+            path), or one with neither test/ nor a validation split.
+    """
+    for name in ("train_size", "test_size"):
+        if getattr(config, name) is not None:
+            raise OptionError(
+                name, f"{name} is for named datasets, not folders (dataset={config.dataset!r})"
+            )
+    channels = 3
+    if config.model.input_shape is not None:
+        channels = int(config.model.input_shape[-1])
+    try:
+        source = data_lib.open_dataset(
+            config.dataset,
+            image_size=config.image_size,
+            channels=channels,
+            val_size=config.val_size,
+            seed=validation_seed(config.seed),
+            log_dir=log_dir,
+        )
+    except ValueError as error:
+        raise OptionError("dataset", str(error)) from None
+    if not {"val", "test"} & set(source.files):
+        raise OptionError(
+            "dataset",
+            f"{config.dataset} has no test/ nor val/ folder and val_size=0: nothing to "
+            "evaluate on (give --val-size)",
+        )
+    mean, std = sample_stats(source, seed=config.seed)
+    return FolderData(source, tuple(mean), tuple(std))
+
+
+def sample_stats(source: data_lib.FolderSource, *, seed: int) -> tuple[list, list]:
+    """Per-channel mean and std of up to `STATS_SAMPLE` training images (evaluation crops,
+    decoded by the pipelines' decoder; unreadable files left out)."""
+    paths, _ = source.files["train"]
+    if len(paths) > STATS_SAMPLE:
+        _, chosen = data_lib.split(len(paths), STATS_SAMPLE, seed=seed)
+        paths = paths[chosen]
+    decode = decoder_for(source, train=False)
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        images = [image for image in pool.map(lambda p: decode(p, 0), paths) if image is not None]
+    if not images:
+        raise OptionError("dataset", f"no readable image in {source.root}")
+    return data_lib.channel_stats(np.stack(images))
+
+
+class OneHotBatches(FolderPyDataset):
+    """`FolderPyDataset` batches with one-hot float32 targets (the recipe's loss needs dense
+    targets for label smoothing).
+
+    `whole_images=True`: training order and dropped remainder as for training, but each image
+    is the evaluation crop (the whole image resized), for the small-image recipe whose crops
+    and flips are Keras layers.
+    """
+
+    def __init__(self, source, split, batch_size, *, train, seed=0, whole_images=False):
+        super().__init__(source, split, batch_size, train=train, seed=seed)
+        self.num_classes = source.num_classes
+        if whole_images:
+            self.decode = decoder_for(source, train=False)
+
+    def __getitem__(self, index: int):
+        images, labels = super().__getitem__(index)
+        return images, one_hot(labels, self.num_classes)
+
+
+def folder_stream(
+    data: FolderData, split: str, batch_size: int, *, train: bool, seed: int, augment: bool = True
+):
+    """Batches of (uint8 images, one-hot targets) of one split: tf.data on TensorFlow for the
+    ImageNet recipe, else (and for small images, or training without augmentation: whole
+    images in a new order every epoch) a `OneHotBatches` PyDataset."""
+    source = data.folder
+    if train and (data.small_images or not augment):
+        return OneHotBatches(source, split, batch_size, train=True, seed=seed, whole_images=True)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        n = source.num_classes
+        stream = source.dataset(split, batch_size, train=train, seed=seed)
+        return stream.map(lambda x, y: (x, tf.one_hot(y, n)))
+    return OneHotBatches(source, split, batch_size, train=train, seed=seed)
 
 
 @dataclasses.dataclass
 class FitData:
-    """Arrays for `model.fit` and the test evaluation; targets one-hot (float32)."""
+    """What `model.fit` and the test evaluation take; targets one-hot (float32).
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    validation: tuple[np.ndarray, np.ndarray] | None
-    test: tuple[np.ndarray, np.ndarray]
+    Arrays (`x_train`, `y_train`; `validation` and `test` as (x, y) pairs), or for a folder
+    streams: `x_train` a dataset of batches, `y_train` None, `validation` and `test` 1-tuples
+    of a stream (so that `model.evaluate(*data.test)` reads the same either way).
+    """
+
+    x_train: object
+    y_train: np.ndarray | None
+    validation: tuple | None
+    test: tuple
+    counts: dict[str, int] | None = None  # streams: images per split
+    report: dict | None = None  # streams: metrics.json's additions (skipped files, splits)
+
+    @property
+    def streamed(self) -> bool:
+        return self.y_train is None
 
     @property
     def train_images(self) -> int:
-        return len(self.x_train)
+        return self.counts["train"] if self.streamed else len(self.x_train)
 
     @property
     def val_images(self) -> int:
-        return 0 if self.validation is None else len(self.validation[0])
+        if self.validation is None:
+            return 0
+        return self.counts["val"] if self.streamed else len(self.validation[0])
+
+    @property
+    def test_images(self) -> int:
+        return self.counts["test"] if self.streamed else len(self.test[0])
+
+    def fit_arguments(self, batch_size: int) -> dict:
+        """`model.fit`'s data arguments (streams are batched and shuffled already)."""
+        if self.streamed:
+            return {"x": self.x_train, "validation_data": self.validation}
+        return {
+            "x": self.x_train,
+            "y": self.y_train,
+            "batch_size": batch_size,
+            "validation_data": self.validation,
+            "shuffle": True,
+        }
 
 
-def fit_data(config: TrainConfig, dataset: data_lib.Dataset) -> FitData:
-    """The run's arrays: `dataset` (already subset) split into train and validation with
-    `config.val_size` and `config.seed`; raises OptionError for a batch larger than the train
-    part."""
+def folder_fit_data(config: TrainConfig, data: FolderData) -> FitData:
+    """The streams of a folder run: train (shuffled, augmented), val and test (center crops);
+    a folder without test/ is tested on its validation split."""
+    counts = data.folder.counts
+    if config.batch_size > counts["train"]:
+        raise OptionError(
+            "batch_size",
+            f"batch_size must be at most the {counts['train']} training images, "
+            f"received batch_size={config.batch_size}",
+        )
+
+    def stream(split, train=False):
+        return folder_stream(
+            data, split, config.batch_size, train=train, seed=config.seed, augment=config.augment
+        )
+
+    has_val = "val" in counts
+    test_split = data.test_split
+    return FitData(
+        x_train=stream("train", train=True),
+        y_train=None,
+        validation=(stream("val"),) if has_val else None,
+        test=(stream(test_split),),
+        counts={
+            "train": counts["train"],
+            "val": counts.get("val", 0),
+            "test": counts[test_split],
+        },
+        report={"test_split": test_split, "image_size": data.folder.image_size},
+    )
+
+
+def fit_data(config: TrainConfig, dataset) -> FitData:
+    """The run's data: `dataset` (already subset) split into train and validation with
+    `config.val_size` and `config.seed`, or a folder's streams (`FolderData`); raises
+    OptionError for a batch larger than the train part."""
+    if isinstance(dataset, FolderData):
+        return folder_fit_data(config, dataset)
     (x_train, y_train), validation = split_validation(
         dataset.x_train, dataset.y_train, config.val_size, seed=config.seed
     )
@@ -79,8 +311,11 @@ def fit_data(config: TrainConfig, dataset: data_lib.Dataset) -> FitData:
     )
 
 
-def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
-    """`dataset`, or `config.dataset` loaded, reduced to `train_size`/`test_size`."""
+def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, log_dir=None):
+    """`dataset`, or `config.dataset` loaded, reduced to `train_size`/`test_size`; a folder
+    becomes a `FolderData` (streamed; `log_dir` keeps its skipped-files log)."""
+    if dataset is None and config.is_folder:
+        return open_folder_data(config, log_dir=log_dir)
     if dataset is None:
         try:
             dataset = data_lib.load_dataset(
@@ -94,3 +329,19 @@ def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None) -> d
         except ValueError as error:  # an unknown dataset (for this loader)
             raise OptionError("dataset", str(error)) from None
     return data_lib.subset(dataset, config.train_size, config.test_size, seed=config.seed)
+
+
+def data_report(dataset, data: FitData) -> dict:
+    """metrics.json's additions for a folder: files skipped and ignored, the test split used
+    and the image size; {} for arrays."""
+    if not isinstance(dataset, FolderData):
+        return {}
+    return {**(data.report or {}), **dataset.skipped()}
+
+
+def write_class_names(folder: str | os.PathLike, dataset) -> Path:
+    """class_names.txt (one per line, label order) in a run folder, where export and predict
+    read them (`keras_resnet.serving.read_class_names`)."""
+    path = Path(folder) / CLASS_NAMES_FILE
+    write_text_atomic(path, "".join(f"{name}\n" for name in dataset.class_names))
+    return path

@@ -1,26 +1,46 @@
 """The training recipe: the model that trains (augmentation -> normalization -> ResNet), the
-optimizer and its schedule, and `model.compile`."""
+optimizer and its schedule, `model.compile`, and fine-tuning (starting weights, frozen stages,
+a head-only warm-up)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet import finetune
 from keras_resnet.config import ResNetConfig
 from keras_resnet.models import build_model as build_resnet
-from keras_resnet.training.config import TrainConfig
+from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
+from keras_resnet.utils import OptionError
 
 
-def model_config(config: TrainConfig, dataset: data_lib.Dataset) -> ResNetConfig:
+def is_folder_data(dataset) -> bool:
+    """A streamed folder (`inputs.FolderData`) rather than in-memory arrays."""
+    return not hasattr(dataset, "x_train")
+
+
+def model_config(config: TrainConfig, dataset) -> ResNetConfig:
     """`config.model` completed from the data: classes, image shape (NHWC), and the training
-    images' per-channel mean and std as the model's input normalization."""
-    mean, std = data_lib.channel_stats(dataset.x_train)
+    images' per-channel mean and std as the model's input normalization (a folder's: measured
+    on a sample of its training images). For a folder, unless a stem was chosen
+    (`config.auto_stem`), the stem follows the image size: cifar up to `SMALL_IMAGE_MAX` px,
+    imagenet above."""
+    changes = {}
+    if is_folder_data(dataset):
+        mean, std = dataset.mean, dataset.std
+        if config.auto_stem:
+            changes["stem"] = "cifar" if dataset.image_shape[0] <= SMALL_IMAGE_MAX else "imagenet"
+    else:
+        mean, std = data_lib.channel_stats(dataset.x_train)
     return config.model.replace(
         num_classes=dataset.num_classes,
         input_shape=tuple(int(d) for d in dataset.image_shape),
         normalization=(tuple(mean), tuple(std)),
         data_format="channels_last",  # the arrays are NHWC whatever Keras' global setting
+        **changes,
     )
 
 
@@ -41,7 +61,9 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool
     architecture = model_config(config, dataset)
     inputs = keras.Input(shape=architecture.image_shape, name="image")
     x = inputs
-    if config.augment if augment is None else augment:
+    # Folders over SMALL_IMAGE_MAX px are augmented by the pipeline (random-resized crop, flip).
+    pipeline_augments = is_folder_data(dataset) and not dataset.small_images
+    if (config.augment if augment is None else augment) and not pipeline_augments:
         layers = data_lib.augmentation(
             architecture.image_shape,
             pad=config.crop_padding,
@@ -52,6 +74,62 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool
         if layers.layers:
             x = layers(x)
     return build_resnet(architecture, input_tensor=x)
+
+
+def load_initial_weights(model, config: TrainConfig) -> None:
+    """Loads `config.weights` into the training `model`: through the builders' `weights=`
+    (a state dict gets a new classifier when the class count differs, and an adapted first
+    convolution for 1 or 4 channels; `keras_resnet.weights` logs both), into the bare network,
+    then copied layer by layer (the training model adds augmentation layers around it)."""
+    architecture = config.model
+    try:
+        loaded = build_resnet(architecture, weights=config.weights)
+    except ValueError as error:
+        raise OptionError("weights", str(error)) from None
+    for layer in loaded.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    print(f"weights: {config.weights} loaded into {architecture.name}", flush=True)
+
+
+def prepare_finetuning(model, config: TrainConfig, data=None, *, warm_up: bool = True) -> None:
+    """Fine-tuning before `compile_model`: the starting weights (`config.weights`), the
+    head-only warm-up (`config.head_epochs`, only when `warm_up` and `data` are given: a
+    resumed run has its weights from the backup), then the frozen stem and stages
+    (`config.freeze_stages`; batch norm of frozen layers runs in inference mode).
+
+    Args:
+        model: the training model (`build_model`), not compiled yet.
+        config: the run's options, resolved.
+        data: the run's `inputs.FitData`, for the warm-up.
+        warm_up: False skips the warm-up.
+    """
+    config = config.resolve()
+    if config.weights:
+        load_initial_weights(model, config)
+    if config.head_epochs and warm_up and data is not None:
+        trainable = [n for n in finetune.freeze_backbone(model) if model.get_layer(n).weights]
+        print(f"head-only warm-up: {config.head_epochs} epoch(s) training {trainable}", flush=True)
+        steps = -(-data.train_images // config.batch_size)
+        warm = dataclasses.replace(config, epochs=config.head_epochs, warmup_epochs=0.0)
+        compile_model(model, warm, steps)
+        model.fit(
+            **data.fit_arguments(config.batch_size),
+            epochs=config.head_epochs,
+            callbacks=[keras.callbacks.TerminateOnNaN(raise_error=True)],
+            verbose=config.verbose,
+        )
+        finetune.unfreeze(model)
+    if config.freeze_stages is not None:
+        try:
+            frozen = finetune.freeze_stages(model, config.freeze_stages)
+        except ValueError as error:
+            raise OptionError("freeze_stages", str(error)) from None
+        print(
+            f"frozen (batch norm in inference mode): {len(frozen)} layers, stem to "
+            f"stage {config.freeze_stages}",
+            flush=True,
+        )
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):

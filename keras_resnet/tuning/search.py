@@ -21,7 +21,6 @@ from pathlib import Path
 
 import keras
 import keras_tuner
-import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
@@ -33,7 +32,7 @@ from keras_resnet.tuning.hypermodel import (
     trial_train_config,
 )
 from keras_resnet.tuning.report import best_trial, read_trials, write_report
-from keras_resnet.tuning.space import ARCHITECTURE_KEYS, SearchSpace, SearchSpaceError
+from keras_resnet.tuning.space import SearchSpace, SearchSpaceError
 from keras_resnet.tuning.store import (
     OBJECTIVE,
     check_definition,
@@ -285,13 +284,10 @@ class SearchOptions:
     def definition(self, space: SearchSpace, image_shape) -> dict:
         """What must not change between a search and its resumption (max_trials may grow)."""
         train = self.base_config().resolve().to_dict()
-        searched = ["learning_rate", "weight_decay"]
-        searched += [
-            k for k in ("label_smoothing", "erasing") if getattr(space, f"{k}_min") is not None
-        ]
-        for key in (*UNCHECKED_TRAIN_KEYS, *searched):
+        model_keys, recipe_keys = space.searched_fields()
+        for key in (*UNCHECKED_TRAIN_KEYS, *recipe_keys):
             train.pop(key, None)
-        for key in ARCHITECTURE_KEYS:
+        for key in model_keys:
             train["model"].pop(key)
         return {
             "format": DEFINITION_FORMAT,
@@ -336,12 +332,35 @@ def search_split(
         `(x_train, y_train), (x_val, y_val)`.
     """
     check_fractions(train_fraction, validation_fraction)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * validation_fraction)))
-    val, rest = order[:n_val], order[n_val:]
+    # The package's one seeded split (`keras_resnet.data.split`) for both cuts: the held-out
+    # part is the first n of default_rng(seed).permutation, as this split always took it.
+    rest, val = data_lib.split(len(x), validation_fraction, seed=seed)
     n_train = max(1, int(round(len(rest) * train_fraction)))
-    train, val = np.sort(rest[:n_train]), np.sort(val)
-    return (x[train], y[train]), (x[val], y[val])
+    if n_train < len(rest):
+        _, chosen = data_lib.split(len(rest), n_train, seed=seed)
+        rest = rest[chosen]
+    return (x[rest], y[rest]), (x[val], y[val])
+
+
+def load_search_data(train: TrainConfig) -> data_lib.Dataset:
+    """The search's data: `train.dataset` loaded in memory, a folder included.
+
+    KerasTuner's `search` takes arrays (each trial gets them, in its own process), so a folder
+    is decoded once into memory at `train.image_size` (default 224) with the evaluation crop
+    (`keras_resnet.data.folders.folder_dataset`): the search does not stream. Its final
+    training (`train_best`) uses the same arrays.
+    """
+    if not train.is_folder:
+        return data_lib.load_dataset(
+            train.dataset, source_dir=train.source_dir, loader=train.loader
+        )
+    from keras_resnet.data.folders import folder_dataset
+
+    size = train.resolve().image_size
+    try:
+        return folder_dataset(train.dataset, image_size=size)
+    except ValueError as error:
+        raise OptionError("dataset", str(error)) from None
 
 
 def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
@@ -358,10 +377,7 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
         check_writable(options.output_dir, "output_dir")
     project_dir = project_path(options.directory, options.project_name)
     if dataset is None:
-        train = options.train
-        dataset = data_lib.load_dataset(
-            train.dataset, source_dir=train.source_dir, loader=train.loader
-        )
+        dataset = load_search_data(options.train)
     space.check_input(dataset.image_shape)
     definition = options.definition(space, dataset.image_shape)
     check_definition(project_dir, definition)  # raises before anything is written
