@@ -38,6 +38,7 @@ from keras_resnet.tuning import (
 # module's default.
 TRAIN_FLAGS = (
     "dataset",
+    "image_size",
     "source_dir",
     "loader",
     "batch_size",
@@ -46,7 +47,7 @@ TRAIN_FLAGS = (
     "steps_per_execution",
 )
 TRAIN_HELP = {
-    "dataset": "dataset name (default fashion_mnist)",
+    "dataset": "a dataset name (default fashion_mnist) or a folder of class folders",
     "source_dir": "folder of the dataset's IDX files (mnist, fashion_mnist)",
     "loader": "auto: tensorflow-datasets when installed, else the IDX files",
     "batch_size": "batch size of every trial and the final run (default 256)",
