@@ -4,12 +4,23 @@ async-safe marking, and the epochs and wall time of earlier sessions of a resume
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
+import os
+import re
+import shutil
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_resnet.layers import plain_keras_model
+from keras_resnet.utils import atomic_path, write_text_atomic
+
+METADATA_FILE = "training_metadata.json"  # the name Keras' BackupAndRestore gives it
+PENDING_BEST = re.compile(r"^\.best-epoch(\d+)\.keras$")
 
 
 def async_safe(callback):
@@ -93,9 +104,223 @@ def previous_elapsed(history_csv: Path, initial_epoch: int) -> float:
 
 
 def backup_epoch(backup_dir: Path) -> int:
-    """Completed epochs recorded by BackupAndRestore (0 when there is no backup)."""
-    path = backup_dir / "training_metadata.json"
+    """Completed epochs recorded in a backup's metadata (0 when there is none or it is
+    unreadable; `RunState.restore` says which file is bad)."""
+    path = backup_dir / METADATA_FILE
     try:
         return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+class BackupError(ValueError):
+    """A run's backup cannot be read and has no readable `.bkp` copy; the message names the
+    file and says how to start over. Nothing was deleted."""
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (text or type(error).__name__)[:120]
+
+
+def _number(value) -> float | None:
+    try:
+        return float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def history_text(rows: list[dict]) -> str:
+    """history.csv's text: `epoch`, then the other columns sorted (CSVLogger's layout)."""
+    keys = ["epoch", *sorted({k for row in rows for k in row} - {"epoch"})]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def history_rows(history_csv: Path, before_epoch: int) -> list[dict]:
+    """history.csv's rows of the epochs before `before_epoch` (the last row of an epoch wins),
+    as numbers; a torn last line is dropped."""
+    rows: dict[int, dict] = {}
+    if not history_csv.exists():
+        return []
+    with history_csv.open() as f:
+        for row in csv.DictReader(f):
+            try:
+                epoch = int(row["epoch"])
+            except (TypeError, ValueError, KeyError):
+                continue
+            if epoch < before_epoch:
+                numbers = {k: _number(v) for k, v in row.items() if v not in ("", "NA", None)}
+                numbers = {k: v for k, v in numbers.items() if v is not None}
+                rows[epoch] = {**numbers, "epoch": epoch}
+    return [rows[e] for e in sorted(rows)]
+
+
+def best_so_far(rows: list[dict], monitor: str) -> float:
+    """The highest `monitor` in `rows` (-inf when none): where a resumed checkpoint starts."""
+    values = [r.get(monitor) for r in rows]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return max(values, default=-math.inf)
+
+
+def save_backup(model, backup_dir: Path, epoch: int, rows: list[dict]) -> None:
+    """The state after `epoch` completed epochs, each file written whole: the weights (with the
+    optimizer's) under a name of their own, the old metadata kept as `.bkp`, then the new
+    metadata, which names the weights and holds history.csv's rows: writing it commits the
+    epoch. Weights that no metadata names are removed last."""
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    weights = f"epoch-{epoch}.weights.h5"
+    with atomic_path(backup_dir / weights) as tmp:
+        model.save_weights(tmp)
+    metadata = backup_dir / METADATA_FILE
+    previous = metadata.with_name(METADATA_FILE + ".bkp")
+    if metadata.exists():
+        with atomic_path(previous) as tmp:
+            shutil.copyfile(metadata, tmp)
+    values = {"epoch": epoch, "batch": 0, "weights": weights, "history": rows}
+    write_text_atomic(metadata, json.dumps(values))
+    keep = {weights}
+    try:
+        keep.add(json.loads(previous.read_text())["weights"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for path in backup_dir.glob("epoch-*.weights.h5"):
+        if path.name not in keep:
+            path.unlink()
+
+
+def restore_backup(model, backup_dir: Path) -> tuple[int, list[dict] | None]:
+    """Loads the newest readable backup into `model` (weights and optimizer state).
+
+    Tries the metadata, then its `.bkp` copy (the epoch before). Also reads the backups Keras'
+    BackupAndRestore wrote (`latest.weights.h5`, no rows).
+
+    Returns:
+        (completed epochs, history rows or None); (0, None) when there is no backup.
+
+    Raises:
+        BackupError: there is a backup but no readable one; nothing is changed.
+    """
+    metadata = backup_dir / METADATA_FILE
+    candidates = (
+        (metadata, "latest.weights.h5"),
+        (Path(f"{metadata}.bkp"), "latest.weights.h5.bkp"),
+    )
+    problems = []
+    for path, keras_weights in candidates:
+        if not path.exists():
+            continue
+        try:
+            values = json.loads(path.read_text())
+            epoch = int(values["epoch"])
+            weights = backup_dir / values.get("weights", keras_weights)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{path} ({_reason(error)})")
+            continue
+        try:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(weights)
+        except Exception as error:  # h5py and Keras raise several types for a damaged file
+            problems.append(f"{weights} ({_reason(error)})")
+            continue
+        return epoch, values.get("history")
+    if not problems:
+        return 0, None
+    raise BackupError(
+        f"the run's backup cannot be read: {'; '.join(problems)}; no readable .bkp copy. "
+        f"Delete {backup_dir} to start the run over (its completed epochs are lost)"
+    )
+
+
+def settle_best(best_file: Path, completed: int) -> None:
+    """A best checkpoint saved for an epoch that completed but was not yet moved into place
+    becomes best.keras; one of an epoch that will be trained again is removed."""
+    pending = sorted(
+        (int(m.group(1)), p)
+        for p in best_file.parent.glob(".best-epoch*.keras")
+        if (m := PENDING_BEST.match(p.name))
+    )
+    for epoch, path in pending:
+        if epoch <= completed:
+            os.replace(path, best_file)
+        else:
+            path.unlink()
+
+
+# Temporary files of `atomic_path` (".NAME.RANDOM.SUFFIX") that a kill left behind.
+LEFT_BY_KILL = re.compile(
+    r"^\.(\.best-epoch\d+\.keras|epoch-\d+\.weights\.h5|training_metadata\.json(\.bkp)?"
+    r"|best\.keras|history\.csv|config\.json|metrics\.json|model\.keras)\.[A-Za-z0-9_]{8}"
+)
+
+
+def remove_leftovers(*folders: Path) -> None:
+    """Removes the temporary files of saves that a kill interrupted."""
+    for folder in folders:
+        for path in folder.glob(".*") if folder.is_dir() else ():
+            if path.is_file() and LEFT_BY_KILL.match(path.name):
+                path.unlink()
+
+
+def retire_backup(backup_dir: Path) -> None:
+    """Removes the backup once the run's last file is written: renamed first (one step), so
+    that a kill during the removal never leaves half a backup to resume from."""
+    retired = backup_dir.with_name(f".{backup_dir.name}-finished")
+    if retired.exists():
+        shutil.rmtree(retired)
+    if backup_dir.exists():
+        os.replace(backup_dir, retired)
+        shutil.rmtree(retired)
+
+
+class RunState(keras.callbacks.Callback):
+    """Writes an epoch's files in the order that makes a kill at any moment harmless (the
+    run's last epoch-end callback; EpochClock's figures are in the logs by then):
+
+    1. a better `monitor`: the model, with Keras' own layers, to `.best-epochN.keras`;
+    2. the backup (`save_backup`), which commits the epoch with history.csv's rows;
+    3. history.csv, whole;
+    4. `.best-epochN.keras` moved onto best.keras.
+
+    A kill before 2: the epoch is trained again and its files are overwritten. After 2: the
+    rerun rewrites history.csv from the backup and moves the best checkpoint into place
+    (`settle_best`), so an epoch in history.csv is never trained again and best.keras is the
+    best epoch of history.csv, over every restart.
+
+    Args:
+        history_file: history.csv.
+        monitor: the value whose maximum best.keras holds.
+        best_file: best.keras, or None for no checkpoint.
+        backup_dir: the backup folder, or None for no backup.
+        rows: history.csv's rows of the completed epochs (a resumed run).
+    """
+
+    def __init__(self, history_file, *, monitor, best_file=None, backup_dir=None, rows=()):
+        super().__init__()
+        self.history_file = Path(history_file)
+        self.monitor = monitor
+        self.best_file = None if best_file is None else Path(best_file)
+        self.backup_dir = None if backup_dir is None else Path(backup_dir)
+        self.rows = list(rows)
+        self.best = best_so_far(self.rows, monitor)
+
+    def on_epoch_end(self, epoch, logs=None):
+        numbers = {k: _number(v) for k, v in (logs or {}).items()}
+        row = {"epoch": epoch, **{k: v for k, v in numbers.items() if v is not None}}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        value = row.get(self.monitor, math.nan)
+        pending = None
+        if self.best_file is not None and value > self.best:  # NaN never saves
+            pending = self.best_file.with_name(f".best-epoch{epoch + 1}.keras")
+            with atomic_path(pending) as tmp:
+                plain_keras_model(self.model).save(tmp)
+            self.best = value
+        if self.backup_dir is not None:
+            save_backup(self.model, self.backup_dir, epoch + 1, self.rows)
+        write_text_atomic(self.history_file, history_text(self.rows))
+        if pending is not None:
+            os.replace(pending, self.best_file)

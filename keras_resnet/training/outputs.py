@@ -84,3 +84,57 @@ def time_to(history: dict[str, list[float]], key: str, target: float) -> dict | 
         if value >= target:
             return {"epoch": int(history["epoch"][i]) + 1, "elapsed_s": history["elapsed_s"][i]}
     return None
+
+
+# Options that change how a run is watched or where its data is read, not what it trains.
+RESUME_HARMLESS = (
+    "verbose",
+    "tensorboard",
+    "source_dir",
+    "data_dir",
+    "loader",
+    "output_dir",
+    "run_name",
+)
+
+
+def _flat(values: dict) -> dict:
+    """config.json's values with the model's fields beside the training options (a model
+    option's name is its flag's)."""
+    flat = {k: v for k, v in values.items() if k != "model"}
+    model = values.get("model")
+    flat.update(model if isinstance(model, dict) else {"model": model})
+    return flat
+
+
+def check_same_run(config_file: Path, new: dict, *, normalize) -> None:
+    """Refuses to resume a run whose config.json differs from `new` in an option that changes
+    the run (`RESUME_HARMLESS` may differ).
+
+    Args:
+        config_file: the run's config.json.
+        new: the new run's `TrainConfig.to_dict()`.
+        normalize: maps config.json's values to `to_dict()` form (older layouts).
+
+    Raises:
+        OptionError: naming the first changed option, its old and new values.
+    """
+    try:
+        old = normalize(json.loads(config_file.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise OptionError(
+            "output_dir",
+            f"cannot resume: {config_file} cannot be read ({error}); delete "
+            f"{config_file.parent / 'backup'} to start the run over",
+        ) from None
+    old, new = _flat(old), _flat(new)
+    for key in sorted(set(old) | set(new)):
+        if key in RESUME_HARMLESS or old.get(key) == new.get(key):
+            continue
+        raise OptionError(
+            key,
+            f"cannot resume the run in {config_file.parent} with a changed option: {key} was "
+            f"{old.get(key)!r} there, received {key}={new.get(key)!r}; rerun with its options "
+            f"(--config {config_file}), choose another --output-dir, or delete "
+            f"{config_file.parent / 'backup'} to start it over",
+        )

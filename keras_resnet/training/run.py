@@ -4,6 +4,7 @@ the run folder's files are written is visible in `_run` and easy to change."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,49 @@ import numpy as np
 from keras_resnet import data as data_lib
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training.callbacks import (
+    METADATA_FILE,
     EpochClock,
+    RunState,
     async_safe,
     backup_epoch,
+    history_rows,
+    history_text,
     previous_elapsed,
+    remove_leftovers,
+    restore_backup,
+    retire_backup,
+    settle_best,
 )
 from keras_resnet.training.config import TrainConfig, TrainingDiverged
 from keras_resnet.training.devices import device_description, distribution_scope
-from keras_resnet.training.inputs import FitData, fit_data, load_data
+from keras_resnet.training.inputs import (
+    FitData,
+    data_report,
+    fit_data,
+    load_data,
+    write_class_names,
+)
 from keras_resnet.training.outputs import (
     check_output_dir,
+    check_same_run,
     plot_curves,
     read_history,
     time_to,
     write_json,
 )
-from keras_resnet.training.recipe import build_model, compile_model, model_config
-from keras_resnet.utils import OptionError, atomic_path, installed, keras_globals
+from keras_resnet.training.recipe import (
+    build_model,
+    compile_model,
+    model_config,
+    prepare_finetuning,
+)
+from keras_resnet.utils import (
+    OptionError,
+    atomic_path,
+    installed,
+    keras_globals,
+    write_text_atomic,
+)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -74,25 +101,85 @@ def train(
 
 
 def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
-    dataset = load_data(config, dataset)
+    dataset = load_data(config, dataset, log_dir=out)  # a folder logs skipped files there
     data = fit_data(config, dataset)
     # The architecture as built (classes, shape, normalization from the data): config.json
     # rebuilds it with build_model(ResNetConfig.from_dict(config["model"])).
     config = dataclasses.replace(config, model=model_config(config, dataset))
     model, num_devices = _build(config, dataset, data)
-    # The folder changes only now that the data and the model are there.
-    write_json(out / CONFIG_FILE, config.to_dict())
-    initial_epoch = backup_epoch(out / BACKUP_DIR) if config.backup else 0
+    # Read-only: a refused or unreadable resume leaves the folder as it was.
+    initial_epoch, rows = _restore(model, config, out)
+    try:
+        # The folder changes only now that the data, the model and its state are there.
+        write_json(out / CONFIG_FILE, config.to_dict())
+        write_class_names(out, dataset)
+        return _train_and_write(
+            model, config, out, dataset, data, (initial_epoch, rows), callbacks, num_devices
+        )
+    except OSError as error:  # a full disk, a folder gone read-only: no traceback
+        if not _write_error(error, out):
+            raise
+        raise OptionError(
+            "output_dir",
+            f"cannot write the run folder {out}: {error.strerror or error} "
+            f"({error.filename or 'a file in it'}); the files of the last completed epoch "
+            f"are kept: make room and run the same command again to resume",
+        ) from None
+
+
+def _write_error(error: OSError, out: Path) -> bool:
+    """Whether `error` is the run folder failing to take a file (h5py's messages carry the
+    reason but no errno)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    if error.filename and Path(os.fsdecode(error.filename)).resolve().is_relative_to(out.resolve()):
+        return True
+    return "No space left on device" in str(error)
+
+
+def _restore(model, config: TrainConfig, out: Path) -> tuple[int, list[dict]]:
+    """The completed epochs and their history rows of an unfinished run, its state loaded into
+    `model`; (0, []) for a new run. Refuses a resume with changed options. Changes no file."""
+    backup_dir = out / BACKUP_DIR
+    if not config.backup:
+        return 0, []
+    started = any((backup_dir / name).exists() for name in (METADATA_FILE, METADATA_FILE + ".bkp"))
+    if started and (out / CONFIG_FILE).exists():
+        check_same_run(
+            out / CONFIG_FILE,
+            config.to_dict(),
+            normalize=lambda values: TrainConfig.from_dict(values).to_dict(),
+        )
+    epoch, rows = restore_backup(model, backup_dir)
+    if rows is None:  # a backup written by Keras' BackupAndRestore: rows from history.csv
+        rows = history_rows(out / HISTORY_FILE, epoch)
+    return epoch, rows
+
+
+def _train_and_write(model, config, out, dataset, data, state, callbacks, num_devices) -> dict:
+    """Trains the epochs left, then writes model.keras, curves.png, metrics.json; the backup
+    is removed last, so that a kill before lets the rerun finish without training again."""
+    initial_epoch, rows = state
     history_csv = out / HISTORY_FILE
-    if initial_epoch == 0 and history_csv.exists():
+    # history.csv agrees with the backup: rows of epochs it does not hold are trained again.
+    if initial_epoch:
+        write_text_atomic(history_csv, history_text(rows))
+    elif history_csv.exists():
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
+    if config.checkpoint:
+        settle_best(out / BEST_FILE, initial_epoch)
+    remove_leftovers(out, out / BEST_FILE.split(os.sep)[0], out / BACKUP_DIR)
     clock = EpochClock(
         train_images=data.train_images,
         elapsed_before=previous_elapsed(history_csv, initial_epoch),
         test_data=data.test if config.track_test else None,
         batch_size=config.batch_size,
     )
-    _fit(model, config, data, _make_callbacks(config, out, data, clock) + list(callbacks or []))
+    run_callbacks = _make_callbacks(config, out, data, clock, rows)
+    if initial_epoch < config.epochs:
+        _fit(model, config, data, run_callbacks + list(callbacks or []), initial_epoch)
+    else:  # killed after the last epoch: only the final files are missing
+        clock.first_epoch = initial_epoch
     test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
     _save_model(model, config, dataset, out)
     history = read_history(history_csv)
@@ -100,6 +187,8 @@ def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
     plot_curves(history, out / "curves.png", title=title)
     metrics = _metrics(config, dataset, data, model, test, history, clock, num_devices)
     write_json(out / METRICS_FILE, metrics)
+    if config.backup:
+        retire_backup(out / BACKUP_DIR)
     return metrics
 
 
@@ -114,7 +203,11 @@ def _build(config: TrainConfig, dataset, data: FitData):
         )
     steps_per_epoch = -(-data.train_images // config.batch_size)
     with scope:
-        model = compile_model(build_model(config, dataset), config, steps_per_epoch)
+        model = build_model(config, dataset)
+        # A resumed run takes its weights from the backup: no head-only warm-up again.
+        resumed = config.backup and backup_epoch(Path(config.output_dir) / BACKUP_DIR) > 0
+        prepare_finetuning(model, config, data, warm_up=not resumed)
+        model = compile_model(model, config, steps_per_epoch)
     return model, num_devices
 
 
@@ -122,48 +215,44 @@ def _monitor(data: FitData) -> str:
     return "val_accuracy" if data.validation is not None else "accuracy"
 
 
-def _make_callbacks(config: TrainConfig, out: Path, data: FitData, clock: EpochClock) -> list:
+def _make_callbacks(
+    config: TrainConfig, out: Path, data: FitData, clock: EpochClock, rows: list[dict]
+) -> list:
     """The run's callbacks, in the order their epoch ends must run."""
     callbacks = [
         # raise_error: stop at once, before epoch-end callbacks can save a NaN model or backup.
         async_safe(keras.callbacks.TerminateOnNaN(raise_error=True)),
         async_safe(clock),
     ]
-    if config.checkpoint:
-        (out / BEST_FILE).parent.mkdir(exist_ok=True)
-        checkpoint = keras.callbacks.ModelCheckpoint(
-            os.fspath(out / BEST_FILE), monitor=_monitor(data), mode="max", save_best_only=True
-        )
-        callbacks.append(async_safe(checkpoint))
-    callbacks.append(keras.callbacks.CSVLogger(os.fspath(out / HISTORY_FILE), append=True))
     # Keras' TensorBoard callback writes with tf.summary: it needs tensorflow and tensorboard.
     if config.tensorboard and installed("tensorflow") and installed("tensorboard"):
         callbacks.append(
             keras.callbacks.TensorBoard(os.fspath(out / "logs"), write_graph=False, profile_batch=0)
         )
-    # Restores weights, optimizer state and epoch when a backup exists; deleted once fit ends
-    # normally. Last of the run's callbacks: when it records "epoch N done", the checkpoint and
-    # history.csv already hold epoch N, so a crash in between loses no row (a repeated epoch's
-    # row is overwritten by its rerun in read_history).
-    if config.backup:
-        backup = keras.callbacks.BackupAndRestore(
-            os.fspath(out / BACKUP_DIR), double_checkpoint=True
-        )
-        callbacks.append(async_safe(backup))
+    if config.checkpoint:
+        (out / BEST_FILE).parent.mkdir(exist_ok=True)
+    # Last: the checkpoint, the backup and history.csv, in the order that makes a kill at any
+    # moment harmless (see RunState). Keras' ModelCheckpoint, BackupAndRestore and CSVLogger
+    # write in place, and the backup would be deleted before the run's last files exist.
+    state = RunState(
+        out / HISTORY_FILE,
+        monitor=_monitor(data),
+        best_file=out / BEST_FILE if config.checkpoint else None,
+        backup_dir=out / BACKUP_DIR if config.backup else None,
+        rows=rows,
+    )
+    callbacks.append(async_safe(state))
     return callbacks
 
 
-def _fit(model, config: TrainConfig, data: FitData, callbacks: list) -> None:
+def _fit(model, config: TrainConfig, data: FitData, callbacks: list, initial_epoch: int) -> None:
     """`model.fit`; a NaN/Inf loss becomes TrainingDiverged, saying what was kept."""
     try:
         model.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=config.batch_size,
+            **data.fit_arguments(config.batch_size),
             epochs=config.epochs,
-            validation_data=data.validation,
+            initial_epoch=initial_epoch,
             callbacks=callbacks,
-            shuffle=True,
             verbose=config.verbose,
         )
     except RuntimeError as error:
@@ -232,10 +321,11 @@ def _metrics(config, dataset, data: FitData, model, test, history, clock, num_de
         "data_source": dataset.source,
         "train_images": data.train_images,
         "val_images": data.val_images,
-        "test_images": len(dataset.x_test),
+        "test_images": data.test_images,
         "input_shape": list(dataset.image_shape),
         "class_names": list(dataset.class_names),
         "model": config.model.name,
         "params": int(model.count_params()),
         "run_dir": os.fspath(config.output_dir),
+        **data_report(dataset, data),
     }

@@ -1,0 +1,302 @@
+"""Crash-safe runs (issue 14): a kill at any moment of a run, a corrupt backup, a changed option
+on resume and a full disk never lose an epoch, train one twice, or leave a wrong or half-written
+file. Kills are simulated in the process: `Killed` (a BaseException, which no `except Exception`
+catches) raised from an audit hook at a chosen file event, or from a callback. The real-SIGKILL
+soak test is scripts/soak_kills.py (its short form runs at the end of this module)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import data as data_lib
+from keras_resnet import training
+from keras_resnet.training import run as run_module
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_train import make_idx_folder, read_csv, tiny  # noqa: E402
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` handles it."""
+
+
+_TRIGGER: dict = {}
+
+
+def _audit(event, args):
+    """Calls the armed condition on every audit event (open, os.rename, ...); it raises."""
+    condition = _TRIGGER.get("condition")
+    if condition is None or _TRIGGER.get("inside"):
+        return
+    _TRIGGER["inside"] = True  # the condition may open files itself
+    try:
+        condition(event, args)
+    finally:
+        _TRIGGER["inside"] = False
+
+
+sys.addaudithook(_audit)  # cannot be removed: it does nothing unless armed
+
+
+@pytest.fixture
+def trigger():
+    """Arms a condition `f(event, args)` for the audit hook; disarmed after the test."""
+
+    def arm(condition):
+        _TRIGGER["condition"] = condition
+
+    yield arm
+    _TRIGGER.clear()
+
+
+def disarm():
+    _TRIGGER.pop("condition", None)
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory) -> data_lib.Dataset:
+    folder = make_idx_folder(tmp_path_factory.mktemp("idx") / "fashion-mnist", 500, 200)
+    return data_lib.load_dataset("fashion_mnist", source_dir=folder, loader="idx")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Records the epochs begun in this process; raises Killed when `kill_at` begins."""
+
+    def __init__(self, kill_at: int | None = None):
+        super().__init__()
+        self.begun, self.kill_at = [], kill_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.kill_at:
+            raise Killed(f"epoch {epoch}")
+        self.begun.append(epoch)
+
+
+def killed_run(config, stripes, kill_at: int) -> None:
+    with pytest.raises(Killed):
+        training.train(config, dataset=stripes, callbacks=[EpochLog(kill_at)])
+
+
+def history_epochs(run: Path) -> list[int]:
+    return [int(row["epoch"]) for row in read_csv(run / "history.csv")]
+
+
+def folder_state(run: Path) -> dict[str, bytes]:
+    return {
+        os.fspath(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()
+    }
+
+
+def test_kill_after_the_last_epoch_finishes_without_training(tmp_path, stripes, monkeypatch):
+    config = tiny(tmp_path, epochs=2)
+    run = Path(config.output_dir)
+
+    def killed(*args, **kwargs):
+        raise Killed("while saving model.keras")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "_save_model", killed)
+        with pytest.raises(Killed):
+            training.train(config, dataset=stripes)
+    assert (run / "backup").exists()  # kept until the run's last file is written
+    log = EpochLog()
+    metrics = training.train(config, dataset=stripes, callbacks=[log])
+    assert log.begun == []  # nothing trained again
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_this_session"] == 0
+    assert history_epochs(run) == [0, 1]
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert (run / "model.keras").exists() and not (run / "backup").exists()
+
+
+def test_corrupt_metadata_falls_back_to_bkp(tmp_path, stripes):
+    config = tiny(tmp_path, epochs=3)
+    run = Path(config.output_dir)
+    killed_run(config, stripes, kill_at=2)  # epochs 0 and 1 done
+    metadata = run / "backup" / "training_metadata.json"
+    assert json.loads(metadata.read_text())["epoch"] == 2
+    metadata.write_text("")  # a kill while Keras wrote it, in place
+    log = EpochLog()
+    metrics = training.train(config, dataset=stripes, callbacks=[log])
+    assert log.begun == [1, 2]  # from the .bkp: epoch 1 is redone, once
+    assert metrics["resumed_from_epoch"] == 1
+    assert history_epochs(run) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("damage", ["metadata", "weights"])
+def test_unreadable_backup_without_bkp_is_one_line_and_deletes_nothing(tmp_path, stripes, damage):
+    config = tiny(tmp_path, epochs=3)
+    run = Path(config.output_dir)
+    killed_run(config, stripes, kill_at=1)  # one epoch: no .bkp yet
+    backup = run / "backup"
+    if damage == "metadata":
+        target = backup / "training_metadata.json"
+    else:
+        target = max(backup.glob("*.weights.h5"), key=lambda p: p.stat().st_mtime)
+    target.write_bytes(b"\0" * target.stat().st_size)
+    assert not list(backup.glob("*.bkp"))
+    before = folder_state(run)
+    with pytest.raises(ValueError) as info:
+        training.train(config, dataset=stripes)
+    message = str(info.value)
+    assert "\n" not in message and target.name in message and "delete" in message.lower()
+    assert folder_state(run) == before  # history.csv and the backup kept
+
+
+def history_has(run: Path, rows: int):
+    """A condition true once history.csv holds `rows` epochs."""
+    path = run / "history.csv"
+
+    def check():
+        try:
+            return len(path.read_text().strip().splitlines()) - 1 >= rows
+        except OSError:
+            return False
+
+    return check
+
+
+def test_an_epoch_in_history_is_never_trained_again(tmp_path, stripes, trigger):
+    """Kill at the first file event after history.csv records epoch 1 (index 0): the backup
+    must already hold that epoch."""
+    config = tiny(tmp_path, epochs=2)
+    run = Path(config.output_dir)
+    recorded = history_has(run, 1)
+
+    def kill_after_record(event, args):
+        if recorded():
+            disarm()
+            raise Killed(event)
+
+    trigger(kill_after_record)
+    with pytest.raises(Killed):
+        training.train(config, dataset=stripes)
+    disarm()
+    log = EpochLog()
+    training.train(config, dataset=stripes, callbacks=[log])
+    assert log.begun == [1]  # epoch 0 is in history.csv: not trained again
+    assert history_epochs(run) == [0, 1]
+
+
+class SpoilEpoch(keras.callbacks.Callback):
+    """Zeroes the classifier after the last batch of `epoch`: its validation accuracy falls to
+    chance, the worst epoch of the run."""
+
+    def __init__(self, epoch: int, last_batch: int):
+        super().__init__()
+        self.epoch, self.last_batch, self.current = epoch, last_batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.last_batch:
+            for variable in self.model.get_layer("fc").weights:
+                variable.assign(np.zeros(variable.shape, dtype="float32"))
+
+
+def test_best_checkpoint_is_the_best_epoch_across_restarts(tmp_path, stripes):
+    config = tiny(tmp_path, epochs=3)
+    run = Path(config.output_dir)
+    killed_run(config, stripes, kill_at=2)
+    spoil = SpoilEpoch(2, last_batch=400 // 32)  # 13 batches of 32
+    metrics = training.train(config, dataset=stripes, callbacks=[spoil])
+    history = read_csv(run / "history.csv")
+    accuracies = [float(row["val_accuracy"]) for row in history]
+    assert accuracies[2] < max(accuracies[:2])  # the resumed epoch is the worst
+    best = metrics["best_checkpoint"]
+    assert best["epoch"] == int(np.argmax(accuracies)) + 1 and best["value"] == max(accuracies)
+    data = training.fit_data(config.resolve(), stripes)
+    x_val, y_val = data.validation
+    model = keras.saving.load_model(run / "checkpoints" / "best.keras")
+    predicted = model.predict(x_val.astype("float32"), verbose=0).argmax(-1)
+    assert float(np.mean(predicted == y_val.argmax(-1))) == pytest.approx(best["value"], abs=1e-6)
+
+
+def test_kill_while_best_keras_is_written_leaves_it_whole(tmp_path, stripes, trigger):
+    config = tiny(tmp_path, epochs=2)
+    best = Path(config.output_dir) / "checkpoints" / "best.keras"
+    state = {}
+
+    def kill_inside_the_save(event, args):
+        if state.get("opened"):
+            disarm()
+            raise Killed(event)
+        # best.keras itself or a temporary file of its save, opened for writing
+        if event == "open" and args and isinstance(args[0], str) and len(args) > 1:
+            path, mode = Path(args[0]), args[1] if isinstance(args[1], str) else ""
+            if path.parent == best.parent and "best" in path.name and "w" in mode:
+                state["opened"] = True  # kill at the next event, mid-save
+
+    trigger(kill_inside_the_save)
+    with pytest.raises(Killed):
+        training.train(config, dataset=stripes)
+    assert not best.exists() or keras.saving.load_model(best) is not None
+
+
+def test_resume_with_a_changed_option_is_refused(tmp_path, stripes):
+    config = tiny(tmp_path, epochs=3)
+    run = Path(config.output_dir)
+    killed_run(config, stripes, kill_at=1)
+    before = folder_state(run)
+    with pytest.raises(ValueError, match="width") as info:
+        training.train(tiny(tmp_path, epochs=3, width=0.25), dataset=stripes)
+    assert "\n" not in str(info.value)
+    assert folder_state(run) == before
+    # A harmless difference (verbose) resumes.
+    log = EpochLog()
+    training.train(tiny(tmp_path, epochs=3, verbose=2), dataset=stripes, callbacks=[log])
+    assert log.begun == [1, 2]
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_epoch(tmp_path, stripes, trigger):
+    config = tiny(tmp_path, epochs=3)
+    run = Path(config.output_dir)
+    recorded = history_has(run, 1)
+
+    def disk_full(event, args):
+        # From epoch 2 on, every new file in the run folder fails as on a full disk.
+        if event == "open" and recorded() and args and os.fspath(args[0]).startswith(str(run)):
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            if "w" in mode or "a" in mode or flags & (os.O_WRONLY | os.O_RDWR):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(args[0]))
+
+    trigger(disk_full)
+    with pytest.raises(ValueError, match="No space left on device") as info:
+        training.train(config, dataset=stripes)
+    disarm()
+    assert "\n" not in str(info.value)
+    assert history_epochs(run) == [0]
+    assert keras.saving.load_model(run / "checkpoints" / "best.keras") is not None
+    log = EpochLog()
+    metrics = training.train(config, dataset=stripes, callbacks=[log])
+    assert log.begun == [1, 2] and history_epochs(run) == [0, 1, 2]
+    assert metrics["resumed_from_epoch"] == 1
+
+
+@pytest.mark.slow
+def test_soak_short_form(tmp_path):
+    """A few real SIGKILLs through the harness; the long form's figures are in
+    docs/RELIABILITY.md."""
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "soak_kills.py"), "--kills", "3"]
+        + ["--workdir", str(tmp_path), "--epochs", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["kills"] == 3 and report["epochs_redone"] == 0 and report["files_invalid"] == 0
