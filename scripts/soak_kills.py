@@ -24,6 +24,7 @@ import argparse
 import collections
 import csv
 import gzip
+import itertools
 import json
 import os
 import random
@@ -97,6 +98,33 @@ def recorded_epochs(out: Path) -> dict[int, str]:
     except (OSError, csv.Error):
         return {}
     return {int(r["epoch"]): json.dumps(r, sort_keys=True) for r in rows if r.get("epoch")}
+
+
+def committed_epoch(out: Path) -> int:
+    """The epochs the run's backup has committed (its metadata, else its `.bkp`; 0: none)."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        try:
+            return int(json.loads((out / "backup" / name).read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+def run_finished(out: Path, epochs: int) -> bool:
+    """Whether the run wrote its last file (metrics.json) and retired its backup: a kill after
+    that interrupts nothing, and the same command would start a new run."""
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return metrics.get("epochs") == epochs and not (out / "backup").exists()
+
+
+def redone(committed: int, recorded: list[int], begun: list[int]) -> list[int]:
+    """Epochs a session trained although they were committed (backup metadata) or recorded
+    (history.csv) when it started: issue 14's "an epoch that history.csv records is never
+    trained again". An epoch begun and killed before its commit is trained again legitimately."""
+    return [e for e in begun if e < committed or e in recorded]
 
 
 class Session:
@@ -207,36 +235,59 @@ def check_folder(out: Path, epochs: int, data: Path) -> list[str]:
 
 
 def soak(args, env: dict, work: Path, data: Path) -> dict:
-    """Kills until `args.kills`, finishing a run folder each time one completes."""
+    """Kills until `args.kills`, finishing a run folder each time one completes. Each session
+    is logged (stderr, one JSON line): the epoch committed and history.csv's epochs when it
+    started, the epochs it began ("Epoch k/E" lines), how it ended, and what it redid."""
     rng = random.Random(args.seed)
     figures = collections.Counter()
     moments: collections.Counter = collections.Counter()
     invalid: list[str] = []
+    redo_log: list[dict] = []
     rounds = 0
     while figures["kills"] < args.kills:
         rounds += 1
         out = work / f"run{rounds}"
         command = train_command(args, data, out)
         seen: dict[int, str] = {}
-        while True:
+        for number in itertools.count(1):
             recorded = recorded_epochs(out)
             changed = [e for e in seen if e in recorded and recorded[e] != seen[e]]
-            figures["epochs_redone"] += len(changed)
+            figures["history_rows_changed"] += len(changed)
             seen.update(recorded)
+            committed = committed_epoch(out)
             session = Session(command, env)
             if figures["kills"] < args.kills:
                 moment = kill_once(session, out, rng, args.budget)
             else:
                 moment = None
+            code = session.finish()
             begun = session.epochs_begun()
-            figures["epochs_redone"] += len([e for e in begun if e in recorded])
+            again = redone(committed, sorted(recorded), begun)
+            finished = moment is not None and run_finished(out, args.epochs)
+            record = {
+                "round": rounds,
+                "session": number,
+                "committed_at_start": committed,
+                "history_at_start": sorted(recorded),
+                "rows_changed_before": changed,
+                "begun": begun,
+                "ended": moment or f"exit {code}",
+                "redone": again,
+            }
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            figures["epochs_redone"] += len(again)
+            if again or changed:
+                redo_log.append(record)
             if moment is not None:
                 figures["kills"] += 1
+                # Killed after its last file (process teardown): the run is complete; a
+                # rerun would be a new run of a finished folder, not a resume.
+                moment += " (after the run finished)" if finished else ""
                 moments[moment] += 1
                 print(f"kill {figures['kills']}: {moment}", file=sys.stderr, flush=True)
-                continue
-            code = session.finish()
-            if code != 0:
+                if not finished:
+                    continue
+            elif code != 0:
                 raise SystemExit(f"the run failed (exit {code}):\n{''.join(session.lines)}")
             break
         problems = check_folder(out, args.epochs, data)
@@ -248,6 +299,8 @@ def soak(args, env: dict, work: Path, data: Path) -> dict:
         "rounds": rounds,
         "moments": dict(moments),
         "epochs_redone": figures["epochs_redone"],
+        "history_rows_changed": figures["history_rows_changed"],
+        "redone_sessions": redo_log,
         "files_invalid": len(invalid),
         "problems": invalid,
     }
@@ -356,7 +409,8 @@ def main() -> int:
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report))
-    return 0 if report.get("files_invalid", 0) == 0 and report.get("epochs_redone", 0) == 0 else 1
+    bad = ("files_invalid", "epochs_redone", "history_rows_changed")
+    return 1 if any(report.get(key, 0) for key in bad) else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ soak test is scripts/soak_kills.py (its short form runs at the end of this modul
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import subprocess
@@ -284,6 +285,38 @@ def test_full_disk_is_one_line_and_keeps_the_last_epoch(tmp_path, stripes, trigg
     assert metrics["resumed_from_epoch"] == 1
 
 
+def soak_harness():
+    spec = importlib.util.spec_from_file_location("soak_kills", REPO / "scripts" / "soak_kills.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_soak_counts_only_recorded_epochs_trained_again():
+    """The soak's "epochs redone" (issue 14's definition): an epoch begun and killed before its
+    commit is trained again legitimately; one committed or in history.csv is a redo."""
+    redone = soak_harness().redone
+    # Killed in epoch 1 before its commit: the next session begins epoch 1 again, rightly.
+    assert redone(committed=1, recorded=[0], begun=[1, 2]) == []
+    # Killed between the metadata commit and history.csv: epoch 1 is committed, not in
+    # history.csv yet; training it again is a redo.
+    assert redone(committed=2, recorded=[0], begun=[1, 2]) == [1]
+    assert redone(committed=0, recorded=[0, 1, 2], begun=[0, 1]) == [0, 1]
+
+
+def test_soak_tells_a_finished_run_from_an_interrupted_one(tmp_path):
+    """A kill after metrics.json and the backup's removal (process teardown) interrupts
+    nothing: the soak ends the round there instead of starting the run over, which its first
+    long form counted as 2 epochs redone."""
+    finished = soak_harness().run_finished
+    assert not finished(tmp_path, 3)
+    (tmp_path / "metrics.json").write_text(json.dumps({"epochs": 3}))
+    (tmp_path / "backup").mkdir()
+    assert not finished(tmp_path, 3)  # metrics.json written, backup not removed yet
+    (tmp_path / "backup").rmdir()
+    assert finished(tmp_path, 3) and not finished(tmp_path, 4)
+
+
 @pytest.mark.slow
 def test_soak_short_form(tmp_path):
     """A few real SIGKILLs through the harness; the long form's figures are in
@@ -300,3 +333,4 @@ def test_soak_short_form(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["kills"] == 3 and report["epochs_redone"] == 0 and report["files_invalid"] == 0
+    assert report["history_rows_changed"] == 0
