@@ -20,7 +20,7 @@ A run writes into `saved_models/<run>/` (or `output_dir`):
     history.csv        one row per epoch (CSVLogger), with test accuracy and elapsed time
     curves.png         loss and accuracy per epoch
     checkpoints/best.keras   the model of the best validation accuracy (ModelCheckpoint)
-    backup/            BackupAndRestore's state; present only while a run is unfinished
+    backup/            the last completed epoch; kept until metrics.json is written
     logs/              TensorBoard (when TensorFlow is installed)
 
 Running the same command again after a crash resumes from the last completed epoch.
