@@ -13,37 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import make_idx_folder, write_idx
 
 from keras_resnet import data as data_lib
 from keras_resnet.data import tfds_source
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file of unsigned bytes (magic 0x0000080N), gzip-compressed when path ends in .gz."""
-    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(payload, compresslevel=1))
-    else:
-        path.write_bytes(payload)
-
-
-def make_idx_folder(folder: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
-    """Four IDX files of 28x28 images whose class k has a bright vertical stripe at column 2k+4."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        rng.shuffle(labels)
-        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 4:24, 2 * k + 4 : 2 * k + 6] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    return folder
 
 
 @pytest.fixture

@@ -24,23 +24,13 @@ import pytest
 import keras_resnet
 from keras_resnet.cli import export as export_cli
 from keras_resnet.cli import predict as predict_cli
+from keras_resnet.data.idx import IDX_DATASETS
 from keras_resnet.serving import convert, files
 from keras_resnet.serving import export as export_lib
 from keras_resnet.serving import predict as inference
 
 REPO = Path(__file__).resolve().parents[1]
-CLASS_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+CLASS_NAMES = list(IDX_DATASETS["fashion_mnist"][1])
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="SavedModel export needs TensorFlow")

@@ -17,14 +17,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from idx_files import make_idx_folder
+from test_train import read_csv, tiny
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
 from keras_resnet.training import run as run_module
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from test_train import make_idx_folder, read_csv, tiny  # noqa: E402
 
 
 class Killed(BaseException):

@@ -5,12 +5,10 @@ errors). Tiny widths on a synthetic IDX dataset."""
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -22,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from idx_files import make_idx_folder
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
@@ -33,27 +32,6 @@ from keras_resnet.utils import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """A gzip-compressed IDX file of unsigned bytes (as tests/test_data.py writes them)."""
-    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes(), compresslevel=1))
-
-
-def make_idx_folder(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Four IDX files of 28x28 images whose class k has a bright vertical stripe at column 2k+4."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        rng.shuffle(labels)
-        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 4:24, 2 * k + 4 : 2 * k + 6] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    return folder
 
 
 def keras_state() -> tuple:
