@@ -21,9 +21,11 @@ The cost is disk: side 256 takes 192 KiB an image (9.4 GiB for 50,000, 235 GiB f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,6 +183,7 @@ def build_cache(
     }
     info = {
         "version": CACHE_VERSION,
+        "fingerprint": fingerprint(source),
         "root": os.fspath(source.root),
         "class_names": source.class_names,
         "channels": source.channels,
@@ -189,6 +192,65 @@ def build_cache(
         "splits": splits,
     }
     write_text_atomic(folder / "cache.json", json.dumps(info, indent=2))
+    return folder
+
+
+def fingerprint(source) -> str:
+    """A digest of what a cache holds: each split's files (relative paths) and labels, the
+    image size and the channels. A different validation split (another `val_size` or seed),
+    an added or removed file gives another digest."""
+    digest = hashlib.sha256(f"{source.image_size}:{source.channels}".encode())
+    for split in sorted(source.files):
+        paths, labels = source.files[split]
+        digest.update(f"\n[{split}]".encode())
+        for path, label in zip(paths, labels, strict=True):
+            digest.update(f"\n{os.fsdecode(path)}\t{int(label)}".encode())
+    return digest.hexdigest()
+
+
+def cache_side(image_size: int) -> int:
+    """The stored side of train images for crops of `image_size`: 256 for 224, as the eval
+    recipe's resize (a crop of the whole image then needs no upsampling)."""
+    return max(image_size, round(image_size * 256 / 224))
+
+
+def open_cache(source, folder: str | os.PathLike, *, processes: bool = True, log=print) -> Path:
+    """The cache of `source` in `folder`: built when the folder holds none (an interrupted
+    build has no cache.json and is built again), else checked against `source`.
+
+    Raises:
+        ValueError: the folder holds a cache of other files (another folder, validation split,
+            image size or channel count): the message names the folder and what differs.
+    """
+    folder = Path(folder)
+    info = cache_info(folder)
+    if info is None:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"cache {folder} is a file, not a folder")
+        count = sum(source.counts.values())
+        log(f"cache: decoding {count} images into {folder} (once)")
+        start = time.perf_counter()
+        build_cache(source, folder, side=cache_side(source.image_size), processes=processes)
+        seconds = time.perf_counter() - start
+        decoder = "OpenCV" if opencv_module() is not None else "Pillow"
+        log(f"cache: built in {seconds:.1f} s ({count / seconds:.0f} images/s, {decoder})")
+        return folder
+    differs = [
+        f"{key} {info.get(key)!r} (this run: {value!r})"
+        for key, value in (
+            ("image_size", source.image_size),
+            ("channels", source.channels),
+            ("class_names", list(source.class_names)),
+        )
+        if info.get(key) != value
+    ]
+    if not differs and info.get("fingerprint") != fingerprint(source):
+        differs = ["its files or its train/val split (another folder, --val-size or --seed)"]
+    if differs:
+        raise ValueError(
+            f"cache {folder} was built for other data: {'; '.join(differs)}; give another "
+            "--cache folder or delete this one"
+        )
     return folder
 
 

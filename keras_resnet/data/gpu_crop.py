@@ -200,3 +200,15 @@ def training_model(backbone: keras.Model, *, side: int | None = None, seed=None)
     sizes = keras.Input((2,), dtype="int32", name="size")
     crops = RandomResizedCrop(size, seed=seed, name="random_resized_crop")(image, sizes)
     return keras.Model({"image": image, "size": sizes}, backbone(crops), name=backbone.name)
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The network that `training_model` wrapped (what is saved and exported: the on-device crop
+    is a step of the training input, not of the network), or `model` itself when it is no such
+    wrapper."""
+    if not any(isinstance(layer, RandomResizedCrop) for layer in model.layers):
+        return model
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"{model.name} wraps {len(nested)} networks behind its crop, not one")
+    return nested[0]
