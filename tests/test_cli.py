@@ -71,3 +71,22 @@ def test_console_script_runs_summary():
         "received width=0.0"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_every_training_option_has_a_flag():
+    """A TrainConfig field offered on the command line is in one of train's help groups (a
+    field left out of them silently had no flag: `--cache` did, at first)."""
+    import dataclasses
+
+    from keras_resnet.cli import train as train_cli
+    from keras_resnet.training import TrainConfig
+
+    grouped = [name for names in train_cli.GROUPS.values() for name in names]
+    offered = [
+        f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli") is not False
+    ]
+    assert sorted(set(offered) - set(grouped)) == []
+    assert len(grouped) == len(set(grouped))
+    parser = train_cli.make_parser()
+    flags = {a for action in parser._actions for a in action.option_strings}
+    assert {"--cache", "--ema", "--mixup", "--cutmix"} <= flags

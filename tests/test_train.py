@@ -5,6 +5,7 @@ errors). Tiny widths on a synthetic IDX dataset."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import queue
@@ -26,8 +27,11 @@ from keras_resnet import data as data_lib
 from keras_resnet import training
 from keras_resnet.cli import train as train_cli
 from keras_resnet.config import ResNetConfig
+from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.models import build_model as build_resnet
 from keras_resnet.training import TrainConfig
+from keras_resnet.training import recipe as recipe_lib
+from keras_resnet.training.evaluation import flip_tta_accuracy
 from keras_resnet.utils import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -657,3 +661,174 @@ def test_without_checkpoint_and_backup(tmp_path, stripes):
     assert metrics["best_checkpoint"] is None and metrics["epochs_this_session"] == 2
     assert sorted(p.name for p in backup.iterdir()) == ["earlier.txt"]
     assert (out / "model.keras").exists() and (out / "history.csv").exists()
+
+
+# --- recipe levers: EMA of the weights, mixup/CutMix, flip test-time augmentation ---
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ema", 1.0, r"ema must be a number in \[0, 1\), received ema=1.0"),
+        ("ema", -0.5, "received ema=-0.5"),
+        ("mixup", -1.0, "mixup must be a number >= 0, received mixup=-1.0"),
+        ("cutmix", 1.5, r"cutmix must be a number in \[0, 1\], received cutmix=1.5"),
+    ],
+)
+def test_recipe_lever_errors_name_the_option(field, value, message):
+    with pytest.raises(OptionError, match=message) as info:
+        TrainConfig(**{field: value})
+    assert info.value.field == field
+
+
+def test_ema_optimizer_and_callbacks():
+    config = TrainConfig(ema=0.999)
+    optimizer = training.build_optimizer(config, steps_per_epoch=10)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.999)
+    (swap,) = recipe_lib.training_callbacks(config)
+    assert isinstance(swap, keras.callbacks.SwapEMAWeights) and swap.swap_on_epoch
+    assert not recipe_lib.training_callbacks(config, swap_on_epoch=False)[0].swap_on_epoch
+    assert not training.build_optimizer(TrainConfig(), steps_per_epoch=10).use_ema
+    assert recipe_lib.training_callbacks(TrainConfig()) == []
+
+
+def recipe_callbacks_in_run(monkeypatch) -> None:
+    """The recipe's callbacks first in the run's list (where run.py places them), patched in
+    while run.py does not call `training_callbacks` itself."""
+    run_module = importlib.import_module("keras_resnet.training.run")
+    if hasattr(run_module, "training_callbacks"):
+        return
+    original = run_module._make_callbacks
+
+    def make_callbacks(config, *args, **kwargs):
+        return recipe_lib.training_callbacks(config) + original(config, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_make_callbacks", make_callbacks)
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Stops the run when `epoch` begins (the epoch before it is backed up): a kill."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def ema_config(tmp_path: Path, name: str, **overrides) -> TrainConfig:
+    # One batch of the whole train part per epoch: the order of the images does not change the
+    # step, so a resumed run can agree with an uninterrupted one (fit's shuffle draws differ).
+    options = dict(epochs=3, batch_size=400, ema=0.5, learning_rate=0.2, track_test=True)
+    options.update(stage_blocks=(1, 1), name="resnet_1-1")  # two stages of one block: fast
+    return tiny(tmp_path / name, **{**options, **overrides})
+
+
+def saved_weights(run: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(run / "model.keras").get_weights()
+
+
+def max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max()) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.slow  # 20-55 s on the shared 2-core CPU: four short runs
+def test_ema_resume_gives_the_uninterrupted_weights(tmp_path, stripes, monkeypatch):
+    """A run killed after epoch 2 of 3 and resumed ends with the weights of the run that was
+    not interrupted (float32 CPU, |diff| <= 1e-5): the backup holds the average and the raw
+    weights, and the resumed fit trains on the raw ones. (After one step the average is the
+    raw weights: the kill comes after two, one per epoch.)"""
+    recipe_callbacks_in_run(monkeypatch)
+    whole = ema_config(tmp_path, "whole")
+    training.train(whole, dataset=stripes)
+    resumed = ema_config(tmp_path, "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        training.train(resumed, dataset=stripes, callbacks=[StopAtEpoch(2)])
+    assert (Path(resumed.output_dir) / "backup").exists()
+    metrics = training.train(resumed, dataset=stripes)
+    assert metrics["resumed_from_epoch"] == 2
+    expected, got = saved_weights(Path(whole.output_dir)), saved_weights(Path(resumed.output_dir))
+    assert max_difference(got, expected) <= 1e-5
+    # and the average is not the raw weights: without EMA the run ends elsewhere
+    raw = ema_config(tmp_path, "raw", ema=0.0)
+    training.train(raw, dataset=stripes)
+    assert max_difference(saved_weights(Path(raw.output_dir)), expected) > 1e-3
+
+
+def test_ema_checkpoint_and_test_see_the_averaged_weights(tmp_path, stripes, monkeypatch):
+    """best.keras holds the weights whose validation loss history.csv records (the average),
+    and the last epoch's test accuracy is that of model.keras."""
+    recipe_callbacks_in_run(monkeypatch)
+    config = ema_config(tmp_path, "run", epochs=3, batch_size=100, ema=0.9)
+    metrics = training.train(config, dataset=stripes)
+    run = Path(config.output_dir)
+    history = read_csv(run / "history.csv")
+    best = int(np.argmax([float(r["val_accuracy"]) for r in history]))
+    (_, _), (x_val, y_val) = training.split_validation(
+        stripes.x_train, stripes.y_train, 100, seed=config.seed
+    )
+    model = keras.saving.load_model(run / "checkpoints" / "best.keras")
+    probabilities = model.predict(x_val.astype("float32"), verbose=0)
+    loss = float(np.mean(-np.log(probabilities[np.arange(len(y_val)), y_val])))
+    assert loss == pytest.approx(float(history[best]["val_loss"]), rel=1e-4)
+    assert float(history[-1]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_mixup_and_cutmix_train_on_mixed_batches(tmp_path, stripes):
+    config = tiny(tmp_path, epochs=1, mixup=0.4, cutmix=1.0, track_test=True)
+    data = training.fit_data(config.resolve(), stripes)
+    assert isinstance(data.x_train, MixedBatches) and data.x_train.mixing
+    assert (data.train_images, data.val_images, data.test_images) == (400, 100, 200)
+    assert len(data.validation[0]) == 4  # batches of 32, not fit's default
+    metrics = training.train(config, dataset=stripes)
+    assert metrics["train_images"] == 400 and metrics["val_images"] == 100
+    assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
+    saved = json.loads((Path(config.output_dir) / "config.json").read_text())
+    assert (saved["mixup"], saved["cutmix"], saved["ema"]) == (0.4, 1.0, 0.0)
+    # both off: the arrays go to fit as before
+    plain = training.fit_data(tiny(tmp_path).resolve(), stripes)
+    assert plain.x_train is not None and isinstance(plain.x_train, np.ndarray)
+    assert plain.fit_arguments(32)["shuffle"] is True
+
+
+def test_flip_tta_equals_accuracy_for_a_flip_invariant_model(stripes):
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),  # the mean forgets left and right
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    x, y = stripes.x_test[:64].astype("float32"), stripes.y_test[:64]
+    # Kernels symmetric left-right: the flipped image's feature map is the flipped map.
+    kernel, bias = model.layers[0].get_weights()
+    model.layers[0].set_weights([(kernel + kernel[:, ::-1]) / 2, bias])
+    plain = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    assert flip_tta_accuracy(model, x, y, batch_size=16) == pytest.approx(plain, abs=1e-12)
+    one_hot = np.eye(10, dtype="float32")[y]
+    assert flip_tta_accuracy(model, x, one_hot, batch_size=16) == pytest.approx(plain, abs=1e-12)
+
+
+def test_flip_tta_differs_on_a_crafted_case():
+    """Two-pixel images (left L, right R), logits (L, 3R - L): class 1 iff 3R > 2L; with the
+    flip the mean of the two softmaxes picks class 1 whenever L + R > 0. Image (1, 0.5),
+    label 1: wrong alone, right with TTA; image (1, 2), label 1: right either way."""
+    model = keras.Sequential(
+        [
+            keras.Input((1, 2, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, use_bias=False, activation="softmax"),
+        ]
+    )
+    model.layers[-1].set_weights([np.array([[1.0, -1.0], [0.0, 3.0]], "float32")])
+    x = np.array([[1.0, 0.5], [1.0, 2.0]], "float32").reshape(2, 1, 2, 1)
+    y = np.array([1, 1])
+    assert float(np.mean(model.predict(x, verbose=0).argmax(-1) == y)) == 0.5
+    assert flip_tta_accuracy(model, x, y, batch_size=1) == 1.0
+    logits = keras.Sequential([keras.Input((1, 2, 1)), *model.layers[:-1]])
+    logits.add(keras.layers.Dense(2, use_bias=False))
+    logits.layers[-1].set_weights(model.layers[-1].get_weights())
+    assert flip_tta_accuracy(logits, x, y, batch_size=2, from_logits=True) == 1.0

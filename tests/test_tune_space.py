@@ -8,6 +8,7 @@ trained again from its best_config.json by `keras-resnet train --config`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from keras_resnet.cli import train as train_cli
 from keras_resnet.cli import tune as tune_cli
 from keras_resnet.training import TrainConfig
 from keras_resnet.tuning import report, space, store
+from keras_resnet.tuning.hypermodel import trial_train_config
 from keras_resnet.tuning.search import SearchOptions, run_search
 from keras_resnet.tuning.space import SearchSpace, SearchSpaceError, config_from_values
 
@@ -423,3 +425,134 @@ def test_hyperband_trial_without_its_parent_checkpoint_trains_from_scratch(tmp_p
     metrics = train_one_trial(payload)
     assert hypermodel.seen == (0, 2, 0) and metrics["epochs"] == 2
     assert [e["event"] for e in store.read_events(tmp_path)] == ["no_parent", "fit"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe levers: EMA decay, mixup and CutMix alphas
+# ---------------------------------------------------------------------------------------------
+
+LEVERS = dict(
+    emas=(0.0, 0.999, 0.9995), mixup_min=0.0, mixup_max=0.8, cutmix_min=0.0, cutmix_max=1.0
+)
+
+
+def test_recipe_levers_are_flags_declared_and_mapped():
+    parser = tune_cli.make_parser("tune")
+    argv = ["--emas", "0", "0.999", "0.9995", "--mixup-min", "0", "--mixup-max", "0.8"]
+    argv += ["--cutmix-min", "0", "--cutmix-max", "1"]
+    searched, _ = tune_cli.options_from_args(parser.parse_args(argv))
+    assert searched == SearchSpace(**LEVERS)
+    hp = kt.HyperParameters()
+    searched.declare(hp)
+    by_name = {p.name: p for p in hp.space}
+    assert by_name["ema"].values == [0.0, 0.999, 0.9995] and by_name["ema"].ordered
+    for name, high in (("mixup", 0.8), ("cutmix", 1.0)):
+        assert (by_name[name].min_value, by_name[name].max_value) == (0.0, high)
+        assert by_name[name].sampling == "linear"
+    assert searched.searched_fields()[1] == (
+        "learning_rate", "weight_decay", "mixup", "cutmix", "ema",
+    )  # fmt: skip
+    values = dict(
+        depth=18, block="basic", width=0.25, stem="cifar", learning_rate=0.2,
+        weight_decay=5e-3, ema=0.999, mixup=0.3, cutmix=0.6,
+    )  # fmt: skip
+    _, recipe = config_from_values(values)
+    assert recipe == {
+        "learning_rate": 0.2, "weight_decay": 5e-3, "ema": 0.999, "mixup": 0.3, "cutmix": 0.6,
+    }  # fmt: skip
+    config = trial_train_config(TrainConfig(), values, epochs=3)
+    assert (config.ema, config.mixup, config.cutmix, config.epochs) == (0.999, 0.3, 0.6, 3)
+    # unsearched: the training configuration's values, and nothing new in the definition
+    assert not {"emas", "mixup_min", "cutmix_min"} & set(SearchSpace().to_dict())
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(emas=(1.0,)), "emas"),
+        (dict(emas=()), "emas"),
+        (dict(emas=(0.9, 0.9)), "emas"),
+        (dict(emas=(-0.1, 0.9)), "emas"),
+        (dict(mixup_min=0.1), "mixup_max"),
+        (dict(mixup_min=-0.1, mixup_max=0.5), "mixup_min"),
+        (dict(mixup_min=0.5, mixup_max=0.1), "mixup_min"),
+        (dict(cutmix_max=0.5), "cutmix_min"),
+        (dict(cutmix_min=0.0, cutmix_max=1.5), "cutmix_max"),
+    ],
+)
+def test_invalid_recipe_levers_name_the_field(kwargs, field):
+    with pytest.raises(SearchSpaceError) as info:
+        SearchSpace(**kwargs)
+    assert info.value.field == field
+    assert f"{field}=" in str(info.value)
+
+
+def test_definition_without_levers_is_the_one_stored_before_them(tmp_path):
+    """A search stored before ema/mixup/cutmix existed resumes: off, they are left out."""
+    definition = SearchOptions().definition(SearchSpace(), (28, 28, 1))
+    assert not {"ema", "mixup", "cutmix"} & set(definition["train_config"])
+    searched = SearchOptions().definition(SearchSpace(**LEVERS), (28, 28, 1))
+    assert not {"ema", "mixup", "cutmix"} & set(searched["train_config"])
+    assert searched["space"]["emas"] == [0.0, 0.999, 0.9995]
+    # on in the base configuration and not searched: part of the definition
+    fixed = SearchOptions(train=TrainConfig(ema=0.999)).definition(SearchSpace(), (28, 28, 1))
+    assert fixed["train_config"]["ema"] == 0.999
+
+
+def test_best_config_with_levers_trains_them(tmp_path, tiny_idx):
+    """best_config.json holds the best trial's EMA decay and alphas, and `keras-resnet train
+    --config best_config.json` trains with them (1 epoch, width 0.125)."""
+    project = tmp_path / "runs" / "levers"
+    definition = SearchOptions(train=TrainConfig(batch_size=32)).definition(
+        SearchSpace(**LEVERS), (28, 28, 1)
+    )
+    store.write_definition(project, definition)
+    _fake_trial(project, "0", 0.80, 900_000, 10_000_000, ema=0.0, mixup=0.1, cutmix=0.0)
+    _fake_trial(project, "1", 0.90, 900_000, 10_000_000, ema=0.9995, mixup=0.3, cutmix=0.7)
+    report.write_report(project)
+    path = project / "report" / "best_config.json"
+    config = TrainConfig.from_dict(json.loads(path.read_text()))
+    assert (config.ema, config.mixup, config.cutmix) == (0.9995, 0.3, 0.7)
+    run_dir = tmp_path / "final"
+    argv = ["--config", str(path), "--epochs", "1", "--loader", "idx", "--source-dir", tiny_idx]
+    argv += ["--width", "0.125", "--val-size", "40", "--no-tensorboard", "--verbose", "0"]
+    assert train_cli.main([*argv, "--output-dir", str(run_dir)]) == 0
+    run = json.loads((run_dir / "config.json").read_text())
+    assert (run["ema"], run["mixup"], run["cutmix"]) == (0.9995, 0.3, 0.7)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_images"] == 80 and 0 <= metrics["test_accuracy"] <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_idx(tmp_path_factory) -> str:
+    """120 training and 40 test images of 28 px in Fashion-MNIST's IDX files."""
+    from idx_files import make_idx_folder
+
+    return str(make_idx_folder(tmp_path_factory.mktemp("idx") / "fashion-mnist"))
+
+
+def test_trial_with_ema_and_mixing_validates_the_average(tiny_idx):
+    """A trial (in process, 1 epoch) with EMA, mixup and CutMix: it trains on mixed batches,
+    and its validation scores the averaged weights, which the model holds once `fit` ends."""
+    from keras_resnet.data import load_dataset
+    from keras_resnet.training import one_hot
+    from keras_resnet.tuning.hypermodel import ResNetHyperModel
+
+    data = load_dataset("fashion_mnist", source_dir=tiny_idx, loader="idx")
+    x, y = data.x_train[:80], one_hot(data.y_train[:80], 10)
+    x_val, y_val = data.x_train[80:], one_hot(data.y_train[80:], 10)
+    searched = SearchSpace(
+        depths=(18,), block_kinds=("basic",), width_min=0.125, width_max=0.125,
+        emas=(0.9,), mixup_min=0.4, mixup_max=0.4, cutmix_min=1.0, cutmix_max=1.0,
+    )  # fmt: skip
+    base = TrainConfig(batch_size=16, verbose=0, augment=False, label_smoothing=0.0)
+    hypermodel = ResNetHyperModel(
+        searched, base, dataclasses.replace(data, x_train=x), max_epochs=1
+    )
+    hp = kt.HyperParameters()
+    model = hypermodel.build(hp)
+    assert model.optimizer.use_ema
+    metrics = hypermodel.fit(hp, model, x, y, validation_data=(x_val, y_val), epochs=1)
+    assert metrics["epochs"] == 1 and 0 <= metrics["val_accuracy"] <= 1
+    loss = model.evaluate(x_val, y_val, batch_size=16, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(metrics["val_loss"], rel=1e-4)

@@ -11,7 +11,8 @@ Examples:
     keras-resnet train --dataset ~/photos --weights resnet50.pth --freeze-stages 2 --head-epochs 1
 
 (`python scripts/train.py` is the same command.) Running the same command again after a crash
-resumes from the last completed epoch.
+resumes from the last completed epoch; on a finished run it says so in one line and changes
+nothing. --restart trains from epoch 0 again.
 
 Where a value comes from, lowest first: the recipe's defaults (keras_resnet.training), then
 --preset, then --config FILE, then the flags typed. --model NAME replaces the architecture (depth,
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from keras_resnet.cli import BACKENDS
 from keras_resnet.cli.options import OneLineParser, add_arguments, error_message, given
@@ -38,6 +40,7 @@ GROUPS = {
     "data": (
         "dataset",
         "image_size",
+        "cache",
         "source_dir",
         "data_dir",
         "loader",
@@ -48,6 +51,8 @@ GROUPS = {
         "crop_padding",
         "flip",
         "erasing",
+        "mixup",
+        "cutmix",
     ),
     "fine-tuning": ("weights", "freeze_stages", "head_epochs"),
     "optimization": (
@@ -59,6 +64,7 @@ GROUPS = {
         "weight_decay",
         "warmup_epochs",
         "label_smoothing",
+        "ema",
     ),
     "execution and output": (
         "precision",
@@ -71,6 +77,7 @@ GROUPS = {
         "tensorboard",
         "checkpoint",
         "backup",
+        "restart",
         "track_test",
         "verbose",
     ),
@@ -160,6 +167,15 @@ def check_dataset_path(config: TrainConfig) -> None:
         )
 
 
+def run_finished(config: TrainConfig) -> bool:
+    """Whether `config`'s run folder holds a finished run (see `training.train`)."""
+    from keras_resnet.training.outputs import finished_metrics
+    from keras_resnet.training.run import BACKUP_DIR, METRICS_FILE
+
+    out = config.resolve().output_dir
+    return finished_metrics(Path(out) / METRICS_FILE, Path(out) / BACKUP_DIR) is not None
+
+
 def _summary(metrics: dict) -> str:
     times = metrics.get("time_to_test_accuracy") or {}
     to_95 = times.get("0.950")
@@ -181,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         check_dataset_path(config)
+        finished = not config.restart and run_finished(config)
         metrics = train(config)
     except (ValueError, DataNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
     except TrainingDiverged as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
+    if finished:  # train() said so in one line and changed nothing
+        return 0
     print(_summary(metrics))
     print(f"saved: {metrics['run_dir']}/model.keras, metrics.json, curves.png")
     return 0

@@ -89,6 +89,13 @@ class TrainConfig:
         None,
         "folders: side of the square training crops (default 224); named datasets keep their size",
     )
+    cache: str | None = _opt(
+        None,
+        "folders: a folder for a one-time preprocessed cache of the images (uint8, decoded "
+        "once; built on first use, checked against the folder after): training then only "
+        "gathers rows, and the random-resized crop runs on the accelerator inside the model "
+        "(docs/DATA.md). For images trained over 64 px",
+    )
     source_dir: str | None = _opt(
         None,
         "folder of the IDX files of fashion_mnist/mnist "
@@ -140,6 +147,15 @@ class TrainConfig:
     )
     warmup_epochs: float = _opt(2.0, "linear warmup (default 2)")
     label_smoothing: float = _opt(0.1, "default 0.1")
+    ema: float = _opt(
+        0.0,
+        "decay of an exponential moving average of the weights, evaluated and saved instead "
+        "of the raw weights (0: off; e.g. 0.999)",
+    )
+    mixup: float = _opt(
+        0.0, "mixup Beta alpha, in-memory data (0: off; e.g. 0.8); with cutmix, one per batch"
+    )
+    cutmix: float = _opt(0.0, "CutMix Beta alpha in [0, 1], in-memory data (0: off; e.g. 1.0)")
     # execution
     precision: str = _opt("float32", "dtype policy (default float32)", choices=PRECISIONS)
     xla: str = _opt("auto", "jit_compile (default auto)", choices=XLA_MODES)
@@ -156,6 +172,12 @@ class TrainConfig:
         True, "keep checkpoints/best.keras, the best monitored accuracy (default on)"
     )
     backup: bool = _opt(True, "back up every epoch so that a rerun resumes (default on)")
+    restart: bool = _opt(
+        False,
+        "train from epoch 0 again, even where the run folder holds an unfinished or finished "
+        "run (its files are replaced once the new run starts training); never written as true "
+        "to config.json",
+    )
     track_test: bool = _opt(
         True, "evaluate the test split after every epoch (curves, time to accuracy)"
     )
@@ -286,6 +308,25 @@ class TrainConfig:
                     f"image_size is for folders (dataset {self.dataset!r} keeps its size), "
                     f"received image_size={self.image_size}",
                 )
+        if self.cache is not None:
+            if not self.is_folder:
+                raise OptionError(
+                    "cache",
+                    f"cache is for folders (dataset {self.dataset!r} is a named dataset), "
+                    f"received cache={self.cache!r}",
+                )
+            if self.image_size is not None and self.image_size <= SMALL_IMAGE_MAX:
+                raise OptionError(
+                    "cache",
+                    f"cache is for the ImageNet recipe (image_size over {SMALL_IMAGE_MAX}); "
+                    f"received cache={self.cache!r} with image_size={self.image_size}",
+                )
+            if self.head_epochs:
+                raise OptionError(
+                    "cache",
+                    f"cache does not support a head-only warm-up yet (head_epochs="
+                    f"{self.head_epochs}); received cache={self.cache!r}",
+                )
         if self.freeze_stages is not None:
             check_int("freeze_stages", self.freeze_stages, 0)
         check_int("head_epochs", self.head_epochs, 0)
@@ -298,6 +339,10 @@ class TrainConfig:
         check_number("momentum", self.momentum, 0, 1, high_open=True)
         check_number("warmup_epochs", self.warmup_epochs, 0)
         check_number("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_number("ema", self.ema, 0, 1, high_open=True)
+        check_number("mixup", self.mixup, 0)
+        # keras.layers.CutMix takes alphas in [0, 1] only.
+        check_number("cutmix", self.cutmix, 0, 1)
         check_number("erasing", self.erasing, 0, 1)
 
 

@@ -45,6 +45,12 @@ def device_description() -> str:
     return f"{len(devices)} x {name}"
 
 
+def process_count() -> int:
+    """Processes of a multi-host JAX run (KERAS_DISTRIBUTION_NUM_PROCESSES; 1 when unset)."""
+    value = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "") or "1"
+    return int(value) if value.isdigit() else 1
+
+
 def distribution_scope(distribute: str):
     """Data parallelism over every visible GPU (`distribute='auto'`): JAX `DataParallel` (set as
     Keras' global distribution: call this inside `utils.keras_globals()`) or a TF
@@ -57,11 +63,7 @@ def distribution_scope(distribute: str):
         (a context manager to build and compile the model in, the number of devices).
     """
     backend = keras.backend.backend()
-    if (
-        backend == "jax"
-        and distribute == "auto"
-        and os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") not in ("", "1")
-    ):
+    if backend == "jax" and distribute == "auto" and process_count() > 1:
         # Multi-host: joins the other processes (addresses, count and rank from the
         # KERAS_DISTRIBUTION_* variables); list_devices() then spans every host.
         keras.distribution.initialize()

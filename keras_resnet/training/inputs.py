@@ -21,10 +21,12 @@ import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet.data import cache as data_cache
+from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
-from keras_resnet.utils import OptionError, write_text_atomic
+from keras_resnet.utils import OptionError, one_line, write_text_atomic
 
 # The file `keras_resnet.serving.read_class_names` reads beside a model (export, predict).
 CLASS_NAMES_FILE = "class_names.txt"
@@ -76,11 +78,14 @@ class FolderData:
         folder: the file lists, classes and image size (`keras_resnet.data.FolderSource`).
         mean, std: per-channel, in pixel units, of up to `STATS_SAMPLE` training images (their
             evaluation crops), as the in-memory path measures all of its training images.
+        cache: the folder's preprocessed cache (`keras_resnet.data.cache`), when the run uses
+            one: batches are then gathered from it and cropped on the accelerator.
     """
 
     folder: data_lib.FolderSource
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    cache: Path | None = None
 
     @property
     def name(self) -> str:
@@ -114,8 +119,18 @@ class FolderData:
         return "test" if "test" in self.folder.files else "val"
 
     def skipped(self) -> dict:
-        """metrics.json's counts of files left out (`FolderSource.skipped`)."""
-        return self.folder.skipped()
+        """metrics.json's counts of files left out (`FolderSource.skipped`); with a cache,
+        the files its build could not decode (recorded in it, so counted on every run)."""
+        report = self.folder.skipped()
+        if self.cache is not None:
+            report["cache"] = os.fspath(self.cache)
+            report["skipped"] = max(report["skipped"], cache_skipped(self.cache))
+        return report
+
+
+def cache_skipped(folder: Path) -> int:
+    """Images of a cache that its build could not decode (left out of every split)."""
+    return sum(int((np.load(f)[:, 3] == 0).sum()) for f in Path(folder).glob("*.meta.npy"))
 
 
 def open_folder_data(config: TrainConfig, log_dir: str | os.PathLike | None = None) -> FolderData:
@@ -152,7 +167,30 @@ def open_folder_data(config: TrainConfig, log_dir: str | os.PathLike | None = No
             "evaluate on (give --val-size)",
         )
     mean, std = sample_stats(source, seed=config.seed)
-    return FolderData(source, tuple(mean), tuple(std))
+    cache = None
+    if config.cache is not None:
+        try:
+            # Forked decoding workers (3x threads' rate), safe while no accelerator runtime has
+            # started in this process: the model is built after the data.
+            cache = data_cache.open_cache(source, config.cache, processes=_fork_is_safe())
+        except (ValueError, OSError) as error:
+            raise OptionError("cache", one_line(error)) from None
+    return FolderData(source, tuple(mean), tuple(std), cache)
+
+
+def _fork_is_safe() -> bool:
+    """Whether forked workers may run: not on PyTorch with CUDA initialized, nor on JAX with a
+    backend initialized (both keep threads that a fork does not copy)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from jax._src import xla_bridge
+
+        return not xla_bridge.backends_are_initialized()
+    if backend == "torch":
+        import torch
+
+        return not torch.cuda.is_initialized()
+    return True
 
 
 def sample_stats(source: data_lib.FolderSource, *, seed: int) -> tuple[list, list]:
@@ -168,6 +206,18 @@ def sample_stats(source: data_lib.FolderSource, *, seed: int) -> tuple[list, lis
     if not images:
         raise OptionError("dataset", f"no readable image in {source.root}")
     return data_lib.channel_stats(np.stack(images))
+
+
+class OneHotCacheBatches(data_cache.CachePyDataset):
+    """`CachePyDataset` batches (crop on the device) with one-hot float32 targets."""
+
+    def __init__(self, folder, split, batch_size, *, num_classes, train, seed=0):
+        super().__init__(folder, split, batch_size, train=train, seed=seed, crop_on_device=True)
+        self.num_classes = num_classes
+
+    def __getitem__(self, index: int):
+        inputs, labels = super().__getitem__(index)
+        return inputs, one_hot(labels, self.num_classes)
 
 
 class OneHotBatches(FolderPyDataset):
@@ -197,6 +247,10 @@ def folder_stream(
     ImageNet recipe, else (and for small images, or training without augmentation: whole
     images in a new order every epoch) a `OneHotBatches` PyDataset."""
     source = data.folder
+    if data.cache is not None:
+        return OneHotCacheBatches(
+            data.cache, split, batch_size, num_classes=source.num_classes, train=train, seed=seed
+        )
     if train and (data.small_images or not augment):
         return OneHotBatches(source, split, batch_size, train=True, seed=seed, whole_images=True)
     if keras.backend.backend() == "tensorflow":
@@ -244,8 +298,8 @@ class FitData:
 
     def fit_arguments(self, batch_size: int) -> dict:
         """`model.fit`'s data arguments (streams are batched and shuffled already)."""
-        if self.streamed:
-            return {"x": self.x_train, "validation_data": self.validation}
+        if self.streamed:  # batched and shuffled by the stream: fit must not reorder them
+            return {"x": self.x_train, "validation_data": self.validation, "shuffle": False}
         return {
             "x": self.x_train,
             "y": self.y_train,
@@ -258,7 +312,16 @@ class FitData:
 def folder_fit_data(config: TrainConfig, data: FolderData) -> FitData:
     """The streams of a folder run: train (shuffled, augmented), val and test (center crops);
     a folder without test/ is tested on its validation split."""
+    for name in ("mixup", "cutmix"):
+        if getattr(config, name):
+            raise OptionError(
+                name,
+                f"{name} is for datasets in memory, not folders (dataset={config.dataset!r}), "
+                f"received {name}={getattr(config, name)}",
+            )
     counts = data.folder.counts
+    if data.cache is not None:  # what the cache holds: its build leaves unreadable files out
+        counts = {split: cached_count(data.cache, split) for split in counts}
     if config.batch_size > counts["train"]:
         raise OptionError(
             "batch_size",
@@ -287,6 +350,11 @@ def folder_fit_data(config: TrainConfig, data: FolderData) -> FitData:
     )
 
 
+def cached_count(folder: Path, split: str) -> int:
+    """Images of `split` in a cache (`keras_resnet.data.cache`)."""
+    return int(data_cache.cache_info(folder)["splits"][split]["count"])
+
+
 def fit_data(config: TrainConfig, dataset) -> FitData:
     """The run's data: `dataset` (already subset) split into train and validation with
     `config.val_size` and `config.seed`, or a folder's streams (`FolderData`); raises
@@ -303,12 +371,27 @@ def fit_data(config: TrainConfig, dataset) -> FitData:
             f"received batch_size={config.batch_size}",
         )
     classes = dataset.num_classes
+    validation = None if validation is None else (validation[0], one_hot(validation[1], classes))
+    test = (dataset.x_test, one_hot(dataset.y_test, classes))
+    if config.mixup or config.cutmix:
+        return mixed_fit_data(config, (x_train, one_hot(y_train, classes)), validation, test)
     return FitData(
-        x_train=x_train,
-        y_train=one_hot(y_train, classes),
-        validation=None if validation is None else (validation[0], one_hot(validation[1], classes)),
-        test=(dataset.x_test, one_hot(dataset.y_test, classes)),
+        x_train=x_train, y_train=one_hot(y_train, classes), validation=validation, test=test
     )
+
+
+def mixed_fit_data(config: TrainConfig, train: tuple, validation, test: tuple) -> FitData:
+    """In-memory arrays as streams: training batches mixed by `MixedBatches` (mixup/CutMix),
+    validation in plain batches of the run's size (`fit` would otherwise validate a stream's
+    arrays in batches of 32), test as arrays."""
+    counts = {"train": len(train[0]), "val": 0, "test": len(test[0])}
+    if validation is not None:
+        counts["val"] = len(validation[0])
+        validation = (MixedBatches(*validation, config.batch_size, shuffle=False),)
+    batches = MixedBatches(
+        *train, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
+    )
+    return FitData(x_train=batches, y_train=None, validation=validation, test=test, counts=counts)
 
 
 def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, log_dir=None):

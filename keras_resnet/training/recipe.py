@@ -111,7 +111,8 @@ def prepare_finetuning(model, config: TrainConfig, data=None, *, warm_up: bool =
         trainable = [n for n in finetune.freeze_backbone(model) if model.get_layer(n).weights]
         print(f"head-only warm-up: {config.head_epochs} epoch(s) training {trainable}", flush=True)
         steps = -(-data.train_images // config.batch_size)
-        warm = dataclasses.replace(config, epochs=config.head_epochs, warmup_epochs=0.0)
+        # No average over the warm-up: its end would otherwise be the head's averaged weights.
+        warm = dataclasses.replace(config, epochs=config.head_epochs, warmup_epochs=0.0, ema=0.0)
         compile_model(model, warm, steps)
         model.fit(
             **data.fit_arguments(config.batch_size),
@@ -139,6 +140,10 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
     (batch-norm gamma and beta, biases) with `optimizer.exclude_from_weight_decay`: decaying them
     only fights the normalization (Goyal et al. 2017, sec. 5.1 note; TF Model Garden does the
     same). Pass `model` to set that exclusion.
+
+    With `config.ema` the optimizer also keeps an exponential moving average of the trainable
+    weights (Keras' `use_ema`, `ema_momentum=config.ema`; batch-norm statistics are not
+    averaged); `training_callbacks` makes evaluation and checkpoints use it.
     """
     config = config.resolve()
     total = config.epochs * steps_per_epoch
@@ -150,20 +155,73 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
         warmup_target=config.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+    ema = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
             schedule,
             momentum=config.momentum,
             nesterov=True,
             weight_decay=config.weight_decay or None,
+            **ema,
         )
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **ema)
     if model is not None and config.weight_decay:
         optimizer.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
         )
     return optimizer
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights`, which also knows where a resumed run's average is.
+
+    With `swap_on_epoch=True` the model holds the average from each epoch's end to the next
+    epoch's start, so that the callbacks after this one (the test evaluation, the best
+    checkpoint, the backup) see it. The backup is thus written swapped: the average in the
+    model, the raw weights in the optimizer's average slots. A `fit` that starts at an epoch
+    > 0 has been restored from such a backup, and swaps back before training on.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.swap_on_epoch and getattr(self, "first_epoch", False) and epoch > 0:
+            # Keras' own flag: "the model holds the average", so the swap below restores it.
+            self._ema_weights_in_model = True
+        self.first_epoch = False
+        super().on_epoch_begin(epoch, logs)
+
+    def _backend_finalize_ema_values(self, optimizer):
+        # Keras assigns each weight's array itself to its average slot after the last epoch.
+        # On JAX, an evaluation after that (the run's per-epoch test figure) donates the
+        # weights' arrays and reattaches only the weights: the slots would hold deleted arrays
+        # and the backup's save_weights fail ("Array has been deleted"). A copy keeps them.
+        for var, average in zip(
+            optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
+        ):
+            average.assign(keras.ops.copy(var))
+
+
+def training_callbacks(config: TrainConfig, *, swap_on_epoch: bool = True) -> list:
+    """The recipe's callbacks, to be placed before every callback that evaluates or saves the
+    model: with `config.ema`, the swap of the averaged weights into the model for validation,
+    the epoch-end callbacks and the end of `fit` (`SwapEMAWeights`). [] without EMA.
+
+    Args:
+        config: the run's options.
+        swap_on_epoch: True (a run): the model holds the average at each epoch's end, so that
+            the test evaluation and the best checkpoint see it. False (a search trial): only
+            validation sees it, and a trial's checkpoint holds the raw weights that a
+            continued Hyperband trial trains on.
+
+    Returns:
+        A list of Keras callbacks.
+    """
+    if not config.ema:
+        return []
+    return [SwapEMAWeights(swap_on_epoch=swap_on_epoch)]
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int):

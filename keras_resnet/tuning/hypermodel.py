@@ -22,8 +22,10 @@ import keras_tuner
 
 from keras_resnet import training
 from keras_resnet.analysis import count_flops, count_params
+from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.subprocess_utils import run_isolated
 from keras_resnet.training import TrainConfig
+from keras_resnet.training.recipe import training_callbacks
 from keras_resnet.tuning.space import SearchSpace, config_from_values
 from keras_resnet.tuning.store import OBJECTIVE, log_event, peak_rss_bytes
 from keras_resnet.utils import dtype_policy, write_text_atomic
@@ -99,19 +101,31 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         **kwargs,
     ):
         """Trains with `model.fit` and returns the trial's metrics: the best epoch's
-        val_accuracy (as KerasTuner takes it from a History), params, flops, seconds, epochs."""
+        val_accuracy (as KerasTuner takes it from a History), params, flops, seconds, epochs.
+
+        The trial's recipe applies: with EMA, validation scores the averaged weights (the
+        checkpoint keeps the raw ones, which a continued Hyperband trial trains on); with mixup
+        or CutMix, `x` and `y` are fed as mixed batches (`keras_resnet.data.MixedBatches`).
+        """
         epochs = self.max_epochs if epochs is None else epochs
         kwargs.setdefault("verbose", self.base.verbose)
+        config = trial_train_config(self.base, hp.values)
+        callbacks = training_callbacks(config, swap_on_epoch=False) + list(callbacks or [])
+        data = {"x": x, "y": y, "batch_size": self.base.batch_size, "shuffle": True}
+        if y is not None and (config.mixup or config.cutmix):
+            batches = MixedBatches(
+                x, y, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
+            )
+            data = {"x": batches, "shuffle": False}  # batches shuffled (and cached) by order
+            if validation_data is not None:  # batches of the trial's size, not fit's 32
+                validation_data = MixedBatches(*validation_data, config.batch_size, shuffle=False)
         start = time.perf_counter()
         history = model.fit(
-            x,
-            y,
-            batch_size=self.base.batch_size,
+            **data,
             epochs=epochs,
             initial_epoch=initial_epoch,
             validation_data=validation_data,
             callbacks=callbacks,
-            shuffle=True,
             **kwargs,
         )
         seconds = time.perf_counter() - start

@@ -58,6 +58,7 @@ DEFINITION_FORMAT = 2
 # ResNetConfig fields that the training fills from the data.
 DATA_MODEL_KEYS = ("num_classes", "input_shape", "normalization", "data_format")
 UNCHECKED_TRAIN_KEYS = (
+    "restart",
     "verbose",
     "output_dir",
     "run_name",
@@ -67,6 +68,9 @@ UNCHECKED_TRAIN_KEYS = (
     "epochs",
     "steps_per_execution",
 )
+# Options added after searches were first stored (recipe levers, the folder cache): left out of
+# the definition while off, so that a search stored before they existed resumes.
+OFF_WHEN_ZERO_KEYS = ("ema", "mixup", "cutmix", "cache")
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +291,9 @@ class SearchOptions:
         model_keys, recipe_keys = space.searched_fields()
         for key in (*UNCHECKED_TRAIN_KEYS, *recipe_keys):
             train.pop(key, None)
+        for key in OFF_WHEN_ZERO_KEYS:
+            if not train.get(key, 1):
+                train.pop(key)
         for key in model_keys:
             train["model"].pop(key)
         return {

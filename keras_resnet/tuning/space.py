@@ -15,6 +15,10 @@ map onto a `ResNetConfig` (the architecture) and the training recipe.
     weight_decay    decoupled weight decay of the optimizer
     label_smoothing the loss' label smoothing (searched only when its range is given)
     erasing         random-erasing probability of the augmentation (likewise)
+    ema             decay of the weights' moving average, 0: off (searched when its choices are
+                    given; validation scores the averaged weights)
+    mixup, cutmix   Beta alphas of mixup and CutMix, 0: off (searched when their ranges are
+                    given; both on: one of the two per batch)
 """
 
 from __future__ import annotations
@@ -37,7 +41,23 @@ from keras_resnet.config import (
 from keras_resnet.utils import OptionError, check_int, check_number
 
 # Recipe values a trial may set on the TrainConfig, besides the architecture.
-RECIPE_KEYS = ("learning_rate", "weight_decay", "label_smoothing", "erasing")
+RECIPE_KEYS = (
+    "learning_rate",
+    "weight_decay",
+    "label_smoothing",
+    "erasing",
+    "ema",
+    "mixup",
+    "cutmix",
+)
+# Recipe values searched over a range when its min and max are given, and their upper bounds
+# (value, open): label smoothing < 1, probabilities <= 1, keras.layers.CutMix's alpha <= 1.
+OPTIONAL_RANGES = {
+    "label_smoothing": (1.0, True),
+    "erasing": (1.0, False),
+    "mixup": (None, False),
+    "cutmix": (1.0, False),
+}
 # ResNetConfig fields every trial sets (the rest comes from the base configuration).
 ARCHITECTURE_KEYS = ("stage_blocks", "block", "expansion", "width", "stem", "name")
 # ResNetConfig fields a trial sets only when the space searches them.
@@ -135,9 +155,29 @@ class SearchSpace:
     erasing_max: float | None = dataclasses.field(
         default=None, metadata=_help("largest random-erasing probability, <= 1")
     )
+    emas: tuple[float, ...] | None = dataclasses.field(
+        default=None,
+        metadata=_help(
+            "decays of the weights' moving average to choose from, 0: off, e.g. 0 0.999 0.9995 "
+            "(default: not searched)",
+            metavar="DECAY",
+        ),
+    )
+    mixup_min: float | None = dataclasses.field(
+        default=None,
+        metadata=_help("smallest mixup alpha, 0 (off) allowed (default: not searched)"),
+    )
+    mixup_max: float | None = dataclasses.field(default=None, metadata=_help("largest mixup alpha"))
+    cutmix_min: float | None = dataclasses.field(
+        default=None,
+        metadata=_help("smallest CutMix alpha, 0 (off) allowed (default: not searched)"),
+    )
+    cutmix_max: float | None = dataclasses.field(
+        default=None, metadata=_help("largest CutMix alpha, <= 1")
+    )
 
     def __post_init__(self):
-        for name in ("depths", "block_kinds", "stems", "custom_stages", "downsamples"):
+        for name in ("depths", "block_kinds", "stems", "custom_stages", "downsamples", "emas"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         self.validate()
@@ -175,8 +215,9 @@ class SearchSpace:
                     "weight_decay_min must be > 0 when weight_decay_max > 0 "
                     "(it is sampled on a log scale), received weight_decay_min=0",
                 )
-            _check_optional_range(self, "label_smoothing", high=1.0, high_open=True)
-            _check_optional_range(self, "erasing", high=1.0)
+            for name, (high, high_open) in OPTIONAL_RANGES.items():
+                _check_optional_range(self, name, high=high, high_open=high_open)
+            _check_emas(self)
             _check_optional_range(self, "drop_path_rate", high=1.0, high_open=True)
         except OptionError as error:
             if isinstance(error, SearchSpaceError):
@@ -207,8 +248,10 @@ class SearchSpace:
         if self.drop_path_rate_min is not None:
             model += ("drop_path_rate",)
         recipe = ("learning_rate", "weight_decay") + tuple(
-            key for key in ("label_smoothing", "erasing") if getattr(self, f"{key}_min") is not None
+            key for key in OPTIONAL_RANGES if getattr(self, f"{key}_min") is not None
         )
+        if self.emas is not None:
+            recipe += ("ema",)
         return model, recipe
 
     # ---- hyperparameters -------------------------------------------------------------------
@@ -242,10 +285,12 @@ class SearchSpace:
             )
         float_or_fixed(hp, "learning_rate", self.lr_min, self.lr_max, log=True)
         float_or_fixed(hp, "weight_decay", self.weight_decay_min, self.weight_decay_max, log=True)
-        for name in ("label_smoothing", "erasing"):
+        for name in OPTIONAL_RANGES:
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low is not None:
                 float_or_fixed(hp, name, low, high, log=False)
+        if self.emas is not None:
+            choice_or_fixed(hp, "ema", [float(v) for v in self.emas], ordered=True)
         return dict(hp.values)
 
     def to_dict(self) -> dict:
@@ -294,6 +339,21 @@ def _check_custom_stages(space: SearchSpace) -> None:
     object.__setattr__(space, "custom_stages", tuple("-".join(map(str, p)) for p in parsed))
 
 
+def _check_emas(space: SearchSpace) -> None:
+    if space.emas is None:
+        return
+    ok = bool(space.emas) and len(set(space.emas)) == len(space.emas)
+    ok = ok and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1 for v in space.emas
+    )
+    if not ok:
+        raise SearchSpaceError(
+            "emas",
+            "emas must be distinct decays in [0, 1) (0: no average), "
+            f"received emas={list(space.emas)!r}",
+        )
+
+
 def _check_order(space: SearchSpace, low: str, high: str) -> None:
     if getattr(space, low) > getattr(space, high):
         raise SearchSpaceError(
@@ -303,7 +363,9 @@ def _check_order(space: SearchSpace, low: str, high: str) -> None:
         )
 
 
-def _check_optional_range(space: SearchSpace, name: str, high: float, high_open=False) -> None:
+def _check_optional_range(
+    space: SearchSpace, name: str, high: float | None, high_open=False
+) -> None:
     low_field, high_field = f"{name}_min", f"{name}_max"
     low_value, high_value = getattr(space, low_field), getattr(space, high_field)
     if (low_value is None) != (high_value is None):
@@ -353,7 +415,7 @@ def config_from_values(values: dict, base: ResNetConfig | None = None) -> tuple[
         `(model, recipe)`: the `ResNetConfig` (e.g. resnet34's stage blocks, bottleneck,
         expansion 2, width 0.5, 'cifar' stem, named 'resnet34'; expansion None for basic
         blocks) and the recipe values searched (`learning_rate`, `weight_decay`, and
-        `label_smoothing` / `erasing` when searched).
+        `label_smoothing`, `erasing`, `ema`, `mixup`, `cutmix` when searched).
     """
     stage_blocks, name = stages_of(values["depth"])
     block = values["block"]
