@@ -1,5 +1,5 @@
 #!/bin/bash
-# NOT RUN YET (written 2026-11-29 without device time). The distributed Hyperband search of
+# Run once, cut short (docs/results/tuning/x2_partial/README.md). The distributed Hyperband search of
 # issue 13 on one machine with 4 H200s, resumable across device calls of at most 10 minutes:
 #   a KerasTuner chief (oracle only, on the CPU) + one worker per GPU (CUDA_VISIBLE_DEVICES=i),
 #   each trial in a process of its own on its worker's GPU (Keras on JAX, bf16; no TensorFlow
@@ -16,9 +16,12 @@
 #   the default ResNet-18 trains about 1 s per Fashion-MNIST epoch (docs/TRAINING.md); a width-3
 #   ResNet-34 is ~18x the FLOPs: ~27 epochs in ~400 s by that estimate, hence width <= 3 below.
 # Env: BUDGET (s, whole script, default 560), SEARCH_S (s of search, default BUDGET - 80),
-#   SEARCH (tune.py flags), STATE (folder of carried parts), OUT, PY, GPUS (default 4), PORT.
+#   SEARCH (tune.py flags), STATE (folder of carried parts), OUT, PY, GPUS (default: every GPU),
+#   PER_GPU (workers per GPU, default 1: a Fashion-MNIST ResNet-18 step leaves an H200 mostly
+#   idle, so 2 workers a GPU run more trials an hour), PORT.
 set -u
-BUDGET=${BUDGET:-560}; SEARCH_S=${SEARCH_S:-$((BUDGET - 80))}; GPUS=${GPUS:-4}
+BUDGET=${BUDGET:-560}; SEARCH_S=${SEARCH_S:-$((BUDGET - 80))}
+GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; PER_GPU=${PER_GPU:-1}
 OUT=${OUT:-/tmp/tune4_out}; PY=${PY:-python3}; DIR=${DIR:-/tmp/tuning4}; PORT=${PORT:-8470}
 STATE=${STATE:-docs/results/tuning/gpu4_state}; PROJECT=fmnist4
 SEARCH=${SEARCH:---tuner hyperband --max-epochs 27 --max-trials 300 \
@@ -49,8 +52,16 @@ CUDA_VISIBLE_DEVICES="" JAX_PLATFORMS=cpu KERASTUNER_TUNER_ID=chief \
   setsid "$PY" scripts/tune.py $COMMON $SEARCH > "$OUT/chief.log" 2>&1 & CHIEF=$!
 for _ in $(seq 120); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 1; done
 WORKERS=()
-for ((i = 0; i < GPUS; i++)); do
-  CUDA_VISIBLE_DEVICES=$i KERASTUNER_TUNER_ID=tuner$i \
+# Killed from outside (the call's limit): stop everything and still pack what is there.
+finish() {
+  for pid in "${WORKERS[@]}" "$CHIEF"; do kill -KILL -- "-$pid" 2>/dev/null; done
+  tar -C "$DIR" --exclude="*.h5" --exclude="*.keras" --exclude="*.pkl" -czf - "$PROJECT" |
+    split -b 16M - "$OUT/state.tgz.part-"
+  exit 124
+}
+trap finish TERM INT
+for ((i = 0; i < GPUS * PER_GPU; i++)); do
+  CUDA_VISIBLE_DEVICES=$((i % GPUS)) KERASTUNER_TUNER_ID=tuner$i \
     setsid "$PY" scripts/tune.py $COMMON $SEARCH > "$OUT/worker$i.log" 2>&1 & WORKERS+=($!)
 done
 # Stop at SEARCH_S (or earlier when every worker is done): workers first (their trial processes
@@ -69,7 +80,7 @@ rm -f "$OUT"/worker*.log "$OUT/chief.log"
 "$PY" scripts/tune.py --report-only --directory "$DIR" --project-name "$PROJECT" > /dev/null &&
   cp -r "$DIR/$PROJECT/report" "$OUT/"
 # The state without checkpoints; parts of 16 MiB (a search of a few hundred trials is < 1 MiB).
-tar -C "$DIR" --exclude="*.h5" --exclude="*.keras" --exclude="report" -czf - "$PROJECT" |
+tar -C "$DIR" --exclude="*.h5" --exclude="*.keras" --exclude="*.pkl" --exclude="report" -czf - "$PROJECT" |
   split -b 16M - "$OUT/state.tgz.part-"
 ls -la "$OUT" "$OUT/report" | tee -a "$OUT/search_log.txt"
 echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/search_log.txt"
