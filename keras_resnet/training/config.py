@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keras_resnet.config import ResNetConfig
-from keras_resnet.data import LOADERS
+from keras_resnet.data import IDX_DATASETS, LOADERS
 from keras_resnet.data.source import looks_like_path
 from keras_resnet.utils import OptionError, check_choice, check_int, check_number
 
@@ -87,7 +87,8 @@ class TrainConfig:
     )
     image_size: int | None = _opt(
         None,
-        "folders: side of the square training crops (default 224); named datasets keep their size",
+        "folders and streamed TFDS datasets: side of the square training crops (default 224); "
+        "datasets loaded into memory keep their size",
     )
     cache: str | None = _opt(
         None,
@@ -302,7 +303,8 @@ class TrainConfig:
             check_int("val_size", self.val_size, 0)
         if self.image_size is not None:
             check_int("image_size", self.image_size, 8)
-            if not self.is_folder:
+            # Streamed TFDS datasets take it too: that is known once the dataset is opened.
+            if not self.is_folder and self.dataset.lower() in IDX_DATASETS:
                 raise OptionError(
                     "image_size",
                     f"image_size is for folders (dataset {self.dataset!r} keeps its size), "

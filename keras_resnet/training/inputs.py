@@ -24,6 +24,8 @@ from keras_resnet import data as data_lib
 from keras_resnet.data import cache as data_cache
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
+from keras_resnet.data.tfds_source import default_data_dir, tfds_available
+from keras_resnet.data.tfds_stream import TfdsStream
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
 from keras_resnet.utils import OptionError, one_line, write_text_atomic
@@ -361,6 +363,8 @@ def fit_data(config: TrainConfig, dataset) -> FitData:
     OptionError for a batch larger than the train part."""
     if isinstance(dataset, FolderData):
         return folder_fit_data(config, dataset)
+    if isinstance(dataset, TfdsStream):
+        return stream_fit_data(config, dataset)
     (x_train, y_train), validation = split_validation(
         dataset.x_train, dataset.y_train, config.val_size, seed=config.seed
     )
@@ -396,10 +400,20 @@ def mixed_fit_data(config: TrainConfig, train: tuple, validation, test: tuple) -
 
 def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, log_dir=None):
     """`dataset`, or `config.dataset` loaded, reduced to `train_size`/`test_size`; a folder
-    becomes a `FolderData` (streamed; `log_dir` keeps its skipped-files log)."""
+    becomes a `FolderData` (streamed; `log_dir` keeps its skipped-files log), a large TFDS
+    dataset a `TfdsStream` (`keras_resnet.data.tfds_stream`)."""
     if dataset is None and config.is_folder:
         return open_folder_data(config, log_dir=log_dir)
     if dataset is None:
+        stream = open_tfds_stream(config)
+        if stream is not None:
+            return stream
+        if config.image_size is not None:
+            raise OptionError(
+                "image_size",
+                f"image_size is for folders and streamed datasets; {config.dataset!r} loads into "
+                f"memory at its own size, received image_size={config.image_size}",
+            )
         try:
             dataset = data_lib.load_dataset(
                 config.dataset,
@@ -414,9 +428,72 @@ def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, l
     return data_lib.subset(dataset, config.train_size, config.test_size, seed=config.seed)
 
 
+def open_tfds_stream(config: TrainConfig) -> TfdsStream | None:
+    """`config.dataset` as a `TfdsStream` when it is a TFDS dataset that streams (images of no
+    fixed shape, or too large for memory: `tfds_stream.should_stream`), else None."""
+    name = config.dataset.lower()
+    if config.loader == "idx" or name in data_lib.IDX_DATASETS or not tfds_available():
+        return None
+    from keras_resnet.data import tfds_stream
+
+    data_dir = os.fspath(config.data_dir or default_data_dir())
+    try:
+        builder = tfds_stream.prepared_builder(name, data_dir)
+        if not tfds_stream.should_stream(builder):
+            return None
+        for option in ("train_size", "test_size"):
+            if getattr(config, option) is not None:
+                raise OptionError(
+                    option, f"{option} is for datasets in memory, not streamed {name!r}"
+                )
+        channels = int(config.model.input_shape[-1]) if config.model.input_shape else 3
+        return tfds_stream.open_stream(
+            name,
+            data_dir,
+            image_size=config.image_size,
+            channels=channels,
+            val_size=config.val_size,
+            seed=config.seed,
+        )
+    except OptionError:
+        raise
+    except ValueError as error:  # unknown to TFDS, or a val_size that leaves nothing to train
+        raise OptionError("dataset", one_line(error)) from None
+
+
+def stream_fit_data(config: TrainConfig, stream: TfdsStream) -> FitData:
+    """The tf.data streams of a streamed TFDS dataset: train (shuffled, random-resized crops),
+    val (held out of train) and test (center crops)."""
+    counts = stream.counts
+    if config.batch_size > counts["train"]:
+        raise OptionError(
+            "batch_size",
+            f"batch_size must be at most the {counts['train']} training images, "
+            f"received batch_size={config.batch_size}",
+        )
+    n = stream.num_classes
+
+    def batches(split, train=False):
+        import tensorflow as tf
+
+        data = stream.stream(split, config.batch_size, train=train, seed=config.seed)
+        return data.map(lambda x, y: (x, tf.one_hot(y, n)))
+
+    return FitData(
+        x_train=batches("train", train=True),
+        y_train=None,
+        validation=(batches("val"),) if "val" in counts else None,
+        test=(batches("test"),),
+        counts={"train": counts["train"], "val": counts.get("val", 0), "test": counts["test"]},
+        report={"image_size": stream.image_size, "tfds_splits": dict(stream.splits)},
+    )
+
+
 def data_report(dataset, data: FitData) -> dict:
     """metrics.json's additions for a folder: files skipped and ignored, the test split used
     and the image size; {} for arrays."""
+    if isinstance(dataset, TfdsStream):
+        return dict(data.report or {})
     if not isinstance(dataset, FolderData):
         return {}
     return {**(data.report or {}), **dataset.skipped()}
@@ -428,3 +505,86 @@ def write_class_names(folder: str | os.PathLike, dataset) -> Path:
     path = Path(folder) / CLASS_NAMES_FILE
     write_text_atomic(path, "".join(f"{name}\n" for name in dataset.class_names))
     return path
+
+
+@dataclasses.dataclass
+class FolderParts(FolderData):
+    """Parts of one split of a folder, streamed as splits of their own: the search's train and
+    validation parts of a folder's training split. Only file lists (or cache rows) and the
+    normalization: a few tens of bytes a file, which is what a trial's process is sent.
+
+    Attributes:
+        folder: a `FolderSource` whose `files` are the parts (e.g. 'train' and 'val').
+        cache_split: with a cache, the cache's split that the parts were taken from.
+        cache_rows: with a cache, each part's rows in `cache_split` (the cache keeps the file
+            order of the split it was built from).
+    """
+
+    cache_split: str = "train"
+    cache_rows: dict[str, np.ndarray] | None = None
+
+    @property
+    def part_counts(self) -> dict[str, int]:
+        """Images per part: files listed, or with a cache the rows its build could decode."""
+        if self.cache is None:
+            return self.folder.counts
+        return {part: len(self._cache_index(part)) for part in self.cache_rows}
+
+    def _cache_index(self, part: str) -> np.ndarray:
+        meta = np.load(Path(self.cache) / f"{self.cache_split}.meta.npy", mmap_mode="r")
+        rows = self.cache_rows[part]
+        return rows[np.asarray(meta[rows, 3]) == 1]
+
+
+def folder_parts(data: FolderData, parts: dict[str, np.ndarray], split: str = "train"):
+    """`data` with its `split` cut into parts by index (e.g. the search's train and validation
+    parts of the training split): a `FolderParts` whose `folder.files` are the parts.
+
+    Args:
+        data: an opened folder (`open_folder_data`), with or without a cache.
+        parts: part name -> indices into `data.folder.files[split]`.
+        split: the split that is cut.
+    """
+    paths, labels = data.folder.files[split]
+    files = {name: (paths[rows], labels[rows]) for name, rows in parts.items()}
+    folder = dataclasses.replace(data.folder, files=files)
+    rows = None if data.cache is None else {name: np.asarray(r) for name, r in parts.items()}
+    return FolderParts(folder, data.mean, data.std, data.cache, split, rows)
+
+
+class CacheRowBatches(OneHotCacheBatches):
+    """`OneHotCacheBatches` over some rows of a cache's split (a part of it, `FolderParts`)."""
+
+    def __init__(self, folder, split, batch_size, *, rows, num_classes, train, seed=0):
+        super().__init__(folder, split, batch_size, num_classes=num_classes, train=train, seed=seed)
+        self.index = np.intersect1d(self.index, np.asarray(rows))
+
+
+def part_stream(
+    data: FolderParts, part: str, batch_size: int, *, train: bool, seed: int, augment=True
+):
+    """Batches of (uint8 images, one-hot targets) of one part, as `folder_stream` gives a split:
+    the files streamed, or with a cache the part's rows of the cache (cropped on the device)."""
+    if data.cache is None:
+        return folder_stream(data, part, batch_size, train=train, seed=seed, augment=augment)
+    return CacheRowBatches(
+        data.cache,
+        data.cache_split,
+        batch_size,
+        rows=data.cache_rows[part],
+        num_classes=data.num_classes,
+        train=train,
+        seed=seed,
+    )
+
+
+def open_folder_cache(data: FolderData, cache: str | os.PathLike) -> FolderData:
+    """`data` with its preprocessed cache (`keras_resnet.data.cache.open_cache`: built once,
+    else checked against the folder's files), for a caller that opens the folder first and the
+    cache only after its own checks (the search). Raises OptionError('cache', ...) for a cache
+    of other data."""
+    try:
+        folder = data_cache.open_cache(data.folder, cache, processes=_fork_is_safe())
+    except (ValueError, OSError) as error:
+        raise OptionError("cache", one_line(error)) from None
+    return dataclasses.replace(data, cache=folder)
