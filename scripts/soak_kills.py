@@ -1,21 +1,28 @@
 #!/usr/bin/env python
 """Soak test of crash-safe training (issue 14): run a small `keras-resnet train` to completion
-while SIGKILLing it at random moments, then check the run folder.
+while SIGKILLing it, then check the run folder.
 
-Kill moments: a random time after the start, a random time after an "Epoch k/E" line, and the
-moment a file of the run folder appears or changes (temporary files of a save included, so that
-kills land inside the save windows). After each round (a run driven to completion) it checks:
-every epoch is in history.csv exactly once and none was trained again after history.csv
-recorded it, the epoch count, that model.keras, checkpoints/best.keras, metrics.json,
-config.json and history.csv load, and that best.keras scores the best validation accuracy of
-history.csv. Prints one JSON line of figures last (see docs/RELIABILITY.md).
+Kill moments are drawn from `--seed` before each session and land on events the training
+process itself observes, so that a seed replays the same kills: the n-th change the process
+makes to its run folder (a file opened for writing, temporary files of a save included, a
+rename, a removal, a hard link), or the start of batch b of epoch e. The process SIGKILLs
+itself there (after one `SOAK-KILL` line on stderr). After each round (a run driven to
+completion) it checks: every epoch is in history.csv exactly once and none was trained again
+after it was committed, the epoch count, that model.keras, checkpoints/best.keras,
+metrics.json, config.json and history.csv load, that best.keras scores the best validation
+accuracy of history.csv, and that the same command on the finished run prints one line and
+changes no file. Prints one JSON line of figures last (see docs/RELIABILITY.md).
 
-Variants: `--variant full-disk` runs into a small tmpfs (root only) and checks the one-line
-error, then resumes on a roomy disk; `--variant corrupt` empties or zeroes backup files after a
-kill and checks the fallback to `.bkp` or the one-line error.
+Modes:
+    --full-disk: the run folder on a small tmpfs (root only) with a filler file leaving a
+        seeded amount of room; the run must stop with one error line (exit 2, no traceback, no
+        crash); then room is made and the same command must finish, every epoch once.
+    --corrupt: between kills, a seeded backup file is truncated or zeroed; the run must resume
+        from the `.bkp` or stop with the one-line message (then `--restart` starts it over), and
+        never train a committed epoch again or leave an invalid file.
 
-    python scripts/soak_kills.py --kills 30            # the long form
-    python scripts/soak_kills.py --kills 3 --epochs 3  # CI's short form
+    python scripts/soak_kills.py --kills 30 --epochs 3 --seed 1   # the long form
+    python scripts/soak_kills.py --kills 2 --epochs 2             # CI's short form
 """
 
 from __future__ import annotations
@@ -26,11 +33,11 @@ import csv
 import gzip
 import itertools
 import json
+import math
 import os
 import random
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -39,8 +46,77 @@ import threading
 import time
 from pathlib import Path
 
-TRAIN = "import sys; from keras_resnet.cli import run; sys.exit(run('train'))"
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
+KILL_LINE = re.compile(r"^SOAK-KILL (.*)$")
+# Changes a session makes to its run folder: about this many per epoch and at start and end
+# (counted on the default run: 16 per epoch with a new best, 12 without; 9 at start, 13 at
+# the end).
+EVENTS_PER_EPOCH, EVENTS_AROUND, EVENTS_AT_START = 16, 22, 9
+
+# The training process: SOAK_KILL (JSON) arms a kill at a run-folder event or a batch.
+CHILD = r"""
+import atexit, json, os, signal, sys
+plan = json.loads(os.environ.get("SOAK_KILL") or "null")
+
+def die(moment):
+    sys.stderr.write("SOAK-KILL " + moment + "\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if plan and plan["rule"] == "event":
+    root, left = plan["root"], [plan["n"]]
+    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def inside(path):
+        return isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith(root)
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = args
+            if isinstance(mode, str):
+                writes = bool(set(mode) & set("wax+"))
+            else:
+                writes = isinstance(flags, int) and bool(flags & WRITE)
+            if not (writes and inside(path)):
+                return
+        elif event in ("os.rename", "os.link"):
+            path = args[1] if inside(args[1]) else args[0]
+            if not inside(path):
+                return
+        elif event in ("os.remove", "shutil.rmtree"):
+            path = args[0]
+            if not inside(path):
+                return
+        else:
+            return
+        left[0] -= 1
+        if left[0] == 0:
+            die(event + " " + os.path.relpath(os.fspath(path), root))
+
+    sys.addaudithook(hook)
+    atexit.register(lambda: sys.stderr.write(f"SOAK-EVENTS {plan['n'] - left[0]}\n"))
+
+if plan and plan["rule"] == "batch":
+    import keras
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if [self.epoch, batch] == [plan["epoch"], plan["batch"]]:
+                die(f"batch {batch} of epoch {self.epoch}")
+
+    fit = keras.Model.fit
+
+    def fit_with_kill(self, *args, callbacks=None, **kwargs):
+        return fit(self, *args, callbacks=[*(callbacks or []), Kill()], **kwargs)
+
+    keras.Model.fit = fit_with_kill
+
+from keras_resnet.cli import run
+sys.exit(run("train"))
+"""
 
 
 def write_idx(path: Path, array) -> None:
@@ -66,13 +142,16 @@ def make_data(folder: Path, n_train: int, n_test: int, size: int) -> Path:
     return folder
 
 
-def train_command(args, data: Path, out: Path) -> list[str]:
+VAL_SIZE, BATCH = 100, 32
+
+
+def train_command(args, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        *(sys.executable, "-c", TRAIN),
+        *(sys.executable, "-c", CHILD),
         *("--source-dir", str(data), "--loader", "idx", "--width", str(args.width)),
-        *("--epochs", str(args.epochs), "--batch-size", "32", "--val-size", "100"),
+        *("--epochs", str(args.epochs), "--batch-size", str(BATCH), "--val-size", str(VAL_SIZE)),
         *("--no-augment", "--learning-rate", "0.05", "--warmup-epochs", "0"),
-        *("--no-tensorboard", "--verbose", "2", "--output-dir", str(out)),
+        *("--no-tensorboard", "--verbose", "2", "--output-dir", str(out), *extra),
     ]
 
 
@@ -100,19 +179,38 @@ def recorded_epochs(out: Path) -> dict[int, str]:
     return {int(r["epoch"]): json.dumps(r, sort_keys=True) for r in rows if r.get("epoch")}
 
 
-def committed_epoch(out: Path) -> int:
-    """The epochs the run's backup has committed (its metadata, else its `.bkp`; 0: none)."""
+def committed_epoch(out: Path, damaged: dict | None = None) -> int | None:
+    """The epochs the run's backup has committed, as the resume reads them: its metadata, else
+    its `.bkp`, each only with its weights and best model undamaged. 0: no backup; None: a
+    backup with no usable candidate (the run must stop with the one-line error)."""
+    damaged = {name for name, stat in (damaged or {}).items() if file_stat(out / name) == stat}
+    candidates = 0
     for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        path = out / "backup" / name
+        if not path.exists():
+            continue
+        candidates += 1
         try:
-            return int(json.loads((out / "backup" / name).read_text())["epoch"])
+            values = json.loads(path.read_text())
+            files = {f"backup/{values['weights']}", f"backup/{values.get('best')}"}
+            if f"backup/{name}" not in damaged and not files & damaged:
+                return int(values["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return 0
+    return None if candidates else 0
+
+
+def file_stat(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def run_finished(out: Path, epochs: int) -> bool:
-    """Whether the run wrote its last file (metrics.json) and retired its backup: a kill after
-    that interrupts nothing, and the same command would start a new run."""
+    """Whether the run wrote its last file (metrics.json) and retired its backup: the same
+    command then reports the finished run and changes nothing."""
     try:
         metrics = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -128,15 +226,18 @@ def redone(committed: int, recorded: list[int], begun: list[int]) -> list[int]:
 
 
 class Session:
-    """One process of the training command; `lines` fills as it prints."""
+    """One process of the training command, run to its end; `lines` holds what it printed."""
 
-    def __init__(self, command: list[str], env: dict):
+    def __init__(self, command: list[str], env: dict, plan: dict | None = None):
+        env = {**env, "SOAK_KILL": json.dumps(plan)}
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.code = self.process.wait()
+        self.reader.join(timeout=10)
 
     def _read(self):
         for line in self.process.stdout:
@@ -145,50 +246,65 @@ class Session:
     def epochs_begun(self) -> list[int]:
         return [int(m.group(1)) - 1 for line in self.lines if (m := EPOCH_LINE.match(line))]
 
-    def finish(self) -> int:
-        code = self.process.wait()
-        self.reader.join(timeout=10)
-        return code
+    def kill_moment(self) -> str | None:
+        moments = [m.group(1) for line in self.lines if (m := KILL_LINE.match(line))]
+        return moments[-1] if moments else None
+
+    def errors(self) -> list[str]:
+        """The command's error lines ('keras-resnet train: error: ...'), not library logs."""
+        return [line.strip() for line in self.lines if ": error: " in line]
 
 
-def file_moment(name: str) -> str:
-    """A changed file's name without the random part of a temporary name or epoch numbers:
-    '.best.keras.k2j3_x9a.keras' -> 'temporary best.keras'."""
-    folder, base = os.path.split(name)
+def moment_name(moment: str) -> str:
+    """A kill moment without epoch numbers and the random part of temporary names:
+    'os.rename backup/.epoch-2.weights.h5.k2j3_x9a.weights.h5' -> 'os.rename
+    backup/temporary epoch-N.weights.h5'."""
+    if moment.startswith("batch"):
+        return "batch start in an epoch"
+    event, _, path = moment.partition(" ")
+    folder, base = os.path.split(path)
     temporary = re.match(r"^\.(.+?)\.[A-Za-z0-9_]{8}(\.[a-z0-9.]+)?$", base)
     base = f"temporary {temporary.group(1)}" if temporary else base
-    return re.sub(r"epoch(-?)[0-9]+", r"epoch\1N", os.path.join(folder, base))
+    name = re.sub(r"epoch(-?)[0-9]+", r"epoch\1N", os.path.join(folder, base))
+    return f"{event} {name}"
 
 
-def kill_once(session: Session, out: Path, rng: random.Random, budget: float) -> str | None:
-    """Kills `session` at a moment drawn by one of three rules; returns the moment's name, or
-    None when the process ended first."""
-    rule = rng.choice(("time", "line", "file", "file"))
-    start, before = time.monotonic(), snapshot(out)
-    delay = rng.uniform(0, budget)
-    target_line = rng.randint(1, 4)
-    skip = rng.randint(0, 14)  # file changes to let pass: kills spread over every save
-    moment = None
-    while session.process.poll() is None:
-        now = time.monotonic() - start
-        if rule == "time" and now >= delay:
-            moment = "time"
-        elif rule == "line" and len(session.epochs_begun()) >= target_line:
-            time.sleep(rng.uniform(0, 0.5))
-            moment = "after an epoch line"
-        elif rule == "file":
-            after = snapshot(out)
-            changed = sorted(k for k in after if before.get(k) != after[k])
-            skip -= len(changed)
-            if changed and skip < 0:
-                moment = "file: " + file_moment(changed[0])
-            before = after
-        if moment:
-            session.process.send_signal(signal.SIGKILL)
-            session.finish()
-            return moment
-        time.sleep(0.002 if rule == "file" else 0.01)
-    return None
+def draw_plan(rng: random.Random, args, out: Path, committed: int) -> dict:
+    """The next session's kill, from the seeded generator only: a batch start (1 in 4), an
+    event among the epochs' saves (2 in 5), or any event of the session, start-up and final
+    files included, or none (the session then finishes)."""
+    left = max(args.epochs - committed, 0)
+    draw = rng.random()
+    if left and draw < 0.25:
+        steps = math.ceil((args.train_size - VAL_SIZE) / BATCH)
+        epoch, batch = rng.randrange(committed, args.epochs), rng.randrange(steps)
+        return {"rule": "batch", "epoch": epoch, "batch": batch}
+    if left and draw < 0.65:
+        n = EVENTS_AT_START + rng.randint(1, EVENTS_PER_EPOCH * left)
+    else:
+        n = rng.randint(1, (EVENTS_AROUND + EVENTS_PER_EPOCH * left) * 3 // 2)
+    return {"rule": "event", "n": n, "root": os.fspath(out)}
+
+
+def damage(rng: random.Random, out: Path) -> tuple[str, tuple] | None:
+    """Truncates or zeroes one backup file drawn from the seeded generator; returns its name
+    (relative to the run folder) and its state after the damage."""
+    files = sorted(
+        p for p in (out / "backup").glob("*") if p.is_file() and not p.name.startswith(".")
+    )
+    if not files:
+        return None
+    path = rng.choice(files)
+    size = path.stat().st_size
+    if rng.random() < 0.5:
+        kind = "truncated"
+        with open(path, "r+b") as f:
+            f.truncate(rng.randrange(size) if size else 0)
+    else:
+        kind = "zeroed"
+        path.write_bytes(b"\0" * size)
+    name = os.fspath(path.relative_to(out))
+    return f"{kind} {name}", file_stat(path)
 
 
 def check_folder(out: Path, epochs: int, data: Path) -> list[str]:
@@ -221,7 +337,10 @@ def check_folder(out: Path, epochs: int, data: Path) -> list[str]:
     dataset = data_lib.load_dataset(config.dataset, source_dir=data, loader="idx")
     dataset = training.load_data(config, dataset)
     x_val, y_val = training.fit_data(config, dataset).validation
-    model = keras.saving.load_model(out / "checkpoints" / "best.keras")
+    try:
+        model = keras.saving.load_model(out / "checkpoints" / "best.keras")
+    except Exception:  # reported above
+        return problems
     predicted = model.predict(x_val.astype("float32"), verbose=0).argmax(-1)
     accuracy = float(np.mean(predicted == y_val.argmax(-1)))
     rows = list(csv.DictReader(open(out / "history.csv")))
@@ -234,173 +353,209 @@ def check_folder(out: Path, epochs: int, data: Path) -> list[str]:
     return problems
 
 
+def check_finished_rerun(args, env: dict, data: Path, out: Path) -> list[str]:
+    """The same command on the finished run: exit 0, one 'already finished' line, no file
+    changed."""
+    before = snapshot(out)
+    session = Session(train_command(args, data, out), env)
+    said = [line for line in session.lines if "already finished" in line]
+    problems = []
+    if session.code != 0 or len(said) != 1 or session.epochs_begun():
+        problems.append(f"rerun of the finished run: exit {session.code}, {said}")
+    if snapshot(out) != before:
+        problems.append("rerun of the finished run changed files")
+    return problems
+
+
+def one_line_stop(session: Session) -> list[str]:
+    """What is wrong with a session that had to stop with one error line (exit 2)."""
+    text = "".join(session.lines)
+    if session.code == 2 and len(session.errors()) == 1 and "Traceback" not in text:
+        return []
+    return [f"exit {session.code} with {len(session.errors())} error lines: {text[-1500:]}"]
+
+
 def soak(args, env: dict, work: Path, data: Path) -> dict:
-    """Kills until `args.kills`, finishing a run folder each time one completes. Each session
-    is logged (stderr, one JSON line): the epoch committed and history.csv's epochs when it
-    started, the epochs it began ("Epoch k/E" lines), how it ended, and what it redid."""
+    """Kills (and with --corrupt, damages) until `args.kills`, finishing a run folder each
+    time one completes. Each session is logged (stderr, one JSON line)."""
     rng = random.Random(args.seed)
     figures = collections.Counter()
     moments: collections.Counter = collections.Counter()
+    damages: collections.Counter = collections.Counter()
     invalid: list[str] = []
-    redo_log: list[dict] = []
+    sequence: list[str] = []
     rounds = 0
     while figures["kills"] < args.kills:
         rounds += 1
         out = work / f"run{rounds}"
-        command = train_command(args, data, out)
         seen: dict[int, str] = {}
+        damaged: dict[str, tuple] = {}
+        restart = False
         for number in itertools.count(1):
-            recorded = recorded_epochs(out)
+            committed = committed_epoch(out, damaged)
+            if committed is None and not restart:
+                # No readable candidate: the one-line error, nothing changed; then --restart.
+                before = snapshot(out)
+                stopped = Session(train_command(args, data, out), env)
+                problems = one_line_stop(stopped)
+                problems += [] if snapshot(out) == before else ["the refused resume changed files"]
+                invalid += [f"run{rounds}: {p}" for p in problems]
+                figures["one_line_stops"] += 1
+                restart, seen, damaged = True, {}, {}
+                continue
+            committed = 0 if restart else committed
+            recorded = {e: r for e, r in recorded_epochs(out).items() if e < committed}
             changed = [e for e in seen if e in recorded and recorded[e] != seen[e]]
             figures["history_rows_changed"] += len(changed)
-            seen.update(recorded)
-            committed = committed_epoch(out)
-            session = Session(command, env)
+            seen = {**{e: r for e, r in seen.items() if e < committed}, **recorded}
+            plan = None
             if figures["kills"] < args.kills:
-                moment = kill_once(session, out, rng, args.budget)
-            else:
-                moment = None
-            code = session.finish()
-            begun = session.epochs_begun()
-            again = redone(committed, sorted(recorded), begun)
-            finished = moment is not None and run_finished(out, args.epochs)
+                plan = draw_plan(rng, args, out, committed)
+            extra = ("--restart",) if restart else ()
+            session = Session(train_command(args, data, out, *extra), env, plan)
+            restart = False
+            moment = session.kill_moment()
+            again = redone(committed, sorted(recorded), session.epochs_begun())
             record = {
                 "round": rounds,
                 "session": number,
+                "plan": plan,
                 "committed_at_start": committed,
                 "history_at_start": sorted(recorded),
                 "rows_changed_before": changed,
-                "begun": begun,
-                "ended": moment or f"exit {code}",
+                "begun": session.epochs_begun(),
+                "ended": moment or f"exit {session.code}",
                 "redone": again,
             }
-            print(json.dumps(record), file=sys.stderr, flush=True)
             figures["epochs_redone"] += len(again)
-            if again or changed:
-                redo_log.append(record)
-            if moment is not None:
-                figures["kills"] += 1
-                # Killed after its last file (process teardown): the run is complete; a
-                # rerun would be a new run of a finished folder, not a resume.
-                moment += " (after the run finished)" if finished else ""
-                moments[moment] += 1
-                print(f"kill {figures['kills']}: {moment}", file=sys.stderr, flush=True)
-                if not finished:
-                    continue
-            elif code != 0:
-                raise SystemExit(f"the run failed (exit {code}):\n{''.join(session.lines)}")
-            break
-        problems = check_folder(out, args.epochs, data)
+            if moment is None:
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                if session.code == 0:
+                    break
+                # Not expected: a finding; the round goes on from scratch.
+                invalid.append(
+                    f"run{rounds}: exit {session.code}: {''.join(session.lines)[-1500:]}"
+                )
+                restart, seen, damaged = True, {}, {}
+                continue
+            figures["kills"] += 1
+            moments[moment_name(moment)] += 1
+            sequence.append(moment_name(moment))
+            if args.corrupt and (hurt := damage(rng, out)) is not None:
+                name, stat = hurt
+                damaged[name.split(" ", 1)[1]] = stat
+                record["damaged"] = name
+                damages[moment_name(name)] += 1
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        problems = check_folder(out, args.epochs, data) + check_finished_rerun(args, env, data, out)
         invalid += [f"run{rounds}: {p}" for p in problems]
         print(f"round {rounds} complete: {problems or 'all files valid'}", file=sys.stderr)
     return {
-        "variant": "kills",
+        "mode": "corrupt" if args.corrupt else "kills",
         "kills": figures["kills"],
         "rounds": rounds,
         "moments": dict(moments),
+        "sequence": sequence,
         "epochs_redone": figures["epochs_redone"],
         "history_rows_changed": figures["history_rows_changed"],
-        "redone_sessions": redo_log,
+        "damages": dict(damages),
+        "one_line_stops": figures["one_line_stops"],
         "files_invalid": len(invalid),
         "problems": invalid,
     }
 
 
 def full_disk(args, env: dict, work: Path, data: Path) -> dict:
-    """The run folder on a tmpfs too small for it: a one-line error and exit != 0; then the
-    folder, copied to a roomy disk, resumes and finishes with every file valid."""
+    """`args.kills` rounds on a tmpfs whose room a filler file limits to a seeded amount: the
+    run stops with one error line (or finishes, given room enough); the filler is removed and
+    the same command must finish, no committed epoch trained again, every file valid."""
+    rng = random.Random(args.seed)
     mount = work / "small"
     mount.mkdir()
-    size = f"{args.disk_kib}k"
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]
-    ).returncode:
-        return {"variant": "full-disk", "skipped": "mount -t tmpfs failed (root needed)"}
+    size = f"{args.disk_mib}m"
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        return {"mode": "full-disk", "skipped": f"mount -t tmpfs: {result.stderr.strip()}"}
+    figures = collections.Counter()
+    invalid, stops = [], []
     try:
-        out = mount / "run"
-        result = subprocess.run(
-            train_command(args, data, out), env=env, capture_output=True, text=True
-        )
-        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-        moved = work / "run-moved"
-        shutil.copytree(out, moved)
+        for round_ in range(1, args.kills + 1):
+            out = mount / f"run{round_}"
+            room = rng.uniform(0.0, args.room_mib) * 2**20
+            filler = mount / "filler"
+            free = shutil.disk_usage(mount).free
+            with open(filler, "wb") as f:
+                f.truncate(0)
+                f.write(b"\0" * max(int(free - room), 0))
+            full = Session(train_command(args, data, out), env)
+            filler.unlink()  # room is made
+            if full.code == 0:
+                figures["finished_without_stop"] += 1
+            else:
+                figures["stops"] += 1
+                problems = one_line_stop(full)
+                invalid += [f"run{round_}: {p}" for p in problems]
+                committed = committed_epoch(out) or 0
+                stops.append(
+                    {
+                        "room_mib": round(room / 2**20, 2),
+                        "epochs_committed": committed,
+                        "exit": full.code,
+                        "error": full.errors(),
+                    }
+                )
+                recorded = sorted(e for e in recorded_epochs(out) if e < committed)
+                resumed = Session(train_command(args, data, out), env)
+                again = redone(committed, recorded, resumed.epochs_begun())
+                figures["epochs_redone"] += len(again)
+                if resumed.code != 0:
+                    invalid.append(f"run{round_}: resume exit {resumed.code}")
+                    continue
+            problems = check_folder(out, args.epochs, data)
+            invalid += [f"run{round_}: {p}" for p in problems]
+            print(f"round {round_}: {stops[-1] if full.code else 'finished'}", file=sys.stderr)
+            shutil.rmtree(out)
     finally:
-        subprocess.run(["umount", str(mount)])
-    epochs_before = sorted(recorded_epochs(moved))
-    session = Session(train_command(args, data, moved), env)
-    code = session.finish()
-    begun = session.epochs_begun()
-    problems = check_folder(moved, args.epochs, data) if code == 0 else [f"resume exit {code}"]
+        subprocess.run(["umount", "-l", str(mount)])
     return {
-        "variant": "full-disk",
+        "mode": "full-disk",
         "tmpfs": size,
-        "exit_code": result.returncode,
-        "error_lines": errors,
-        "traceback": "Traceback" in result.stderr,
-        "epochs_recorded_when_full": epochs_before,
-        "epochs_redone": len([e for e in begun if e in epochs_before]),
-        "files_invalid": len(problems),
-        "problems": problems,
+        "rounds": args.kills,
+        "stops": figures["stops"],
+        "finished_without_stop": figures["finished_without_stop"],
+        "stop_details": stops,
+        "epochs_redone": figures["epochs_redone"],
+        "files_invalid": len(invalid),
+        "problems": invalid,
     }
-
-
-def corrupt(args, env: dict, work: Path, data: Path) -> dict:
-    """After a kill once two epochs are recorded, damage a backup file: with its `.bkp` the
-    run resumes and finishes; without, a one-line error that deletes nothing."""
-    results = {}
-    for case in ("empty metadata", "zeroed weights", "no bkp, empty metadata"):
-        out = work / re.sub(r"\W+", "-", case)
-        session = Session(train_command(args, data, out), env)
-        while session.process.poll() is None and len(recorded_epochs(out)) < 2:
-            time.sleep(0.01)
-        session.process.send_signal(signal.SIGKILL)
-        session.finish()
-        backup = out / "backup"
-        metadata = backup / "training_metadata.json"
-        if case.startswith("no bkp"):
-            Path(f"{metadata}.bkp").unlink()
-        if "metadata" in case:
-            metadata.write_bytes(b"")
-        else:
-            weights = backup / json.loads(metadata.read_text())["weights"]
-            weights.write_bytes(b"\0" * weights.stat().st_size)
-        before = snapshot(out)
-        result = subprocess.run(
-            train_command(args, data, out), env=env, capture_output=True, text=True
-        )
-        if case.startswith("no bkp"):
-            lines = result.stderr.strip().splitlines()
-            results[case] = {
-                "exit_code": result.returncode,
-                "error": lines[-1] if lines else "",
-                "one_line": len(lines) == 1 and "Traceback" not in result.stderr,
-                "nothing_changed": snapshot(out) == before,
-            }
-        else:
-            problems = check_folder(out, args.epochs, data) if result.returncode == 0 else []
-            results[case] = {"exit_code": result.returncode, "problems": problems}
-    return {"variant": "corrupt", **results}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--kills", type=int, default=30, help="kills (--full-disk: rounds)")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--train-size", type=int, default=600)
     parser.add_argument("--image-size", type=int, default=28)
-    parser.add_argument("--budget", type=float, default=25.0, help="max seconds to a timed kill")
-    parser.add_argument("--variant", choices=("kills", "full-disk", "corrupt"), default="kills")
-    parser.add_argument("--disk-kib", type=int, default=2500, help="the full-disk tmpfs size")
-    parser.add_argument("--seed", type=int, default=0)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full-disk", action="store_true", help="the run folder on a small tmpfs")
+    mode.add_argument("--corrupt", action="store_true", help="damage a backup file after kills")
+    parser.add_argument("--disk-mib", type=int, default=32, help="--full-disk: the tmpfs size")
+    parser.add_argument(
+        "--room-mib", type=float, default=12.0, help="--full-disk: most room the filler leaves"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="draws every kill and damage")
     parser.add_argument("--workdir", help="default: a temporary folder, removed at the end")
     args = parser.parse_args()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="soak-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="soak-")).resolve()
     data = make_data(work / "data", args.train_size, 200, args.image_size)
     started = time.monotonic()
-    variant = {"kills": soak, "full-disk": full_disk, "corrupt": corrupt}[args.variant]
-    report = variant(args, env, work, data)
+    report = (full_disk if args.full_disk else soak)(args, env, work, data)
     report.update(
         seconds=round(time.monotonic() - started),
         backend=os.environ.get("KERAS_BACKEND", "tensorflow"),

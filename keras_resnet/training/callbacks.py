@@ -4,13 +4,16 @@ async-safe marking, and the epochs and wall time of earlier sessions of a resume
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
+import secrets
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -21,6 +24,8 @@ from keras_resnet.utils import atomic_path, write_text_atomic
 
 METADATA_FILE = "training_metadata.json"  # the name Keras' BackupAndRestore gives it
 PENDING_BEST = re.compile(r"^\.best-epoch(\d+)\.keras$")
+# Room asked for beyond the weights' bytes before a backup is written (HDF5's own records).
+BACKUP_MARGIN = 1 << 20
 
 
 def async_safe(callback):
@@ -166,40 +171,109 @@ def best_so_far(rows: list[dict], monitor: str) -> float:
     return max(values, default=-math.inf)
 
 
-def save_backup(model, backup_dir: Path, epoch: int, rows: list[dict]) -> None:
+def best_name(rows: list[dict], monitor: str) -> str | None:
+    """The backup's file of the best epoch of `rows` (the first with the highest `monitor`,
+    the one RunState saved), e.g. 'best-epoch3.keras'; None when no epoch has a value."""
+    values = [(r.get(monitor), r["epoch"]) for r in rows]
+    values = [(v, -e) for v, e in values if v is not None and not math.isnan(v)]
+    return f"best-epoch{-max(values)[1] + 1}.keras" if values else None
+
+
+def weights_bytes(model) -> int:
+    """The bytes of the model's and its optimizer's variables: a backup's size, near enough."""
+    variables = list(model.weights)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def check_room(folder: Path, needed: int) -> None:
+    """Raises ENOSPC when `folder`'s disk has less than `needed` bytes free.
+
+    h5py meeting a full disk half way through a file leaves the file open inside HDF5, which
+    prints an error per object it frees and then crashes the interpreter at exit (SIGSEGV,
+    seen with h5py 3 on tmpfs): the weights are written only when they fit.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free / 2**20:.1f} MiB free, an epoch's backup needs "
+            f"{needed / 2**20:.1f} MiB)",
+            os.fspath(folder),
+        )
+
+
+def _write_weights(model, path: Path) -> None:
+    """`model.save_weights(path)` (with the optimizer's), written whole only when it fits."""
+    previous = [p.stat().st_size for p in path.parent.glob("epoch-*.weights.h5")]
+    check_room(path.parent, max(previous, default=weights_bytes(model)) + BACKUP_MARGIN)
+    with atomic_path(path) as tmp:
+        try:
+            model.save_weights(tmp)
+        except OSError:
+            # The disk filled all the same (another writer). HDF5 keeps the failed file open
+            # and writes to it again at interpreter exit, which then crashes (SIGSEGV):
+            # freeing what it wrote lets that last write succeed.
+            os.truncate(tmp, 0)
+            raise
+
+
+def save_backup(
+    model, backup_dir: Path, epoch: int, rows: list[dict], best: str | None = None
+) -> None:
     """The state after `epoch` completed epochs, each file written whole: the weights (with the
     optimizer's) under a name of their own, the old metadata kept as `.bkp`, then the new
-    metadata, which names the weights and holds history.csv's rows: writing it commits the
-    epoch. Weights that no metadata names are removed last."""
+    metadata, which names the weights, the best epoch's model file in the backup (`best`) and
+    holds history.csv's rows: writing it commits the epoch. Weights and best models that no
+    metadata names are removed last."""
     backup_dir.mkdir(parents=True, exist_ok=True)
     weights = f"epoch-{epoch}.weights.h5"
-    with atomic_path(backup_dir / weights) as tmp:
-        model.save_weights(tmp)
+    _write_weights(model, backup_dir / weights)
     metadata = backup_dir / METADATA_FILE
     previous = metadata.with_name(METADATA_FILE + ".bkp")
-    if metadata.exists():
+    # The metadata becomes the `.bkp` only when it is the epoch before. Not when it is damaged
+    # or of this epoch (the run fell back to the `.bkp` and trains that epoch again): the
+    # `.bkp` is then the state the run resumed from, and its weights are not overwritten.
+    if 0 < backup_epoch(backup_dir) < epoch:
         with atomic_path(previous) as tmp:
             shutil.copyfile(metadata, tmp)
-    values = {"epoch": epoch, "batch": 0, "weights": weights, "history": rows}
+    values = {"epoch": epoch, "batch": 0, "weights": weights, "best": best, "history": rows}
     write_text_atomic(metadata, json.dumps(values))
-    keep = {weights}
+    keep = {weights, best}
     try:
-        keep.add(json.loads(previous.read_text())["weights"])
+        old = json.loads(previous.read_text())
+        keep.update((old["weights"], old.get("best")))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for path in backup_dir.glob("epoch-*.weights.h5"):
-        if path.name not in keep:
-            path.unlink()
+    for pattern in ("epoch-*.weights.h5", "best-epoch*.keras"):
+        for path in backup_dir.glob(pattern):
+            if path.name not in keep:
+                path.unlink()
 
 
-def restore_backup(model, backup_dir: Path) -> tuple[int, list[dict] | None]:
+def whole_zip(path: Path) -> None:
+    """Raises ValueError unless `path` is a zip file (a `.keras` model) whose every member
+    passes its CRC check."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"not a whole .keras file: {_reason(error)}") from None
+    if bad is not None:
+        raise ValueError(f"not a whole .keras file: {bad} is damaged")
+
+
+def restore_backup(model, backup_dir: Path) -> tuple[int, list[dict] | None, Path | None]:
     """Loads the newest readable backup into `model` (weights and optimizer state).
 
-    Tries the metadata, then its `.bkp` copy (the epoch before). Also reads the backups Keras'
-    BackupAndRestore wrote (`latest.weights.h5`, no rows).
+    Tries the metadata, then its `.bkp` copy (the epoch before); a candidate is readable when
+    its metadata, its weights and the best epoch's model it names are whole. Also reads the
+    backups Keras' BackupAndRestore wrote (`latest.weights.h5`, no rows).
 
     Returns:
-        (completed epochs, history rows or None); (0, None) when there is no backup.
+        (completed epochs, history rows or None, the best epoch's model in the backup or
+        None); (0, None, None) when there is no backup.
 
     Raises:
         BackupError: there is a backup but no readable one; nothing is changed.
@@ -217,8 +291,15 @@ def restore_backup(model, backup_dir: Path) -> tuple[int, list[dict] | None]:
             values = json.loads(path.read_text())
             epoch = int(values["epoch"])
             weights = backup_dir / values.get("weights", keras_weights)
+            best = backup_dir / values["best"] if values.get("best") else None
         except (OSError, ValueError, KeyError, TypeError) as error:
             problems.append(f"{path} ({_reason(error)})")
+            continue
+        try:
+            if best is not None:
+                whole_zip(best)
+        except ValueError as error:
+            problems.append(f"{best} ({_reason(error)})")
             continue
         try:
             if model.optimizer is not None and not model.optimizer.built:
@@ -227,18 +308,42 @@ def restore_backup(model, backup_dir: Path) -> tuple[int, list[dict] | None]:
         except Exception as error:  # h5py and Keras raise several types for a damaged file
             problems.append(f"{weights} ({_reason(error)})")
             continue
-        return epoch, values.get("history")
+        return epoch, values.get("history"), best
     if not problems:
-        return 0, None
+        return 0, None, None
     raise BackupError(
         f"the run's backup cannot be read: {'; '.join(problems)}; no readable .bkp copy. "
-        f"Delete {backup_dir} to start the run over (its completed epochs are lost)"
+        f"Rerun with --restart to start the run over (its completed epochs are lost), or "
+        f"delete {backup_dir.parent}"
     )
 
 
-def settle_best(best_file: Path, completed: int) -> None:
-    """A best checkpoint saved for an epoch that completed but was not yet moved into place
-    becomes best.keras; one of an epoch that will be trained again is removed."""
+def install_best(source: Path, best_file: Path) -> None:
+    """`source` (a best model in the backup) becomes best.keras in one `os.replace`: through a
+    hard link, which needs no room on a full disk, or a copy where the folder takes no links."""
+    link = best_file.with_name(f".{best_file.name}.{secrets.token_hex(4)}.keras")
+    try:
+        os.link(source, link)
+    except OSError:
+        with atomic_path(best_file) as tmp:
+            shutil.copyfile(source, tmp)
+        return
+    try:
+        os.replace(link, best_file)
+    finally:
+        if link.exists():
+            link.unlink()
+
+
+def settle_best(best_file: Path, completed: int, backup_best: Path | None = None) -> None:
+    """Makes best.keras the best epoch of the restored history.
+
+    A best checkpoint pending in the checkpoints folder (runs without a backup) becomes
+    best.keras if its epoch completed, and is removed if that epoch will be trained again.
+    With a backup, `backup_best` (from `restore_backup`) is the best epoch of the restored
+    history: best.keras becomes it unless it is that file already. This also undoes a
+    best.keras of an epoch that a damaged backup lost (the run fell back to the `.bkp`).
+    """
     pending = sorted(
         (int(m.group(1)), p)
         for p in best_file.parent.glob(".best-epoch*.keras")
@@ -249,11 +354,15 @@ def settle_best(best_file: Path, completed: int) -> None:
             os.replace(path, best_file)
         else:
             path.unlink()
+    if backup_best is None or not backup_best.is_file():
+        return
+    if not (best_file.exists() and os.path.samefile(best_file, backup_best)):
+        install_best(backup_best, best_file)
 
 
 # Temporary files of `atomic_path` (".NAME.RANDOM.SUFFIX") that a kill left behind.
 LEFT_BY_KILL = re.compile(
-    r"^\.(\.best-epoch\d+\.keras|epoch-\d+\.weights\.h5|training_metadata\.json(\.bkp)?"
+    r"^\.(\.?best-epoch\d+\.keras|epoch-\d+\.weights\.h5|training_metadata\.json(\.bkp)?"
     r"|best\.keras|history\.csv|config\.json|metrics\.json|model\.keras)\.[A-Za-z0-9_]{8}"
 )
 
@@ -281,15 +390,19 @@ class RunState(keras.callbacks.Callback):
     """Writes an epoch's files in the order that makes a kill at any moment harmless (the
     run's last epoch-end callback; EpochClock's figures are in the logs by then):
 
-    1. a better `monitor`: the model, with Keras' own layers, to `.best-epochN.keras`;
-    2. the backup (`save_backup`), which commits the epoch with history.csv's rows;
+    1. a better `monitor`: the model, with Keras' own layers, to `backup/best-epochN.keras`
+       (without a backup: `checkpoints/.best-epochN.keras`);
+    2. the backup (`save_backup`), which commits the epoch with history.csv's rows and the
+       name of their best epoch's model;
     3. history.csv, whole;
-    4. `.best-epochN.keras` moved onto best.keras.
+    4. the best epoch's model onto best.keras (a hard link into the backup, or a move).
 
     A kill before 2: the epoch is trained again and its files are overwritten. After 2: the
-    rerun rewrites history.csv from the backup and moves the best checkpoint into place
-    (`settle_best`), so an epoch in history.csv is never trained again and best.keras is the
-    best epoch of history.csv, over every restart.
+    rerun rewrites history.csv from the backup and puts the best checkpoint the backup names
+    into place (`settle_best`), so an epoch in history.csv is never trained again and
+    best.keras is the best epoch of history.csv, over every restart, and also after a damaged
+    backup fell back to its `.bkp` (whose best model the backup keeps until a newer epoch is
+    committed).
 
     Args:
         history_file: history.csv.
@@ -308,6 +421,11 @@ class RunState(keras.callbacks.Callback):
         self.rows = list(rows)
         self.best = best_so_far(self.rows, monitor)
 
+    def _pending(self, epoch: int) -> Path:
+        if self.backup_dir is not None:
+            return self.backup_dir / f"best-epoch{epoch}.keras"
+        return self.best_file.with_name(f".best-epoch{epoch}.keras")
+
     def on_epoch_end(self, epoch, logs=None):
         numbers = {k: _number(v) for k, v in (logs or {}).items()}
         row = {"epoch": epoch, **{k: v for k, v in numbers.items() if v is not None}}
@@ -315,12 +433,21 @@ class RunState(keras.callbacks.Callback):
         value = row.get(self.monitor, math.nan)
         pending = None
         if self.best_file is not None and value > self.best:  # NaN never saves
-            pending = self.best_file.with_name(f".best-epoch{epoch + 1}.keras")
+            pending = self._pending(epoch + 1)
             with atomic_path(pending) as tmp:
                 plain_keras_model(self.model).save(tmp)
             self.best = value
         if self.backup_dir is not None:
-            save_backup(self.model, self.backup_dir, epoch + 1, self.rows)
+            best = None
+            if self.best_file is not None:
+                best = best_name(self.rows, self.monitor)
+                # A run resumed from an older backup kept its best model in checkpoints/.
+                best = best if best and (self.backup_dir / best).exists() else None
+            save_backup(self.model, self.backup_dir, epoch + 1, self.rows, best)
         write_text_atomic(self.history_file, history_text(self.rows))
-        if pending is not None:
+        if pending is None:
+            return
+        if self.backup_dir is not None:
+            install_best(pending, self.best_file)
+        else:
             os.replace(pending, self.best_file)

@@ -95,7 +95,21 @@ RESUME_HARMLESS = (
     "loader",
     "output_dir",
     "run_name",
+    "restart",
 )
+
+
+def finished_metrics(metrics_file: Path, backup_dir: Path) -> dict | None:
+    """metrics.json of a run that finished (its last file written, its backup retired), or
+    None: no metrics.json, an unreadable one, or a backup still there (a run killed before
+    it retired its backup, or a `--restart` of a finished run under way)."""
+    if backup_dir.exists():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def _flat(values: dict) -> dict:
@@ -108,8 +122,8 @@ def _flat(values: dict) -> dict:
 
 
 def check_same_run(config_file: Path, new: dict, *, normalize) -> None:
-    """Refuses to resume a run whose config.json differs from `new` in an option that changes
-    the run (`RESUME_HARMLESS` may differ).
+    """Refuses to resume (or to report as finished) a run whose config.json differs from `new`
+    in an option that changes the run (`RESUME_HARMLESS` may differ).
 
     Args:
         config_file: the run's config.json.
@@ -124,8 +138,8 @@ def check_same_run(config_file: Path, new: dict, *, normalize) -> None:
     except (OSError, ValueError, TypeError) as error:
         raise OptionError(
             "output_dir",
-            f"cannot resume: {config_file} cannot be read ({error}); delete "
-            f"{config_file.parent / 'backup'} to start the run over",
+            f"cannot resume: {config_file} cannot be read ({error}); rerun with --restart to "
+            f"start the run over",
         ) from None
     old, new = _flat(old), _flat(new)
     for key in sorted(set(old) | set(new)):
@@ -135,6 +149,6 @@ def check_same_run(config_file: Path, new: dict, *, normalize) -> None:
             key,
             f"cannot resume the run in {config_file.parent} with a changed option: {key} was "
             f"{old.get(key)!r} there, received {key}={new.get(key)!r}; rerun with its options "
-            f"(--config {config_file}), choose another --output-dir, or delete "
-            f"{config_file.parent / 'backup'} to start it over",
+            f"(--config {config_file}), choose another --output-dir, or pass --restart to "
+            f"start it over",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet.data import gpu_crop
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training.callbacks import (
     METADATA_FILE,
@@ -29,7 +31,8 @@ from keras_resnet.training.callbacks import (
     settle_best,
 )
 from keras_resnet.training.config import TrainConfig, TrainingDiverged
-from keras_resnet.training.devices import device_description, distribution_scope
+from keras_resnet.training.devices import device_description, distribution_scope, process_count
+from keras_resnet.training.evaluation import flip_tta_accuracy
 from keras_resnet.training.inputs import (
     FitData,
     data_report,
@@ -40,6 +43,7 @@ from keras_resnet.training.inputs import (
 from keras_resnet.training.outputs import (
     check_output_dir,
     check_same_run,
+    finished_metrics,
     plot_curves,
     read_history,
     time_to,
@@ -50,12 +54,14 @@ from keras_resnet.training.recipe import (
     compile_model,
     model_config,
     prepare_finetuning,
+    training_callbacks,
 )
 from keras_resnet.utils import (
     OptionError,
     atomic_path,
     installed,
     keras_globals,
+    one_line,
     write_text_atomic,
 )
 
@@ -70,7 +76,9 @@ BACKUP_DIR = "backup"
 def train(
     config: TrainConfig, *, dataset: data_lib.Dataset | None = None, callbacks: list | None = None
 ) -> dict[str, Any]:
-    """Trains, evaluates on the test split and writes the run folder. Resumes an unfinished run.
+    """Trains, evaluates on the test split and writes the run folder. Resumes an unfinished run;
+    a finished one (metrics.json written, backup retired) is left as it is: one line says so
+    and its metrics are returned. `config.restart` trains either from epoch 0 again.
 
     Keras' dtype policy, distribution and image data format are set for the run and restored
     on return and on error.
@@ -81,7 +89,7 @@ def train(
         callbacks: extra Keras callbacks, appended after the run's own.
 
     Returns:
-        The metrics also written to metrics.json.
+        The metrics also written to metrics.json (a finished run's: read from it).
 
     Raises:
         OptionError: a bad option (a ValueError; `field` names it).
@@ -91,6 +99,9 @@ def train(
     """
     config.validate()
     config = config.resolve()
+    finished = None if config.restart else _finished_run(config)
+    if finished is not None:
+        return finished
     out = check_output_dir(config.output_dir)
     with keras_globals():
         keras.utils.set_random_seed(config.seed)
@@ -108,10 +119,18 @@ def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
     config = dataclasses.replace(config, model=model_config(config, dataset))
     model, num_devices = _build(config, dataset, data)
     # Read-only: a refused or unreadable resume leaves the folder as it was.
-    initial_epoch, rows = _restore(model, config, out)
+    initial_epoch, rows, backup_best = _restore(model, config, out)
     try:
         # The folder changes only now that the data, the model and its state are there.
-        write_json(out / CONFIG_FILE, config.to_dict())
+        if config.restart:
+            retire_backup(out / BACKUP_DIR)  # else its .bkp would outlive the new run's start
+        if initial_epoch == 0:
+            # A new run: an older run's metrics.json would mark the folder finished.
+            (out / METRICS_FILE).unlink(missing_ok=True)
+        elif config.checkpoint:
+            settle_best(out / BEST_FILE, initial_epoch, backup_best)
+        # restart=False: `--config RUN/config.json` or the same options continue this run.
+        write_json(out / CONFIG_FILE, dataclasses.replace(config, restart=False).to_dict())
         write_class_names(out, dataset)
         return _train_and_write(
             model, config, out, dataset, data, (initial_epoch, rows), callbacks, num_devices
@@ -121,7 +140,7 @@ def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
             raise
         raise OptionError(
             "output_dir",
-            f"cannot write the run folder {out}: {error.strerror or error} "
+            f"cannot write the run folder {out}: {one_line(error.strerror or error)} "
             f"({error.filename or 'a file in it'}); the files of the last completed epoch "
             f"are kept: make room and run the same command again to resume",
         ) from None
@@ -137,12 +156,13 @@ def _write_error(error: OSError, out: Path) -> bool:
     return "No space left on device" in str(error)
 
 
-def _restore(model, config: TrainConfig, out: Path) -> tuple[int, list[dict]]:
+def _restore(model, config: TrainConfig, out: Path) -> tuple[int, list[dict], Path | None]:
     """The completed epochs and their history rows of an unfinished run, its state loaded into
-    `model`; (0, []) for a new run. Refuses a resume with changed options. Changes no file."""
+    `model`, and the best epoch's model in its backup; (0, [], None) for a new run (or
+    `restart`). Refuses a resume with changed options. Changes no file."""
     backup_dir = out / BACKUP_DIR
-    if not config.backup:
-        return 0, []
+    if not config.backup or config.restart:
+        return 0, [], None
     started = any((backup_dir / name).exists() for name in (METADATA_FILE, METADATA_FILE + ".bkp"))
     if started and (out / CONFIG_FILE).exists():
         check_same_run(
@@ -150,10 +170,46 @@ def _restore(model, config: TrainConfig, out: Path) -> tuple[int, list[dict]]:
             config.to_dict(),
             normalize=lambda values: TrainConfig.from_dict(values).to_dict(),
         )
-    epoch, rows = restore_backup(model, backup_dir)
+    epoch, rows, best = restore_backup(model, backup_dir)
     if rows is None:  # a backup written by Keras' BackupAndRestore: rows from history.csv
         rows = history_rows(out / HISTORY_FILE, epoch)
-    return epoch, rows
+    return epoch, rows, best
+
+
+# The model's fields that `model_config` takes from the data.
+DATA_FIELDS = ("num_classes", "input_shape", "normalization", "data_format")
+
+
+def _finished_run(config: TrainConfig) -> dict | None:
+    """A finished run's metrics.json, once the options are checked against its config.json
+    (OptionError naming a changed option), after one line saying so; None when the run is not
+    finished. Reads only: the data is not loaded, so the model's fields it decides are the
+    run's own (the options they follow from are compared)."""
+    out = Path(config.output_dir)
+    metrics = finished_metrics(out / METRICS_FILE, out / BACKUP_DIR)
+    if metrics is None:
+        return None
+    config_file = out / CONFIG_FILE
+    try:
+        old = TrainConfig.from_dict(json.loads(config_file.read_text())).model
+        derived = {name: getattr(old, name) for name in DATA_FIELDS}
+        if config.is_folder and config.auto_stem:
+            derived["stem"] = old.stem
+        config = dataclasses.replace(config, model=config.model.replace(**derived))
+    except (OSError, ValueError, TypeError):
+        pass  # check_same_run says that config.json cannot be read
+    check_same_run(
+        config_file,
+        config.to_dict(),
+        normalize=lambda values: TrainConfig.from_dict(values).to_dict(),
+    )
+    accuracy = metrics.get("test_accuracy")
+    accuracy = f"{100 * accuracy:.2f}%" if isinstance(accuracy, (int, float)) else "unknown"
+    print(
+        f"run in {out} already finished: test accuracy {accuracy}, "
+        f"{metrics.get('epochs')} epochs; pass --restart to train it again"
+    )
+    return metrics
 
 
 def _train_and_write(model, config, out, dataset, data, state, callbacks, num_devices) -> dict:
@@ -181,6 +237,8 @@ def _train_and_write(model, config, out, dataset, data, state, callbacks, num_de
     else:  # killed after the last epoch: only the final files are missing
         clock.first_epoch = initial_epoch
     test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
+    if config.flip and not data.streamed:  # flip TTA: reported beside the plain figure
+        test["flip_tta_accuracy"] = flip_tta_accuracy(model, *data.test, config.batch_size)
     _save_model(model, config, dataset, out)
     history = read_history(history_csv)
     title = f"{config.model.name} on {dataset.name}: test accuracy {100 * test['accuracy']:.2f}%"
@@ -195,6 +253,15 @@ def _train_and_write(model, config, out, dataset, data, state, callbacks, num_de
 def _build(config: TrainConfig, dataset, data: FitData):
     """The compiled training model, in the distribution's scope; and the device count."""
     scope, num_devices = distribution_scope(config.distribute)
+    if data.streamed and process_count() > 1:
+        # Each process would read every batch of the stream: the global batch would repeat
+        # its images process after process. Refused rather than trained wrongly.
+        raise OptionError(
+            "dataset",
+            f"a folder is not trained over several processes yet (the streams are not sharded "
+            f"per process; KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}): train it on "
+            f"one host, which uses all of its GPUs; received dataset={config.dataset!r}",
+        )
     if config.batch_size % num_devices:
         raise OptionError(
             "batch_size",
@@ -205,8 +272,16 @@ def _build(config: TrainConfig, dataset, data: FitData):
     with scope:
         model = build_model(config, dataset)
         # A resumed run takes its weights from the backup: no head-only warm-up again.
-        resumed = config.backup and backup_epoch(Path(config.output_dir) / BACKUP_DIR) > 0
+        resumed = (
+            config.backup
+            and not config.restart
+            and backup_epoch(Path(config.output_dir) / BACKUP_DIR) > 0
+        )
         prepare_finetuning(model, config, data, warm_up=not resumed)
+        if getattr(dataset, "cache", None) is not None:
+            # Cache batches are squashed uint8 images and their original sizes: the
+            # random-resized crop (training) or the stored center crop (evaluation) runs first.
+            model = gpu_crop.training_model(model, seed=config.seed)
         model = compile_model(model, config, steps_per_epoch)
     return model, num_devices
 
@@ -220,6 +295,9 @@ def _make_callbacks(
 ) -> list:
     """The run's callbacks, in the order their epoch ends must run."""
     callbacks = [
+        # First: with EMA, the averaged weights are in the model before anything evaluates
+        # or saves it.
+        *training_callbacks(config),
         # raise_error: stop at once, before epoch-end callbacks can save a NaN model or backup.
         async_safe(keras.callbacks.TerminateOnNaN(raise_error=True)),
         async_safe(clock),
@@ -279,8 +357,9 @@ def _save_model(model, config: TrainConfig, dataset, out: Path) -> None:
     anyway) and with Keras' own layers only, so that it loads where keras_resnet is not
     installed. Written whole or not at all."""
     inference = build_model(config, dataset, augment=False)
+    network = gpu_crop.backbone_of(model)
     for layer in inference.layers:
-        layer.set_weights(model.get_layer(layer.name).get_weights())
+        layer.set_weights(network.get_layer(layer.name).get_weights())
     with atomic_path(out / MODEL_FILE) as tmp:
         plain_keras_model(inference).save(tmp)
 
@@ -303,6 +382,9 @@ def _metrics(config, dataset, data: FitData, model, test, history, clock, num_de
     return {
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
+        # The mean of the softmax of each test image and its mirror image (in-memory data
+        # trained with flips); the headline figure is test_accuracy, without it.
+        "test_accuracy_flip_tta": test.get("flip_tta_accuracy"),
         "epochs": config.epochs,
         "resumed_from_epoch": clock.first_epoch or 0,
         "epochs_this_session": clock.epochs_run,

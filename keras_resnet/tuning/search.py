@@ -21,10 +21,19 @@ from pathlib import Path
 
 import keras
 import keras_tuner
+import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
 from keras_resnet.training import TrainConfig
+from keras_resnet.training.inputs import (
+    FolderData,
+    FolderParts,
+    folder_parts,
+    open_folder_cache,
+    open_folder_data,
+)
+from keras_resnet.training.recipe import is_folder_data
 from keras_resnet.tuning.hypermodel import (
     ResNetHyperModel,
     run_trial_in_process,
@@ -349,25 +358,42 @@ def search_split(
     return (x[rest], y[rest]), (x[val], y[val])
 
 
-def load_search_data(train: TrainConfig) -> data_lib.Dataset:
-    """The search's data: `train.dataset` loaded in memory, a folder included.
+def load_search_data(train: TrainConfig):
+    """The search's data: a named dataset loaded in memory, or a folder opened as the final
+    training opens it (`training.inputs.open_folder_data`: file lists, the `val_size` hold-out
+    of a folder without val/, and the normalization measured on a sample), never decoded whole.
+    Its cache (`train.cache`) is opened later, by `prepare_search`, once the search's checks
+    have passed.
 
-    KerasTuner's `search` takes arrays (each trial gets them, in its own process), so a folder
-    is decoded once into memory at `train.image_size` (default 224) with the evaluation crop
-    (`keras_resnet.data.folders.folder_dataset`): the search does not stream. Its final
-    training (`train_best`) uses the same arrays.
+    Returns:
+        A `keras_resnet.data.Dataset`, or a `training.inputs.FolderData` for a folder.
     """
     if not train.is_folder:
         return data_lib.load_dataset(
             train.dataset, source_dir=train.source_dir, loader=train.loader
         )
-    from keras_resnet.data.folders import folder_dataset
+    return open_folder_data(dataclasses.replace(train.resolve(), cache=None))
 
-    size = train.resolve().image_size
-    try:
-        return folder_dataset(train.dataset, image_size=size)
-    except ValueError as error:
-        raise OptionError("dataset", str(error)) from None
+
+def search_folder_parts(
+    data: FolderData, *, train_fraction: float, validation_fraction: float, seed: int
+) -> FolderParts:
+    """The search's train and validation parts of a folder's training split, as file lists (or
+    a cache's rows): the same cut as `search_split` makes of arrays, on the files' indices. The
+    folder's val/ (or `val_size` hold-out) and test/ are left out: the search never sees them.
+
+    Returns:
+        A `FolderParts` with parts 'train' and 'val'.
+    """
+    count = data.folder.counts["train"]
+    (train, _), (val, _) = search_split(
+        np.arange(count),
+        np.zeros(count),
+        train_fraction=train_fraction,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    return folder_parts(data, {"train": train, "val": val})
 
 
 def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
@@ -375,7 +401,8 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
     and the stored definition.
 
     Returns:
-        `(project_dir, dataset, definition, ((x_train, y_train), (x_val, y_val)))`.
+        `(project_dir, dataset, definition, split)`: `split` is `((x_train, y_train), (x_val,
+        y_val))` for arrays, a `training.inputs.FolderParts` (file lists) for a folder.
     """
     space.validate()
     options.validate()
@@ -388,14 +415,21 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
     space.check_input(dataset.image_shape)
     definition = options.definition(space, dataset.image_shape)
     check_definition(project_dir, definition)  # raises before anything is written
-    split = search_split(
-        dataset.x_train,
-        dataset.y_train,
+    fractions = dict(
         train_fraction=options.train_fraction,
         validation_fraction=options.validation_fraction,
         seed=options.train.seed,
     )
-    n_train, batch_size = len(split[0][0]), options.train.batch_size
+    if is_folder_data(dataset):
+        check_folder_search(space, options.train)
+        if options.train.cache is not None:  # built (once) only now that the checks passed
+            dataset = open_folder_cache(dataset, options.train.cache)
+        split = search_folder_parts(dataset, **fractions)
+        n_train = split.part_counts["train"]
+    else:
+        split = search_split(dataset.x_train, dataset.y_train, **fractions)
+        n_train = len(split[0][0])
+    batch_size = options.train.batch_size
     if batch_size > n_train:
         raise SearchSpaceError(
             "batch_size",
@@ -403,6 +437,19 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
             f"received batch_size={batch_size}",
         )
     return project_dir, dataset, definition, split
+
+
+def check_folder_search(space: SearchSpace, train: TrainConfig) -> None:
+    """Raises SearchSpaceError for what a folder's streams do not do: mixup and CutMix are
+    for datasets in memory (as in training)."""
+    _, recipe = space.searched_fields()
+    for name in ("mixup", "cutmix"):
+        if name in recipe:
+            raise SearchSpaceError(
+                f"{name}_min",
+                f"{name} is for datasets in memory, not folders (dataset={train.dataset!r}), "
+                f"received {name}_min={getattr(space, f'{name}_min')}",
+            )
 
 
 def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> dict:
@@ -415,6 +462,9 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
     In KerasTuner's distributed mode (KERASTUNER_TUNER_ID, _ORACLE_IP, _ORACLE_PORT) the chief
     serves the oracle, then reports and trains the best; workers run trials and return.
 
+    A folder streams: trials get its file lists (`training.inputs.FolderParts`) and build their
+    streams in their own process; nothing is decoded whole (docs/TUNING.md).
+
     Args:
         space: the search space.
         options: the search's options.
@@ -426,9 +476,8 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
     """
     with keras_globals():
         project_dir, dataset, definition, split = prepare_search(space, options, dataset)
-        (x_train, y_train), (x_val, y_val) = split
         write_definition(project_dir, definition)
-        search_data = dataclasses.replace(dataset, x_train=x_train, y_train=y_train)
+        search_data, fit_args = search_inputs(dataset, split)
         hypermodel = ResNetHyperModel(
             space, options.base_config(), search_data, max_epochs=options.max_epochs
         )
@@ -443,31 +492,47 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
             process_per_trial=options.process_per_trial,
             max_search_seconds=options.max_search_seconds,
         )
-        tuner.search(
-            x_train,
-            training.one_hot(y_train, dataset.num_classes),
-            validation_data=(x_val, training.one_hot(y_val, dataset.num_classes)),
-            epochs=options.max_epochs,
-            verbose=options.train.verbose,
-        )
+        tuner.search(**fit_args, epochs=options.max_epochs, verbose=options.train.verbose)
         summary: dict = {"project_dir": str(project_dir)}
+        if is_folder_data(dataset):  # files the trials could not read, and non-images
+            summary["data"] = {**search_data.skipped(), "images": search_data.part_counts}
         if is_distributed_worker():
             return summary
         summary.update(write_report(project_dir))
         if options.final_epochs > 0 and summary["best"] is not None:
-            summary["final"] = train_best(project_dir, options, dataset=dataset)
+            # A folder's final run opens (and streams) it again, as train.py does.
+            final_data = None if is_folder_data(dataset) else dataset
+            summary["final"] = train_best(project_dir, options, dataset=final_data)
         return summary
+
+
+def search_inputs(dataset, split) -> tuple:
+    """The hypermodel's data and `tuner.search`'s fit arguments: for arrays the train part as
+    a `Dataset` (its normalization) and the arrays with one-hot targets; for a folder its
+    `FolderParts` as both, which each trial turns into streams (`hypermodel.trial_fit_data`)."""
+    if is_folder_data(dataset):
+        return split, {"x": split}
+    (x_train, y_train), (x_val, y_val) = split
+    classes = dataset.num_classes
+    fit_args = {
+        "x": x_train,
+        "y": training.one_hot(y_train, classes),
+        "validation_data": (x_val, training.one_hot(y_val, classes)),
+    }
+    return dataclasses.replace(dataset, x_train=x_train, y_train=y_train), fit_args
 
 
 def final_config(best, options: SearchOptions, project_dir: str | os.PathLike):
     """The final run's `TrainConfig`: the best trial's values over the base configuration, the
-    recipe's own warmup, `final_epochs` on the whole train set (no validation part)."""
+    recipe's own warmup, `final_epochs` on the whole train set (no validation part). A folder
+    keeps its splits as train.py takes them: val/ (or the `val_size` hold-out of a folder
+    without val/) validates, test/ (else val/) tests."""
     run_name = options.run_name or f"tuned_{Path(project_dir).name}"
     config = trial_train_config(options.base_config().resolve(), best.values)
     return dataclasses.replace(
         config,
         epochs=max(1, options.final_epochs),
-        val_size=0,
+        val_size=config.val_size if config.is_folder else 0,
         run_name=run_name,
         output_dir=os.path.join(options.output_dir, run_name),
         track_test=True,
@@ -504,6 +569,9 @@ def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, datase
         if same_run(json.loads(config_file.read_text()), config):
             metrics = json.loads(metrics_file.read_text())
             return {**metrics, "trial_id": best.trial_id, "reused": True}
+        # A finished run of an earlier best configuration: the search's final run replaces it
+        # (train() would refuse the changed options).
+        config = dataclasses.replace(config, restart=True)
     with keras_globals():
         metrics = training.train(config, dataset=dataset)
     origin = {
@@ -520,13 +588,17 @@ __all__ = [
     "TUNERS",
     "SearchOptions",
     "TrialLogging",
+    "check_folder_search",
     "check_fractions",
     "final_config",
     "is_distributed_worker",
+    "load_search_data",
     "make_tuner",
     "prepare_search",
     "run_search",
     "same_run",
+    "search_folder_parts",
+    "search_inputs",
     "search_split",
     "train_best",
     "tuner_class",
