@@ -229,6 +229,10 @@ def test_two_trial_search_on_a_folder(image_folder, tmp_path):
         train=TrainConfig(dataset=str(image_folder), image_size=32, batch_size=64, verbose=0),
     )
     summary = tuning.run_search(space, options)
+    # Streamed: the parts are file lists of train/ less its val_size hold-out (600 - 60), and
+    # test/ (with its corrupt file) is never read by the search.
+    assert summary["data"]["images"] == {"train": 432, "val": 108}
+    assert summary["data"]["skipped"] == 0
     records = tuning.read_trials(Path(summary["project_dir"]))
     assert [r.status for r in records] == ["COMPLETED", "COMPLETED"]
     assert all(r.epochs == 1 and 0 <= r.val_accuracy <= 1 for r in records)

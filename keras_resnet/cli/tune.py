@@ -39,6 +39,7 @@ from keras_resnet.tuning import (
 TRAIN_FLAGS = (
     "dataset",
     "image_size",
+    "cache",
     "source_dir",
     "loader",
     "batch_size",
@@ -48,6 +49,8 @@ TRAIN_FLAGS = (
 )
 TRAIN_HELP = {
     "dataset": "a dataset name (default fashion_mnist) or a folder of class folders",
+    "cache": "folders over 64 px: a folder for a one-time preprocessed cache of the images, "
+    "built on first use (as train.py --cache): every trial and the final run read it",
     "source_dir": "folder of the dataset's IDX files (mnist, fashion_mnist)",
     "loader": "auto: tensorflow-datasets when installed, else the IDX files",
     "batch_size": "batch size of every trial and the final run (default 256)",

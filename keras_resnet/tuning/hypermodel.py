@@ -22,10 +22,12 @@ import keras_tuner
 
 from keras_resnet import training
 from keras_resnet.analysis import count_flops, count_params
+from keras_resnet.data import gpu_crop
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.subprocess_utils import run_isolated
 from keras_resnet.training import TrainConfig
-from keras_resnet.training.recipe import training_callbacks
+from keras_resnet.training.inputs import FolderParts, part_stream
+from keras_resnet.training.recipe import is_folder_data, training_callbacks
 from keras_resnet.tuning.space import SearchSpace, config_from_values
 from keras_resnet.tuning.store import OBJECTIVE, log_event, peak_rss_bytes
 from keras_resnet.utils import dtype_policy, write_text_atomic
@@ -56,14 +58,61 @@ def trial_train_config(base: TrainConfig, values: dict, epochs: int | None = Non
     return config
 
 
+def train_count(dataset) -> int:
+    """Images a trial trains on: the arrays' length, or a folder's count of training files
+    (with a cache, the rows its build could decode)."""
+    if isinstance(dataset, FolderParts):
+        return dataset.part_counts["train"]
+    if is_folder_data(dataset):
+        return dataset.folder.counts["train"]
+    return len(dataset.x_train)
+
+
+def trial_fit_data(config: TrainConfig, x, y=None, validation_data=None) -> dict:
+    """`model.fit`'s data arguments of a trial.
+
+    Arrays: `x`, `y` (one-hot) and `validation_data` as given, shuffled by `fit` (mixed batches
+    with mixup or CutMix). A folder (`x` a `training.inputs.FolderParts` of parts 'train' and
+    'val'): streams of those parts built now, at the trial's batch size (tf.data on TensorFlow,
+    a PyDataset with worker threads elsewhere, or the cache's rows); only the file lists cross
+    into a trial's process, never images.
+    """
+    if isinstance(x, FolderParts):
+
+        def stream(part, train=False):
+            return part_stream(
+                x, part, config.batch_size, train=train, seed=config.seed, augment=config.augment
+            )
+
+        validation = validation_data if validation_data is not None else stream("val")
+        return {"x": stream("train", train=True), "validation_data": validation, "shuffle": False}
+    if y is not None and (config.mixup or config.cutmix):
+        batches = MixedBatches(
+            x, y, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
+        )
+        if validation_data is not None:  # batches of the trial's size, not fit's 32
+            validation_data = MixedBatches(*validation_data, config.batch_size, shuffle=False)
+        # Batches shuffled (and cached) by order.
+        return {"x": batches, "validation_data": validation_data, "shuffle": False}
+    return {
+        "x": x,
+        "y": y,
+        "batch_size": config.batch_size,
+        "validation_data": validation_data,
+        "shuffle": True,
+    }
+
+
 class ResNetHyperModel(keras_tuner.HyperModel):
     """A KerasTuner HyperModel over keras_resnet, trained with `keras_resnet.training`.
 
     Args:
         space: the `SearchSpace`.
         base: the `TrainConfig` every trial starts from (data, batch size, precision, recipe).
-        dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part: the
-            normalization statistics come from it, and it sets the schedule's length.
+        dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part, or
+            for a folder its `training.inputs.FolderParts` (file lists and the normalization
+            measured on a sample): it gives the normalization statistics and the schedule's
+            length (the count of training images).
         max_epochs: epochs of a trial when the tuner does not set them (random, bayesian).
     """
 
@@ -82,9 +131,12 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         # A continued Hyperband trial starts a new optimizer on its parent's weights; its
         # schedule spans only the epochs it trains (a warm restart, as in SGDR).
         config = trial_train_config(self.base, values, epochs - initial_epoch)
-        steps_per_epoch = math.ceil(len(self.dataset.x_train) / config.batch_size)
+        steps_per_epoch = math.ceil(train_count(self.dataset) / config.batch_size)
         with dtype_policy(config.precision):
             model = training.build_model(config, self.dataset)
+            if getattr(self.dataset, "cache", None) is not None:
+                # Cache batches are squashed images and their sizes: cropped in the model.
+                model = gpu_crop.training_model(model, seed=config.seed)
             return training.compile_model(model, config, steps_per_epoch)
 
     def fit(
@@ -106,36 +158,27 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         The trial's recipe applies: with EMA, validation scores the averaged weights (the
         checkpoint keeps the raw ones, which a continued Hyperband trial trains on); with mixup
         or CutMix, `x` and `y` are fed as mixed batches (`keras_resnet.data.MixedBatches`).
+        For a folder, `x` is its `FolderParts` (file lists) and the streams are built here, in
+        the trial's process, at the trial's batch size (`trial_fit_data`).
         """
         epochs = self.max_epochs if epochs is None else epochs
         kwargs.setdefault("verbose", self.base.verbose)
         config = trial_train_config(self.base, hp.values)
         callbacks = training_callbacks(config, swap_on_epoch=False) + list(callbacks or [])
-        data = {"x": x, "y": y, "batch_size": self.base.batch_size, "shuffle": True}
-        if y is not None and (config.mixup or config.cutmix):
-            batches = MixedBatches(
-                x, y, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
-            )
-            data = {"x": batches, "shuffle": False}  # batches shuffled (and cached) by order
-            if validation_data is not None:  # batches of the trial's size, not fit's 32
-                validation_data = MixedBatches(*validation_data, config.batch_size, shuffle=False)
+        data = trial_fit_data(config, x, y, validation_data)
         start = time.perf_counter()
         history = model.fit(
-            **data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            **kwargs,
+            **data, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs
         )
         seconds = time.perf_counter() - start
         accuracies = history.history.get(OBJECTIVE) or [float("nan")]
+        network = gpu_crop.backbone_of(model)  # without a cache's crop wrapper
         return {
             OBJECTIVE: float(max(accuracies)),
             "val_loss": float(min(history.history.get("val_loss") or [float("nan")])),
             # Augmentation has no weights and no convolutions: these are the ResNet's own.
-            "params": count_params(model),
-            "flops": count_flops(model),
+            "params": count_params(network),
+            "flops": count_flops(network),
             "seconds": seconds,
             "epochs": int(epochs),
         }
@@ -230,7 +273,9 @@ __all__ = [
     "ResNetHyperModel",
     "run_trial_file",
     "run_trial_in_process",
+    "train_count",
     "train_one_trial",
     "trial_epochs",
+    "trial_fit_data",
     "trial_train_config",
 ]
