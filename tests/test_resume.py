@@ -27,6 +27,13 @@ from keras_resnet import training
 from keras_resnet.training import run as run_module
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests of the run folder's file logic (fallbacks, refusals, atomic saves, restarts): the same
+# code on every backend, so CI runs them on TensorFlow only, within its time; the tests that
+# restore weights and optimizer state (backend-specific) run on all three.
+file_logic = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="file logic, the same on every backend: run on TensorFlow",
+)
 
 
 class Killed(BaseException):
@@ -151,6 +158,7 @@ def cli_flags(config) -> list[str]:
     ]
 
 
+@file_logic
 def test_rerun_of_a_finished_run_changes_nothing_and_restart_trains_again(
     tmp_path, stripes, stripes_folder, capsys
 ):
@@ -190,6 +198,7 @@ def test_rerun_of_a_finished_run_changes_nothing_and_restart_trains_again(
     assert "already finished" in capsys.readouterr().out
 
 
+@file_logic
 def test_restart_of_an_unfinished_run_starts_at_epoch_0(tmp_path, stripes):
     config = tiny(tmp_path, epochs=2)
     run = Path(config.output_dir)
@@ -224,6 +233,7 @@ def test_fallback_to_bkp_puts_the_best_kept_epoch_in_best_keras(tmp_path, stripe
     assert val_accuracy(best, config, stripes) == pytest.approx(max(accuracies[:2]), abs=1e-6)
 
 
+@file_logic
 def test_corrupt_metadata_falls_back_to_bkp(tmp_path, stripes):
     config = tiny(tmp_path, epochs=3)
     run = Path(config.output_dir)
@@ -238,6 +248,7 @@ def test_corrupt_metadata_falls_back_to_bkp(tmp_path, stripes):
     assert history_epochs(run) == [0, 1, 2]
 
 
+@file_logic
 @pytest.mark.parametrize("damage", ["metadata", "weights"])
 def test_unreadable_backup_without_bkp_is_one_line_and_deletes_nothing(tmp_path, stripes, damage):
     config = tiny(tmp_path, epochs=3)
@@ -326,6 +337,7 @@ def test_best_checkpoint_is_the_best_epoch_across_restarts(tmp_path, stripes):
     assert val_accuracy(best_file, config, stripes) == pytest.approx(best["value"], abs=1e-6)
 
 
+@file_logic
 def test_kill_while_best_keras_is_written_leaves_it_whole(tmp_path, stripes, trigger):
     config = tiny(tmp_path, epochs=2)
     best = Path(config.output_dir) / "checkpoints" / "best.keras"
@@ -349,6 +361,7 @@ def test_kill_while_best_keras_is_written_leaves_it_whole(tmp_path, stripes, tri
     assert not best.exists() or keras.saving.load_model(best) is not None
 
 
+@file_logic
 def test_resume_with_a_changed_option_is_refused(tmp_path, stripes):
     config = tiny(tmp_path, epochs=3)
     run = Path(config.output_dir)
@@ -364,6 +377,7 @@ def test_resume_with_a_changed_option_is_refused(tmp_path, stripes):
     assert log.begun == [1, 2]
 
 
+@file_logic
 def test_full_disk_is_one_line_and_keeps_the_last_epoch(tmp_path, stripes, trigger):
     config = tiny(tmp_path, epochs=3)
     run = Path(config.output_dir)

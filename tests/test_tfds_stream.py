@@ -14,6 +14,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
+# tf.data feeds Keras on TensorFlow and JAX alike; PyTorch's path through it is the same adapter
+# as JAX's, so CI skips it there to stay within its time.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="tf.data input: run on TensorFlow and JAX"
+)
 
 from keras_resnet import training  # noqa: E402
 from keras_resnet.data import tfds_stream  # noqa: E402
