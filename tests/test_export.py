@@ -237,8 +237,10 @@ def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
     for x in images.values():
         got = loaded.serve(tf.constant(x)).numpy()
         assert got.dtype == np.float32
-        # bfloat16 keeps 8 bits of mantissa: graph and eager round differently.
-        assert np.abs(got - _predict(model, x)).max() <= 2e-2
+        # bfloat16 keeps 8 bits of mantissa: graph and eager round differently, and the
+        # difference in a probability reached 0.036 in a fresh clone (2026-11-30): 0.05 bounds
+        # the rounding while a wrong graph (another model, no softmax) is off by far more.
+        assert np.abs(got - _predict(model, x)).max() <= 5e-2
     # ONNX computes in float32: it matches the float32 twin of the model. (On TensorFlow only:
     # from JAX and torch it is the same TensorFlow subprocess, and 20 s more.)
     if HAS_ONNX and keras.backend.backend() == "tensorflow":
