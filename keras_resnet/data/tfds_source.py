@@ -124,20 +124,28 @@ def check_cache(builder, counts: dict[str, int], folder: Path) -> None:
         )
 
 
-def load_tfds(name: str, folder: Path | None, data_dir: str):
-    """A TFDS dataset as an in-memory `Dataset` (see `load_dataset`)."""
-    from keras_resnet.data.memory import Dataset
-
+def tfds_builder(name: str, data_dir: str):
+    """TFDS' builder of `name` in `data_dir` (prepared or not); ValueError for a name TFDS
+    does not know."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise ValueError(
             f"dataset must be a tensorflow-datasets image-classification dataset, received "
             f"dataset={name!r}"
         ) from error
+
+
+def load_tfds(name: str, folder: Path | None, data_dir: str):
+    """A TFDS dataset as an in-memory `Dataset` (see `load_dataset`)."""
+    import tensorflow_datasets as tfds
+
+    from keras_resnet.data.memory import Dataset
+
+    builder = tfds_builder(name, data_dir)
     counts = check_source_for_tfds(name, folder) if name in IDX_DATASETS and folder else None
     if not builder.is_prepared():
         if counts is None:

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from keras_resnet.data.recipe import EVAL_RESIZE_RATIO
-from keras_resnet.data.tfds_source import DataNotFoundError, missing_message
+from keras_resnet.data.tfds_source import DataNotFoundError, missing_message, tfds_builder
 
 # A train split whose decoded images take more than this streams instead of loading.
 STREAM_BYTES = 4 * 1024**3
@@ -41,15 +41,7 @@ STATS_SAMPLE = 1000  # train images (eval crops) for the per-channel mean and st
 
 def prepared_builder(name: str, data_dir: str):
     """TFDS' builder of `name` in `data_dir`, prepared, or DataNotFoundError/ValueError."""
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise ValueError(
-            f"dataset must be a tensorflow-datasets image-classification dataset, received "
-            f"dataset={name!r}"
-        ) from error
+    builder = tfds_builder(name, data_dir)
     if not builder.is_prepared():
         raise DataNotFoundError(missing_message(name, data_dir=data_dir))
     return builder
