@@ -33,7 +33,13 @@ from keras_resnet.utils import atomic_path, write_text_atomic
 CSV_COLUMNS = ("trial_id", "status", "val_accuracy", "params", "flops", "seconds", "epochs")
 BEST_CONFIG_FILE = "best_config.json"
 # Recipe values a trial may set besides learning rate and weight decay, as the table shows them.
-OTHER_RECIPE = (("label_smoothing", "ls"), ("erasing", "erasing"))
+OTHER_RECIPE = (
+    ("label_smoothing", "ls"),
+    ("erasing", "erasing"),
+    ("ema", "ema"),
+    ("mixup", "mixup"),
+    ("cutmix", "cutmix"),
+)
 
 
 @dataclasses.dataclass

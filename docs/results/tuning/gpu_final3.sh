@@ -7,12 +7,13 @@
 #   none), OUT, PY, GPUS (default every GPU).
 # Each run: scripts/train.py --config CONFIG --seed S --epochs EPOCHS (validation: 5,000 images
 # held out of the training set; the test split is scored at the end and chooses nothing).
-# Back ($OUT, at most 8 files): final_S.json / default_S.json (metrics.json, with the flip-TTA
-# test accuracy) and final_S.csv (history.csv) per run, and log.txt.
+# Back ($OUT, at most 8 files): runs.tgz (every run folder without its model files: config.json,
+# metrics.json with the flip-TTA test accuracy, history.csv, curves.png, train.log) and log.txt.
+# BUDGET (s, default 560): runs still going then are stopped, and what they wrote is packed.
 set -u
 CONFIG=${CONFIG:-docs/results/tuning/x2/best_config.json}; EPOCHS=${EPOCHS:-100}
 SEEDS=${SEEDS:-0 1 2}; DEFAULT_SEEDS=${DEFAULT_SEEDS:-}; OUT=${OUT:-/tmp/final_out}; PY=${PY:-python3}
-GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
+GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; BUDGET=${BUDGET:-560}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} KERAS_BACKEND=jax
 export XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
 mkdir -p "$OUT"; START=$(date +%s)
@@ -29,7 +30,11 @@ for s in $DEFAULT_SEEDS; do
 done
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 10 \
   > /tmp/final_util.csv 2>/dev/null & SMI=$!
-wait "${PIDS[@]}"; kill "$SMI" 2>/dev/null
+while (( $(date +%s) - START < BUDGET )); do
+  alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  (( alive )) || break; sleep 5
+done
+for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done; wait; kill "$SMI" 2>/dev/null
 {
   echo "runs: $n on $GPUS GPUs, epochs $EPOCHS, config $CONFIG, $(( $(date +%s) - START )) s"
   for f in /tmp/final_*.log /tmp/default_*.log; do
@@ -38,9 +43,10 @@ wait "${PIDS[@]}"; kill "$SMI" 2>/dev/null
   awk -F, 'NR > 1 { n[$2]++; u[$2] += $3 } END { for (g in n) printf "GPU %s mean util %.0f%%\n", g, u[g] / n[g] }' \
     /tmp/final_util.csv
 } > "$OUT/log.txt"
-for s in $SEEDS; do
-  cp "/tmp/final_$s/metrics.json" "$OUT/final_$s.json" 2>/dev/null
-  cp "/tmp/final_$s/history.csv" "$OUT/final_$s.csv" 2>/dev/null
-done
-for s in $DEFAULT_SEEDS; do cp "/tmp/default_$s/metrics.json" "$OUT/default_$s.json" 2>/dev/null; done
+for s in $SEEDS; do cp "/tmp/final_$s.log" "/tmp/final_$s/train.log" 2>/dev/null; done
+for s in $DEFAULT_SEEDS; do cp "/tmp/default_$s.log" "/tmp/default_$s/train.log" 2>/dev/null; done
+cp /tmp/final_util.csv "$OUT/gpu_util.csv"
+dirs=(); for s in $SEEDS; do dirs+=("final_$s"); done; for s in $DEFAULT_SEEDS; do dirs+=("default_$s"); done
+tar -C /tmp --exclude="*.keras" --exclude="*.h5" --exclude="backup" --exclude="logs" \
+  -czf "$OUT/runs.tgz" "${dirs[@]}"
 cat "$OUT/log.txt"
