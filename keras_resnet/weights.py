@@ -14,17 +14,24 @@ layer{s}.{b}.downsample.{1,2}.*       the same after timm's AvgPool (downsample=
 fc.weight, fc.bias                    fc (kernel, bias)
 
 Files are read as data: `torch.load(weights_only=True)` or safetensors, never by unpickling code.
+
+Keras files (`.weights.h5`, or the weights inside a `.keras` archive) are matched by layer name,
+the `name` Keras (3.10 and later) records beside each layer's variables, so that a file of
+another class count, or with or without a top, gives a new head and the rest of the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
 
+import h5py
 import keras
 import numpy as np
 
@@ -41,6 +48,9 @@ _DEEP_STEM = {
     "conv1.6": "conv1_conv",
 }
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+KERAS_SUFFIXES = (".h5", ".keras")
+# Where Keras' saving_lib puts the weights inside a `.keras` archive.
+_KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 
 
 def _keras_layer_name(torch_module: str, avg_down: bool = False) -> str | None:
@@ -253,8 +263,9 @@ def _collect(model: keras.Model, state_dict: Mapping) -> tuple[dict, list[str]]:
     return pending, problems
 
 
-def _adapt(model: keras.Model, pending: dict) -> list[str]:
+def _adapt(model: keras.Model, pending: dict, *, source_has_fc: bool = True) -> list[str]:
     """Fine-tuning changes to `pending`, in place: a new head, an adapted first convolution.
+    `source_has_fc`: the weights hold a classifier (a headless model notes it was left out).
     Returns one note per change for the log."""
     notes = []
     layers_by_name = {layer.name: layer for layer in model.layers}
@@ -272,7 +283,7 @@ def _adapt(model: keras.Model, pending: dict) -> list[str]:
             f"classifier 'fc' kept new ({fc.weights[0].shape[1]} classes; the weights have "
             f"{received}); the backbone was loaded"
         )
-    elif fc is None:
+    elif fc is None and source_has_fc:
         notes.append("no classifier in the model; the backbone was loaded")
     first = "conv1a_conv" if "conv1a_conv" in layers_by_name else "conv1_conv"
     if first in pending and 0 in pending[first] and first in layers_by_name:
@@ -286,7 +297,9 @@ def _adapt(model: keras.Model, pending: dict) -> list[str]:
     return notes
 
 
-def _check(model: keras.Model, pending: dict, *, new_head: bool) -> list[str]:
+def _check(
+    model: keras.Model, pending: dict, *, new_head: bool, source: str = "state_dict"
+) -> list[str]:
     problems = []
     for layer in model.layers:
         if not layer.weights or (layer.name == "fc" and new_head):
@@ -294,44 +307,211 @@ def _check(model: keras.Model, pending: dict, *, new_head: bool) -> list[str]:
         given = pending.get(layer.name, {})
         for slot, weight in enumerate(layer.weights):
             if slot not in given:
-                problems.append(f"{layer.name}/{weight.name}: missing from state_dict")
+                problems.append(f"{layer.name}/{weight.name}: missing from {source}")
             elif tuple(given[slot].shape) != tuple(weight.shape):
                 problems.append(
                     f"{layer.name}/{weight.name}: shape {tuple(weight.shape)} in the model, "
-                    f"{tuple(given[slot].shape)} in state_dict"
+                    f"{tuple(given[slot].shape)} in {source}"
                 )
     return problems
 
 
 def load_weights(model: keras.Model, path: str | os.PathLike) -> keras.Model:
-    """The builders' `weights=`: a torchvision/timm state dict (`.pth`, `.pt`, `.bin`,
-    `.safetensors`; loaded with `adapt=True`: new head and 1/4-channel input allowed, logged) or
-    a Keras `.weights.h5` file of the same architecture.
+    """The builders' `weights=` (and train's `--weights`): a file of weights into `model`.
+
+    - A torchvision/timm state dict (`.pth`, `.pt`, `.bin`, `.safetensors`): loaded with
+      `load_torchvision_weights(adapt=True)`.
+    - A Keras `.weights.h5` file, or the weights inside a `.keras` model file (a run's
+      `model.keras` or `checkpoints/best.keras`; only its weights are read, no code or config
+      in it is used). A file of the same architecture loads with Keras' `model.load_weights`.
+      A file whose classifier has another number of classes, or that has a classifier the
+      model lacks or lacks one the model has, loads every other layer by name and keeps the
+      model's classifier as initialized; RGB weights of the first convolution are adapted to 1
+      or 4 input channels as for state dicts. Each such change is logged as one WARNING.
+
+    Every other difference (depth, width, block, stem, input channels) is an error.
+
+    Args:
+        model: a model from `keras_resnet` (its layer names are the contract).
+        path: the weights file.
+
+    Returns:
+        The same model, for chaining.
 
     Raises:
-        ValueError: one line naming the file, when it cannot be read or does not match; the
-            model's weights are then unchanged.
+        ValueError: one line naming the file (and the first mismatching layer), when it cannot
+            be read or does not match; the model's weights are then unchanged.
     """
     path = os.fspath(path)
-    if path.endswith(".h5"):
-        if not os.path.isfile(path):
-            raise ValueError(f"weights file not found, received weights={path!r}")
-        before = model.get_weights()
-        try:
-            # Keras only warns when part of the file matches no layer ("Skipping ...", those
-            # layers keep their fresh weights): a half-loaded model is an error here.
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", UserWarning)
-                model.load_weights(path)
-        except Exception as error:  # Keras raises ValueError, OSError or KeyError by case
-            model.set_weights(before)
-            raise ValueError(
-                f"weights file {path!r} does not fit model {model.name!r}: {one_line(error)}"
-            ) from None
-        return model
+    if path.endswith(KERAS_SUFFIXES):
+        return _load_keras_file(model, path)
     if not path.endswith(STATE_DICT_SUFFIXES):
         raise ValueError(
-            f"weights must be a .weights.h5 file or a state dict ({', '.join(STATE_DICT_SUFFIXES)}"
-            f"), received weights={path!r}"
+            f"weights must be a .weights.h5 or .keras file or a state dict "
+            f"({', '.join(STATE_DICT_SUFFIXES)}), received weights={path!r}"
         )
     return load_torchvision_weights(model, read_state_dict(path), adapt=True)
+
+
+def _load_keras_file(model: keras.Model, path: str) -> keras.Model:
+    """A Keras weights file into `model`: Keras' own loader when the layers and shapes agree,
+    else by layer name with a new head (see `load_weights`)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file not found, received weights={path!r}")
+    with _keras_weight_groups(path) as (groups, duplicates):
+        if groups is None or (not duplicates and _same_architecture(model, groups)):
+            plan = None
+        else:
+            try:
+                plan = _plan_by_name(model, groups, duplicates)
+            except OSError as error:  # h5py, on a damaged variable
+                raise ValueError(
+                    f"weights file {path!r} could not be read as a Keras weights file: "
+                    f"{one_line(error)}"
+                ) from None
+    if plan is None:
+        return _load_same_architecture(model, path)
+    pending, problems, notes = plan
+    if problems:
+        raise ValueError(
+            f"weights file {path!r} does not fit model {model.name!r} ({len(problems)} "
+            f"problem{'s' if len(problems) > 1 else ''}; the model was left unchanged), the "
+            f"first: {problems[0]}"
+        )
+    for layer in model.layers:
+        if layer.name in pending:
+            given = pending[layer.name]
+            layer.set_weights([given[slot] for slot in range(len(layer.weights))])
+    for note in notes:
+        logger.warning("%s: %s", model.name, note)
+    return model
+
+
+def _load_same_architecture(model: keras.Model, path: str) -> keras.Model:
+    before = model.get_weights()
+    try:
+        # Keras only warns when part of the file matches no layer ("Skipping ...", those
+        # layers keep their fresh weights): a half-loaded model is an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(path)
+    except Exception as error:  # Keras raises ValueError, OSError or KeyError by case
+        model.set_weights(before)
+        raise ValueError(
+            f"weights file {path!r} does not fit model {model.name!r}: {one_line(error)}"
+        ) from None
+    return model
+
+
+@contextlib.contextmanager
+def _keras_weight_groups(path: str) -> Iterator[tuple[dict | None, list[str]]]:
+    """The layers of a Keras 3 weights file (a `.weights.h5`, or the one inside a `.keras`):
+    layer name -> its h5py group of variables ("0", "1", ... in the layer's own order), layers
+    of nested models included, layers without variables left out; and the names found twice.
+    Keras files address layers by class and position (`layers/conv2d_3/vars`) and record the
+    layer's name in the group's `name` attribute (Keras 3.10 and later). The groups are None
+    when that name is absent (older or Keras 2 files): those load only as the same
+    architecture, through Keras."""
+    with contextlib.ExitStack() as stack:
+        try:
+            source = path
+            if path.endswith(".keras"):
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                source = stack.enter_context(archive.open(_KERAS_ARCHIVE_WEIGHTS))
+            h5 = stack.enter_context(h5py.File(source, "r"))
+            found, duplicates = {}, []
+            named = _named_layer_groups(h5.get("layers"), found, duplicates)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"weights file {path!r} could not be read as a Keras weights file: "
+                f"{one_line(error)}"
+            ) from None
+        yield (found if named and found else None), duplicates
+
+
+def _named_layer_groups(layers, found: dict, duplicates: list) -> bool:
+    """Fills `found` and `duplicates` from a file's `layers` group; False when a layer's
+    variables carry no name."""
+    if not isinstance(layers, h5py.Group):
+        return True
+    for key in layers:
+        child = _hard_child(layers, key)
+        if not isinstance(child, h5py.Group):
+            continue
+        variables = _hard_child(child, "vars")
+        if isinstance(variables, h5py.Group) and len(variables):
+            name = variables.attrs.get("name")
+            if name is None:
+                return False
+            for slot in variables:
+                if not isinstance(_hard_child(variables, slot), h5py.Dataset):
+                    raise ValueError(f"{variables.name}/{slot} is not an array")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name in found:
+                duplicates.append(name)
+            found[name] = variables
+        nested = _hard_child(child, "layers")  # a model inside the model
+        if isinstance(nested, h5py.Group) and not _named_layer_groups(nested, found, duplicates):
+            return False
+    return True
+
+
+def _hard_child(group: h5py.Group, key: str):
+    """`group[key]`, or None; a soft or external link is refused, as Keras' own loader does
+    (an external link would read another file)."""
+    link = group.get(key, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"{group.name}/{key} is a {type(link).__name__}, not allowed")
+    return group[key]
+
+
+def _slots(variables: h5py.Group) -> list[str]:
+    return sorted(variables, key=lambda key: (len(key), key))  # "0", "1", ... "10"
+
+
+def _read_array(dataset: h5py.Dataset) -> np.ndarray:
+    value = dataset[()]
+    if dataset.attrs.get("dtype") == "bfloat16":  # Keras stores bfloat16 as 2 opaque bytes
+        import ml_dtypes  # Keras' own dependency; needed only for such files
+
+        value = value.view(ml_dtypes.bfloat16)
+    return np.asarray(value)
+
+
+def _same_architecture(model: keras.Model, groups: dict) -> bool:
+    layers = {layer.name: layer for layer in model.layers if layer.weights}
+    return set(layers) == set(groups) and all(
+        [tuple(groups[name][key].shape) for key in _slots(groups[name])]
+        == [tuple(weight.shape) for weight in layer.weights]
+        for name, layer in layers.items()
+    )
+
+
+def _natural(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _plan_by_name(model: keras.Model, groups: dict, duplicates: list) -> tuple:
+    """What a file of another architecture gives `model`: layer name -> {slot: array}, the
+    problems (in the model's layer order, then the file's extra layers), the notes to log."""
+    layers = {layer.name: layer for layer in model.layers if layer.weights}
+    has_fc = any(layer.name == "fc" for layer in model.layers)
+    pending: dict[str, dict[int, np.ndarray]] = {}
+    extra = [f"{name}: in the file twice" for name in sorted(set(duplicates))]
+    for name in sorted(groups, key=_natural):
+        variables, layer = groups[name], layers.get(name)
+        if layer is None:
+            if name != "fc" or has_fc:  # a headless model takes the backbone only
+                extra.append(f"{name}: in the file, no layer of that name in the model")
+            continue
+        slots = _slots(variables)
+        if len(slots) > len(layer.weights):
+            extra.append(
+                f"{name}: {len(slots)} variables in the file, {len(layer.weights)} in the model"
+            )
+        pending[name] = {slot: _read_array(variables[key]) for slot, key in enumerate(slots)}
+    notes = _adapt(model, pending, source_has_fc="fc" in groups)
+    problems = _check(model, pending, new_head="fc" not in pending, source="the file")
+    return pending, problems + extra, notes

@@ -126,8 +126,9 @@ class TrainConfig:
     # fine-tuning
     weights: str | None = _opt(
         None,
-        "start from these weights: a torchvision/timm state dict (.pth, .pt, .safetensors) or a "
-        "Keras .weights.h5 (a classifier of another size is replaced by a new one)",
+        "start from these weights: a torchvision/timm state dict (.pth, .pt, .safetensors), a "
+        "Keras .weights.h5 or a run's model.keras (a classifier of another size is replaced by a "
+        "new one)",
     )
     freeze_stages: int | None = _opt(
         None, "freeze the stem and the first K stages, batch norm in inference mode (0: stem)"
