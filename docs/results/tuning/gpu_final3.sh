@@ -34,7 +34,9 @@ while (( $(date +%s) - START < BUDGET )); do
   alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
   (( alive )) || break; sleep 5
 done
-for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done; wait; kill "$SMI" 2>/dev/null
+# (never a bare `wait`: nvidia-smi -l runs until killed)
+kill "$SMI" 2>/dev/null; for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+sleep 2; for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done; wait "${PIDS[@]}" 2>/dev/null
 {
   echo "runs: $n on $GPUS GPUs, epochs $EPOCHS, config $CONFIG, $(( $(date +%s) - START )) s"
   for f in /tmp/final_*.log /tmp/default_*.log; do
