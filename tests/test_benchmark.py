@@ -76,6 +76,7 @@ def _check_sane(result: benchmark.Result):
     assert low <= result.step_ms <= high
 
 
+@pytest.mark.one_backend("jax")
 def test_summarize_median_and_spread():
     stats = benchmark.summarize([0.4, 0.1, 0.2], steps_per_window=2, batch_size=10)
     assert stats["step_ms"] == pytest.approx(100.0)  # median 0.2 s over 2 steps
@@ -86,6 +87,7 @@ def test_summarize_median_and_spread():
         benchmark.summarize([], 1, 1)
 
 
+@pytest.mark.one_backend("jax")
 def test_mfu_counts_training_as_three_forward_passes():
     assert benchmark.mfu(1e9, 1000.0, "train", 1e13) == pytest.approx(0.3)
     assert benchmark.mfu(1e9, 1000.0, "infer", 1e13) == pytest.approx(0.1)
@@ -96,6 +98,7 @@ def test_mfu_counts_training_as_three_forward_passes():
     assert benchmark.peak_flops_for("cpu") is None
 
 
+@pytest.mark.one_backend("jax")
 def test_time_windows_warms_up_then_times_each_window():
     calls, synced = [], []
     times = benchmark.time_windows(
@@ -105,6 +108,7 @@ def test_time_windows_warms_up_then_times_each_window():
     assert len(times) == 3 and all(t >= 0 for t in times)
 
 
+@pytest.mark.one_backend("jax")
 def test_ratios_pair_same_architecture_batch_and_size():
     ours = _result("resnet50", 300.0)
     ours_real = _result("resnet50", 270.0, data="real:fashion_mnist")
@@ -192,6 +196,7 @@ def test_interleaved_inference_measures_each_model(tiny_model):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="no torchvision")
+@pytest.mark.one_backend("torch")
 def test_torchvision_peer_is_sane():
     result = benchmark.bench_torchvision(
         "resnet18",
@@ -284,6 +289,7 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
         (["--data", "folder:/nonexistent"], "dataset folder not found"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_script_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_benchmark.main([*TINY, "--peers", "none", *args])
@@ -293,6 +299,7 @@ def test_script_errors_are_one_line(args, message, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_script_starts_on_tensorflow_with_torchvision_installed():
     # torchvision imported after TensorFlow segfaults: the command must import it first.
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
@@ -307,6 +314,7 @@ def test_script_starts_on_tensorflow_with_torchvision_installed():
     assert "--models" in proc.stdout and "--width" in proc.stdout and "--peers" in proc.stdout
 
 
+@pytest.mark.one_backend("jax")
 def test_folder_data_without_the_folder_pipeline_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(benchmark.suite, "FOLDER_SOURCE", ("keras_resnet.data.absent", "load"))
     with pytest.raises(SystemExit) as exit_info:
@@ -319,6 +327,7 @@ def test_folder_data_without_the_folder_pipeline_is_one_line(monkeypatch, capsys
     )
 
 
+@pytest.mark.one_backend("torch")
 def test_folder_data_is_measured_beside_synthetic(tmp_path):
     from PIL import Image
 
@@ -338,6 +347,7 @@ def test_folder_data_is_measured_beside_synthetic(tmp_path):
     assert len(ratio_rows) == 1  # real over synthetic
 
 
+@pytest.mark.one_backend("jax")
 def test_unknown_model_option_lists_the_known_ones():
     with pytest.raises(OptionError) as info:
         parse_model_spec("resnet50:fused=1")
@@ -346,6 +356,7 @@ def test_unknown_model_option_lists_the_known_ones():
     assert len(text.splitlines()) == 1
 
 
+@pytest.mark.one_backend("jax")
 def test_model_spec_values_take_the_field_types():
     spec = parse_model_spec("resnet50:stride_in=1x1,width=0.5,groups=2,zero_init_residual=true")
     assert spec.name == "resnet50"
@@ -360,6 +371,7 @@ def test_model_spec_values_take_the_field_types():
     assert parse_model_spec("resnet18:expansion=none").overrides == {"expansion": None}
 
 
+@pytest.mark.one_backend("jax")
 def test_unwritable_json_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
     # Tests run as root: only a path under a regular file is unwritable for certain.
     blocker = tmp_path / "f.txt"
@@ -375,6 +387,7 @@ def test_unwritable_json_is_refused_before_anything_runs(tmp_path, capsys, monke
     assert ran == [] and blocker.read_text() == "not a folder"
 
 
+@pytest.mark.one_backend("jax")
 def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     out = tmp_path / "bench.json"
     out.write_text('{"previous": true}')
@@ -404,6 +417,7 @@ def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
+@pytest.mark.one_backend("jax")
 def test_suite_options_come_from_the_command_line():
     parser = cli_benchmark.make_parser()
     args = parser.parse_args(
@@ -445,6 +459,7 @@ def test_suite_restores_the_dtype_policy(capsys):
     assert keras.config.dtype_policy().name == before
 
 
+@pytest.mark.one_backend("jax")
 def test_variants_need_the_checkout(monkeypatch):
     monkeypatch.setitem(sys.modules, "experiments", None)
     monkeypatch.setitem(sys.modules, "experiments.variants", None)

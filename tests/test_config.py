@@ -12,6 +12,7 @@ from keras_resnet.utils import OptionError
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.one_backend("jax")
 def test_named_configs_round_trip_through_json(name):
     config = ResNetConfig.named(name, num_classes=7, width=0.5, input_shape=(64, 64, 3))
     text = json.dumps(config.to_dict())
@@ -51,6 +52,7 @@ def test_builders_go_through_the_config():
     assert custom.name == "resnet" and custom.output_shape == (None, 3)
 
 
+@pytest.mark.one_backend("jax")
 def test_every_field_has_help_text():
     for field in dataclasses.fields(ResNetConfig):
         assert field.metadata.get("help"), field.name
@@ -67,6 +69,7 @@ def test_every_field_has_help_text():
         ({"dropout_rate": -0.1}, "dropout_rate"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_invalid_values_name_their_field(values, field):
     with pytest.raises(OptionError) as error:
         ResNetConfig(**values)
@@ -74,11 +77,13 @@ def test_invalid_values_name_their_field(values, field):
     assert f"received {field}=" in str(error.value)
 
 
+@pytest.mark.one_backend("jax")
 def test_unknown_keys_are_refused():
     with pytest.raises(OptionError, match=r"unknown model option\(s\) \['depth'\]"):
         ResNetConfig.from_dict({"depth": 18})
 
 
+@pytest.mark.one_backend("jax")
 def test_config_is_frozen():
     config = ResNetConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):

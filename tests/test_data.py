@@ -1,4 +1,7 @@
-"""Data loading (TFDS from local IDX files; numpy IDX reader without TensorFlow), augmentation."""
+"""Data loading (TFDS from local IDX files; numpy IDX reader without TensorFlow), augmentation.
+
+Loading is numpy and TFDS whatever the Keras backend: those tests run on TensorFlow only
+(`one_backend`, tests/conftest.py); the augmentation layers run on every backend."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ def idx_folder(tmp_path):
     return make_idx_folder(tmp_path / "fashion-mnist")
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_read_idx_round_trip(tmp_path):
     array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
     for name in ("a-idx3-ubyte.gz", "b-idx3-ubyte"):
@@ -36,6 +40,7 @@ def test_read_idx_round_trip(tmp_path):
         np.testing.assert_array_equal(out, array)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_read_idx_rejects_other_files(tmp_path):
     (tmp_path / "x.gz").write_bytes(gzip.compress(b"not an idx file"))
     with pytest.raises(ValueError, match="not an IDX file"):
@@ -46,6 +51,7 @@ def test_read_idx_rejects_other_files(tmp_path):
         data_lib.read_idx(tmp_path / "y")
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_load_idx(idx_folder):
     data = data_lib.load_dataset("fashion_mnist", source_dir=idx_folder, loader="idx")
     assert data.x_train.shape == (120, 28, 28, 1) and data.x_train.dtype == np.uint8
@@ -59,6 +65,7 @@ def test_load_idx(idx_folder):
     assert (data.x_train[0, 4:24, 2 * k + 4, 0] == 250).all()
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_source_dir_from_environment(tmp_path, monkeypatch):
     make_idx_folder(tmp_path / "root" / "fashion-mnist")  # a parent folder holding fashion-mnist/
     monkeypatch.setenv(data_lib.ENV_SOURCE_DIR, str(tmp_path / "root"))
@@ -67,6 +74,7 @@ def test_source_dir_from_environment(tmp_path, monkeypatch):
     assert data_lib.find_source_dir("fashion_mnist", tmp_path) is None
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./.data
     with pytest.raises(data_lib.DataNotFoundError) as info:
@@ -78,6 +86,7 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
         data_lib.load_dataset("fashion_mnist", source_dir=tmp_path / "nope")
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_bad_arguments(idx_folder):
     with pytest.raises(ValueError, match="loader must be one of"):
         data_lib.load_dataset("fashion_mnist", loader="pickle")
@@ -85,6 +94,7 @@ def test_bad_arguments(idx_folder):
         data_lib.load_dataset("cifar10", source_dir=idx_folder, loader="idx")
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_subset_and_stats(idx_folder):
     data = data_lib.load_dataset("fashion_mnist", source_dir=idx_folder, loader="idx")
     small = data_lib.subset(data, 50, 10, seed=3)
@@ -113,6 +123,7 @@ NO_TF_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_load_without_tensorflow(idx_folder):
     """loader='auto' falls back to the IDX reader where TensorFlow cannot be imported."""
     # keras_resnet imports keras: without TensorFlow, Keras runs on JAX (or PyTorch).
@@ -148,6 +159,7 @@ def _sorted_examples(x: np.ndarray, y: np.ndarray):
 
 @pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.one_backend("tensorflow")
 def test_tfds_prepares_from_local_files_once(tmp_path, monkeypatch):
     """TFDS builds fashion_mnist from the Debian files (no download, no checksum error), caches
     it, and the second load reads the cache; the examples equal the IDX reader's."""
@@ -174,6 +186,7 @@ def test_tfds_prepares_from_local_files_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
+@pytest.mark.one_backend("tensorflow")
 def test_tfds_unknown_or_unprepared(tmp_path):
     with pytest.raises(ValueError, match="received dataset='no_such_dataset'"):
         data_lib.load_dataset("no_such_dataset", data_dir=tmp_path)
@@ -228,6 +241,7 @@ def test_augmentation_is_identity_at_inference_and_serializable():
 # --- inputs checked at the door (issue 14, item 6) ---
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_corrupt_or_truncated_gz_is_a_one_line_error(idx_folder):
     path = idx_folder / "train-images-idx3-ubyte.gz"
     whole = path.read_bytes()
@@ -241,6 +255,7 @@ def test_corrupt_or_truncated_gz_is_a_one_line_error(idx_folder):
             data_lib.load_dataset("fashion_mnist", source_dir=idx_folder, loader="idx")
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_check_idx_folder_counts(idx_folder):
     assert data_lib.check_idx_folder(idx_folder) == {"train": 120, "test": 40}
     # A labels file whose header is right but which holds fewer labels than it declares.
@@ -272,6 +287,7 @@ def _short_labels_folder(folder: Path, n_labels: int) -> Path:
 
 @pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.one_backend("tensorflow")
 def test_tfds_refuses_inconsistent_source_before_caching(tmp_path):
     bad = _short_labels_folder(tmp_path / "bad", 100)
     cache = tmp_path / "tfds"
@@ -284,6 +300,7 @@ def test_tfds_refuses_inconsistent_source_before_caching(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not data_lib.tfds_available(), reason="needs tensorflow-datasets")
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.one_backend("tensorflow")
 def test_tfds_refuses_cache_that_disagrees_with_source(tmp_path):
     """A cache prepared from the short labels file (as before the check) is refused once the
     source is whole, with a message saying to delete it; it is not trained on."""
@@ -305,6 +322,7 @@ def test_tfds_refuses_cache_that_disagrees_with_source(tmp_path):
     assert "'train': 100" in message and "'train': 60000" in message
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_channel_stats_are_exact_and_do_not_copy_the_images_to_float64():
     """A float64 copy of a 1,000-image 224 px sample took 2.3 GB; the sums run in chunks."""
     import tracemalloc

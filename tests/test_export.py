@@ -2,7 +2,9 @@
 architecture in export.json, mixed precision, atomic and concurrent versions, a full disk, safe
 mode, SavedModel scanning, image bit depths and sizes, one-line errors. Runs on every backend:
 SavedModel and ONNX are written on the TensorFlow backend (in a subprocess from JAX and torch),
-and read back here with TensorFlow and onnxruntime."""
+and read back here with TensorFlow and onnxruntime. The backend-agnostic tests (command-line
+errors, version folders, image decoding, the process without TensorFlow) run on one backend
+(`one_backend`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -261,6 +263,7 @@ def test_mixed_precision_exports_float32_inputs_and_outputs(tmp_path, images):
 # --- versions and atomic writes -----------------------------------------------------------------
 
 
+@pytest.mark.one_backend("torch")
 def test_versions_are_numbered_and_never_overwritten(run_dir, tmp_path):
     first = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m")
     second = export_lib.export_model(run_dir, format="keras", output_dir=tmp_path, name="m")
@@ -350,6 +353,7 @@ def test_killed_export_leaves_no_version(moment, run_dir, tmp_path):
 # --- safety and bad input -----------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("torch")
 def test_safe_mode_refuses_a_lambda_layer(tmp_path):
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
@@ -372,6 +376,7 @@ def _cli_error(capsys, script: str, argv: list[str]) -> str:
     return err
 
 
+@pytest.mark.one_backend("torch")
 def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
     err = _cli_error(
@@ -410,6 +415,7 @@ def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, 
     assert sorted(os.listdir(out / "fixed")) == ["1"]
 
 
+@pytest.mark.one_backend("torch")
 def test_export_without_tensorflow_says_so(run_dir, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -427,7 +433,7 @@ def test_export_without_tensorflow_says_so(run_dir, tmp_path, monkeypatch):
 
 
 NO_TF = """
-import importlib.abc, runpy, sys
+import contextlib, importlib.abc, io, json, runpy, sys
 
 class Block(importlib.abc.MetaPathFinder):  # as on a machine where TensorFlow is absent
     def find_spec(self, name, path=None, target=None):
@@ -435,8 +441,20 @@ class Block(importlib.abc.MetaPathFinder):  # as on a machine where TensorFlow i
             raise ImportError(f"No module named {name!r}")
 
 sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+# Each command line in turn, as `python SCRIPT ARGS...` would run it; "{stdout}" in an argument
+# stands for the previous command's output.
+results = []
+for argv in json.loads(sys.argv[1]):
+    if results:
+        argv = [a.replace("{stdout}", results[-1]["stdout"].strip()) for a in argv]
+    sys.argv, out, err, code = argv, io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
 """
 
 
@@ -444,37 +462,46 @@ runpy.run_path(sys.argv[0], run_name="__main__")
     not (importlib.util.find_spec("jax") or importlib.util.find_spec("torch")),
     reason="without TensorFlow, Keras needs JAX or torch",
 )
+@pytest.mark.one_backend("tensorflow")
 def test_without_tensorflow_for_real(run_dir, saved_model_dir, tmp_path):
     """In a process where TensorFlow cannot be imported (JAX backend): SavedModel and ONNX
-    export say so in one line, --format keras works, and predict runs the .keras export."""
+    export say so in one line, --format keras works, and predict runs the .keras export. The
+    five command lines run one after another in one such process (Keras' start-up, once)."""
     backend = "jax" if importlib.util.find_spec("jax") else "torch"
     env = dict(os.environ, KERAS_BACKEND=backend)
-
-    def run(script: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", NO_TF, os.fspath(REPO / "scripts" / script), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
+    export = os.fspath(REPO / "scripts" / "export.py")
+    predict = os.fspath(REPO / "scripts" / "predict.py")
+    refused_out = os.fspath(tmp_path / "refused")  # the refused exports' folder: never made
     out = os.fspath(tmp_path / "out")
-    for fmt, what in (("saved_model", "SavedModel"), ("onnx", "ONNX")):
-        result = run("export.py", os.fspath(run_dir), "--format", fmt, "--output-dir", out)
-        assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+    image = os.fspath(_png(tmp_path / "a.png", "L", (32, 32), 5))
+    commands = [
+        [export, os.fspath(run_dir), "--format", "saved_model", "--output-dir", refused_out],
+        [export, os.fspath(run_dir), "--format", "onnx", "--output-dir", refused_out],
+        [export, os.fspath(run_dir), "--format", "keras", "--output-dir", out],
+        [predict, "{stdout}", image, "--json"],
+        [predict, os.fspath(saved_model_dir), image],
+    ]
+    process = subprocess.run(
+        [sys.executable, "-c", NO_TF, json.dumps(commands)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    results = json.loads(process.stdout.strip().splitlines()[-1])
+    assert len(results) == 5
+    for result, what in zip(results[:2], ("SavedModel", "ONNX"), strict=True):
+        assert result["returncode"] == 2 and result["stderr"].splitlines()[-1] == (
             f"keras-resnet export: error: {what} export needs TensorFlow, which is not installed "
             "(pip install tensorflow); --format keras works without it"
-        )
-    assert not (tmp_path / "out").exists()
-    result = run("export.py", os.fspath(run_dir), "--format", "keras", "--output-dir", out)
-    assert result.returncode == 0, result.stderr
-    image = _png(tmp_path / "a.png", "L", (32, 32), 5)
-    result = run("predict.py", result.stdout.strip(), os.fspath(image), "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["results"][0]["top_k"][0]["class"] in CLASS_NAMES
-    result = run("predict.py", os.fspath(saved_model_dir), os.fspath(image))
-    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        ), result
+    assert not (tmp_path / "refused").exists()
+    exported, predicted, refused = results[2:]
+    assert exported["returncode"] == 0, exported["stderr"]
+    assert predicted["returncode"] == 0, predicted["stderr"]
+    assert json.loads(predicted["stdout"])["results"][0]["top_k"][0]["class"] in CLASS_NAMES
+    assert refused["returncode"] == 2 and refused["stderr"].splitlines()[-1] == (
         "keras-resnet predict: error: loading a SavedModel needs TensorFlow, which is not "
         "installed (pip install tensorflow)"
     )
@@ -497,6 +524,7 @@ def test_channels_first_is_refused_in_one_line(tmp_path):
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.one_backend("torch")
 def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
     model_path = os.fspath(run_dir / "model.keras")
     bad = tmp_path / "broken.png"
@@ -516,6 +544,7 @@ def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
     )
 
 
+@pytest.mark.one_backend("torch")
 def test_predictor_checks_the_channel_count(run_dir):
     predictor = inference.load_predictor(run_dir / "model.keras")
     with pytest.raises(ValueError, match=r"1 channel\(s\), received shape \(2, 32, 32, 3\)"):
@@ -574,6 +603,7 @@ def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request)
     assert line.startswith(f"{rgb}: {CLASS_NAMES[int(np.argmax(expected[0]))]} ")
 
 
+@pytest.mark.one_backend("torch")
 def test_predict_cli_on_a_dataset_split(run_dir, capsys):
     data = pytest.importorskip("keras_resnet.data")
     if (
@@ -755,6 +785,7 @@ def test_export_records_the_architecture(form, tmp_path):
     assert np.abs(_predict(rebuilt, x) - _predict(trained, x)).max() <= 1e-6
 
 
+@pytest.mark.one_backend("torch")
 def test_run_model_options_reads_both_forms():
     config = _arch_config()
     assert files.run_model_options({"model": config.to_dict()}) == config.to_dict()
@@ -767,6 +798,7 @@ def test_run_model_options_reads_both_forms():
 # --- concurrent exports and a full disk -----------------------------------------------------------
 
 
+@pytest.mark.one_backend("torch")
 def test_two_concurrent_exports_take_consecutive_versions(run_dir, tmp_path, monkeypatch):
     """Both scan the folder (latest: none) before either renames: the second rename collides
     and takes the next version instead of failing."""
@@ -842,6 +874,7 @@ def _writing_saved_model(folder: Path, target: Path) -> Path:
 
 
 @needs_tf
+@pytest.mark.one_backend("tensorflow")
 def test_a_saved_model_that_writes_files_is_refused(tmp_path, capsys):
     pytest.importorskip("modelscan")
     target = tmp_path / "pwned.txt"
@@ -859,6 +892,7 @@ def test_a_saved_model_that_writes_files_is_refused(tmp_path, capsys):
 
 
 @needs_tf
+@pytest.mark.one_backend("tensorflow")
 def test_the_exports_own_saved_model_passes_the_scan(saved_model_dir):
     pytest.importorskip("modelscan")
     from keras_resnet.serving import safety
@@ -900,6 +934,7 @@ def test_16_bit_32_bit_and_float_images_match_the_8_bit_image(run_dir, tmp_path)
         assert np.abs(got - expected).max() <= 1e-4, name
 
 
+@pytest.mark.one_backend("torch")
 def test_a_float_image_out_of_range_is_refused(tmp_path):
     from PIL import Image
 
@@ -909,6 +944,7 @@ def test_a_float_image_out_of_range_is_refused(tmp_path):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.one_backend("torch")
 def test_decompression_bomb_is_one_line_unless_allowed(run_dir, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
@@ -924,6 +960,7 @@ def test_decompression_bomb_is_one_line_unless_allowed(run_dir, tmp_path, capsys
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
+@pytest.mark.one_backend("torch")
 def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path):
     from PIL import Image
 

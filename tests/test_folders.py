@@ -1,5 +1,9 @@
 """Image-folder datasets: layouts, both streaming pipelines, the ImageNet recipe, bad input,
-bounded memory. Folders are generated from Fashion-MNIST's IDX files in each test."""
+bounded memory. Folders are generated from Fashion-MNIST's IDX files in each test.
+
+Decoding (Pillow, OpenCV), layouts and both pipelines are the same whatever the Keras backend:
+those tests run on TensorFlow only (`one_backend`, tests/conftest.py); the fit from a folder and
+the pipeline chosen per backend run on every backend."""
 
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ def batches_of(data) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_split_layout(split_folder):
     source = data_lib.open_dataset(split_folder, image_size=32)
     assert isinstance(source, data_lib.FolderSource)
@@ -86,6 +91,7 @@ PIPELINES = [
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.one_backend("tensorflow")
 def test_pipelines_yield_shapes_labels_and_crops(split_folder, pipeline):
     source = data_lib.open_dataset(split_folder, image_size=32, channels=1)
     if pipeline == "tf.data":
@@ -116,6 +122,7 @@ def test_dataset_picks_tf_data_on_tensorflow(split_folder):
         assert isinstance(data, pipelines.FolderPyDataset)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_folder_dataset_in_memory_for_benchmarks(split_folder):
     """`folder_dataset` (benchmark.py's `--data folder:PATH`): eval crops in a `Dataset`."""
     from keras_resnet.data.folders import folder_dataset
@@ -146,6 +153,7 @@ def test_model_fit_and_evaluate_from_a_folder(split_folder):
     assert 0 <= results["accuracy"] <= 1
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_class_layout_with_val_size(tmp_path):
     write_split(tmp_path / "d", 10, "jpg")
     source = data_lib.open_dataset(tmp_path / "d", val_size=0.2, seed=3)
@@ -157,6 +165,7 @@ def test_class_layout_with_val_size(tmp_path):
     assert data_lib.open_dataset(tmp_path / "d", val_size=7).counts == {"train": 23, "val": 7}
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_split_is_the_training_convention():
     kept, held = data_lib.split(10, 3, seed=5)
     order = np.random.default_rng(5).permutation(10)
@@ -167,6 +176,7 @@ def test_split_is_the_training_convention():
             data_lib.split(10, bad)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_cache_gives_the_streamed_eval_pixels_and_train_crops(split_folder, tmp_path):
     (split_folder / "train" / "Bag" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     source = data_lib.open_dataset(split_folder, image_size=32, log_dir=tmp_path / "log")
@@ -197,6 +207,7 @@ def one_line_error(path, **options) -> str:
     return message
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_one_class_empty_class_and_mismatched_splits(tmp_path):
     write_split(tmp_path / "one", 2)
     for name in CLASSES[1:]:
@@ -219,6 +230,7 @@ def test_one_class_empty_class_and_mismatched_splits(tmp_path):
     assert "extra ['Bags'], missing ['Bag']" in message
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_path_that_is_neither_folder_nor_name(tmp_path):
     for text in (str(tmp_path / "nope"), "./nope", "data/imagenet"):
         assert f"received dataset={text!r}" in one_line_error(text)
@@ -227,6 +239,7 @@ def test_path_that_is_neither_folder_nor_name(tmp_path):
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.one_backend("tensorflow")
 def test_bad_files_are_skipped_counted_and_named(split_folder, pipeline):
     bag = split_folder / "train" / "Bag"
     jpeg = (split_folder / "val" / "Bag" / "00100.jpg").read_bytes()
@@ -273,6 +286,7 @@ def picture(height=48, width=64) -> np.ndarray:
         ("palette.png", lambda a: Image.fromarray(a.astype(np.uint8)).quantize(256)),
     ],
 )
+@pytest.mark.one_backend("tensorflow")
 def test_formats_and_modes_to_rgb(tmp_path, name, make):
     rgb = picture()
     make(rgb).save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
@@ -286,6 +300,7 @@ def test_formats_and_modes_to_rgb(tmp_path, name, make):
     assert gray.shape == (32, 32, 1)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     gray8 = picture()[..., 0].astype(np.uint8)
     Image.fromarray(gray8, "L").save(tmp_path / "g8.png")
@@ -297,6 +312,7 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     assert out16.max() > 200  # clipping at 255 would leave a white image instead
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_gif_first_frame(tmp_path):
     frames = [Image.new("L", (40, 40), v) for v in (30, 220)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
@@ -307,6 +323,7 @@ def test_gif_first_frame(tmp_path):
 # --- the recipe's geometry ---
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_eval_crop_matches_torchvision(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     from torchvision.transforms import v2
@@ -326,6 +343,7 @@ def test_eval_crop_matches_torchvision(tmp_path):
     assert torchvision.__version__
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_random_resized_crop_box_bounds(tmp_path):
     rng = np.random.default_rng(0)
     areas = []
@@ -389,6 +407,7 @@ def run_python(script: str, *args, backend: str = "jax") -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend("tensorflow")
 def test_10000_pixel_jpeg_is_decoded_at_reduced_scale_and_png_refused(tmp_path):
     make = "from PIL import Image; import sys; Image.new('L', (10000, 10000), 90).save(sys.argv[1])"
     for name in ("big.jpg", "big.png"):
@@ -419,6 +438,7 @@ STREAM_SCRIPT = PEAK_MB + textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.one_backend("tensorflow")
 def test_peak_memory_does_not_grow_with_the_folder(tmp_path, pipeline):
     """One epoch over N and 10 N images: peak RSS differs by < 150 MB (issue 11, point 2)."""
     for name, per_class in (("small", 40), ("large", 400)):

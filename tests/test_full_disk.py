@@ -60,6 +60,7 @@ def small_model():
     return model
 
 
+@pytest.mark.one_backend("jax")
 def test_a_backup_that_does_not_fit_is_refused_before_h5py_writes(small_disk):
     backup = small_disk("512k") / "backup"
     with pytest.raises(OSError) as info:
@@ -70,6 +71,7 @@ def test_a_backup_that_does_not_fit_is_refused_before_h5py_writes(small_disk):
     assert list(backup.iterdir()) == []  # no weights, no temporary file, no metadata
 
 
+@pytest.mark.one_backend("jax")
 def test_h5py_meeting_a_full_disk_does_not_crash_the_process(small_disk):
     """The room check passed but the disk filled all the same (another writer): an OSError,
     and the process exits normally (without the fix: exit -11 and HDF5 errors at exit)."""

@@ -190,6 +190,7 @@ def test_cache_batches_for_the_device_crop_and_fit(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_device_batches_are_a_gather(tmp_path):
     # A cache of 512 random 128-px images built by hand: the batches cost a memcpy per image.
     folder = tmp_path / "cache"
@@ -213,6 +214,7 @@ def test_device_batches_are_a_gather(tmp_path):
 
 
 @pytest.mark.parametrize("processes,opencv", [(True, True), (False, True), (True, False)])
+@pytest.mark.one_backend("tensorflow")
 def test_cache_build_workers_give_the_same_cache(tmp_path, monkeypatch, processes, opencv):
     if not opencv:  # the Pillow fallback, where OpenCV is not installed
         monkeypatch.setattr(cache_lib, "opencv_module", lambda: None)
@@ -242,6 +244,7 @@ def test_cache_build_workers_give_the_same_cache(tmp_path, monkeypatch, processe
             assert np.abs(image.astype(int) - expected.astype(int)).mean() < 5
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_opencv_decode_matches_pillow(tmp_path):
     pytest.importorskip("cv2")
     image = smooth_image(600, 900, cell=24)

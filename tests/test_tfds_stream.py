@@ -69,6 +69,7 @@ def data_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_photos_stream_and_arrays_do_not(data_dir):
     builder = tfds_stream.prepared_builder("keras_resnet_test_photos", data_dir)
     assert tfds_stream.should_stream(builder)  # no fixed image shape
@@ -92,6 +93,7 @@ def test_photos_stream_and_arrays_do_not(data_dir):
     assert len(stream.mean) == 3 and 30 < stream.mean[0] < 120
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_eval_crop_is_the_center_of_the_resized_image():
     image = np.zeros((100, 200, 3), np.uint8)
     image[:, 100:] = 255  # right half white
@@ -138,6 +140,7 @@ def test_train_streams_a_tfds_dataset(data_dir, tmp_path):
     assert (run / "class_names.txt").read_text().split() == ["red", "green", "blue"]
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_streamed_options_are_checked(data_dir, tmp_path):
     base = dict(dataset="keras_resnet_test_photos", data_dir=data_dir, output_dir=str(tmp_path))
     with pytest.raises(OptionError, match="train_size is for datasets in memory"):

@@ -82,6 +82,7 @@ def read_csv(path: Path) -> list[dict]:
 # --- the recipe ---
 
 
+@pytest.mark.one_backend("jax")
 def test_config_resolves_defaults():
     config = TrainConfig().resolve()
     assert config.model == ResNetConfig.named("resnet18", stem="cifar")
@@ -108,12 +109,14 @@ def test_config_resolves_defaults():
         ("no_such_option", 1, "unknown training option"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_config_errors_name_the_option(field, value, message):
     with pytest.raises(OptionError, match=message) as info:
         TrainConfig.create(**{field: value})
     assert info.value.field == field
 
 
+@pytest.mark.one_backend("jax")
 def test_config_round_trips_and_reads_the_old_flat_form():
     config = TrainConfig.create(model="resnet50", width=0.5, dropout_rate=0.2, epochs=7).resolve()
     assert config.model.block == "bottleneck" and config.model.stem == "cifar"
@@ -130,6 +133,7 @@ def test_config_round_trips_and_reads_the_old_flat_form():
     assert TrainConfig(model="resnet34").model == ResNetConfig.named("resnet34", stem="cifar")
 
 
+@pytest.mark.one_backend("jax")
 def test_split_validation_is_the_seeded_split_of_earlier_runs():
     images, labels = np.arange(50) * 10, np.arange(50)
     (x, y), (x_val, y_val) = training.split_validation(images, labels, 10, seed=3)
@@ -253,6 +257,7 @@ def test_mixed_precision_fit(tmp_path, stripes, precision):
     assert wrapped == (precision == "mixed_float16")
 
 
+@pytest.mark.one_backend("jax")
 def test_quick_preset():
     options = training.preset("quick")
     assert options["width"] == 0.25 and options["epochs"] == 3 and options["augment"] is False
@@ -261,6 +266,7 @@ def test_quick_preset():
         training.preset("fast")
 
 
+@pytest.mark.one_backend("jax")
 def test_batch_larger_than_the_data(tmp_path, stripes):
     with pytest.raises(ValueError, match="batch_size must be at most the 400 training images"):
         training.train(tiny(tmp_path, batch_size=401), dataset=stripes)
@@ -315,7 +321,7 @@ def cli_error(capsys, argv: list[str]) -> str:
     return err
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="the flag checks do not depend on the backend")
+@pytest.mark.one_backend("jax")  # the flag checks do not depend on the backend
 @pytest.mark.parametrize(
     "args, flag",
     [
@@ -342,6 +348,7 @@ def test_bad_flags_give_one_line_errors(tmp_path, capsys, args, flag, stripes_fo
     assert not (tmp_path / "run" / "config.json").exists()  # the folder is left as it was
 
 
+@pytest.mark.one_backend("jax")
 def test_bad_config_files_name_the_file(tmp_path, capsys):
     empty, text, bad = tmp_path / "empty.json", tmp_path / "text.json", tmp_path / "bad.json"
     empty.write_text("")
@@ -357,6 +364,7 @@ def test_bad_config_files_name_the_file(tmp_path, capsys):
         assert str(path) in line and reason in line, line
 
 
+@pytest.mark.one_backend("jax")
 def test_config_file_precedence(tmp_path):
     """defaults < --preset < --config FILE < the flags typed."""
     file = tmp_path / "config.json"
@@ -394,7 +402,7 @@ def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="the flag checks do not depend on the backend")
+@pytest.mark.one_backend("jax")  # the flag checks do not depend on the backend
 def test_script_is_the_same_command(tmp_path):
     """scripts/train.py (a shim over keras_resnet.cli.train): its errors still read
     'train.py: error: argument --flag: ...', exit status 2, no traceback."""
@@ -640,6 +648,7 @@ class SlowEpochEnd(keras.callbacks.Callback):
         time.sleep(self.seconds)
 
 
+@pytest.mark.one_backend("torch")
 def test_elapsed_counts_the_time_between_epochs(tmp_path, stripes):
     """elapsed_s is wall time since the start: time spent after an epoch's clock reading
     (checkpoint saves, a slow callback) shows in the next epoch's reading."""
@@ -649,6 +658,7 @@ def test_elapsed_counts_the_time_between_epochs(tmp_path, stripes):
     assert gap >= 1.5 + float(rows[1]["train_time_s"])
 
 
+@pytest.mark.one_backend("torch")
 def test_without_checkpoint_and_backup(tmp_path, stripes):
     out = tmp_path / "run"
     backup = out / "backup"
@@ -675,6 +685,7 @@ def test_without_checkpoint_and_backup(tmp_path, stripes):
         ("cutmix", 1.5, r"cutmix must be a number in \[0, 1\], received cutmix=1.5"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_recipe_lever_errors_name_the_option(field, value, message):
     with pytest.raises(OptionError, match=message) as info:
         TrainConfig(**{field: value})

@@ -131,6 +131,7 @@ def test_folder_trains_like_the_same_images_in_memory(image_folder, tmp_path):
     assert tuple(model.input_shape) == (None, 32, 32, 3)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_large_folder_gets_imagenet_stem_and_no_pad_crop(image_folder):
     config = TrainConfig.create(dataset=str(image_folder), image_size=96, width=0.125)
     data = training.load_data(config.resolve())
@@ -152,6 +153,7 @@ def test_large_folder_gets_imagenet_stem_and_no_pad_crop(image_folder):
     assert len(mean) == 3 and 40 < mean[0] < 120 and 40 < std[0] < 120
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_folder_validation_split_is_the_seeded_split(image_folder):
     config = TrainConfig.create(dataset=str(image_folder), image_size=32, val_size=0.25, seed=3)
     data = training.load_data(config.resolve())
@@ -173,6 +175,7 @@ def test_folder_validation_split_is_the_seeded_split(image_folder):
         (dict(head_epochs=-1), "head_epochs must be an integer >= 0"),
     ],
 )
+@pytest.mark.one_backend("tensorflow")
 def test_folder_and_finetune_options_are_checked(options, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.create(**options)
@@ -197,6 +200,7 @@ def test_train_command_refuses_a_missing_folder_in_one_line(tmp_path):
     assert not (tmp_path / "saved_models").exists()  # refused before the run folder is made
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_search_split_is_the_package_split():
     from keras_resnet.tuning.search import search_split
 

@@ -116,6 +116,7 @@ def _env(**extra) -> dict:
         (dict(erasing_max=0.5), "erasing_min"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_invalid_space_names_the_field(kwargs, field):
     with pytest.raises(tuning.SearchSpaceError) as info:
         tuning.SearchSpace(**kwargs)
@@ -124,6 +125,7 @@ def test_invalid_space_names_the_field(kwargs, field):
     assert isinstance(info.value, keras_resnet.utils.OptionError)
 
 
+@pytest.mark.one_backend("jax")
 def test_declared_hyperparameters_and_conditional_expansion():
     import keras_tuner as kt
 
@@ -162,6 +164,7 @@ def test_declared_hyperparameters_and_conditional_expansion():
     ]
 
 
+@pytest.mark.one_backend("jax")
 def test_recipe_ranges_reach_the_trial_config():
     """Label smoothing and erasing are searched when their ranges are given; a trial's values
     land on its TrainConfig (the architecture onto `model`, a ResNetConfig, whose other options
@@ -214,6 +217,7 @@ def test_recipe_ranges_reach_the_trial_config():
 
 
 @pytest.mark.parametrize("kind", tuning.TUNERS)
+@pytest.mark.one_backend("jax")
 def test_every_tuner_takes_the_space_without_building_a_model(kind, tmp_path, monkeypatch):
     """Each tuner starts (bayesian needs scikit-learn, a declared dependency) with the space as
     declared, the conditional expansion included, and builds no model to learn it."""
@@ -255,6 +259,7 @@ def test_every_tuner_takes_the_space_without_building_a_model(kind, tmp_path, mo
     assert condition.get_config() == {"name": "block", "values": ["bottleneck"]}
 
 
+@pytest.mark.one_backend("jax")
 def test_stem_too_large_for_the_images():
     space = tuning.SearchSpace(stems=("cifar", "imagenet"))
     space.check_input((32, 32, 3))
@@ -279,6 +284,7 @@ def test_stem_too_large_for_the_images():
         (["--stems", "imagenet"], "--stems"),  # 28 px Fashion-MNIST is too small for it
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_cli_bad_input_one_line_exit_2(argv, flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         tune_cli.main(argv + ["--directory", str(tmp_path / "d"), "--loader", "idx"])
@@ -288,6 +294,7 @@ def test_cli_bad_input_one_line_exit_2(argv, flag, tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.one_backend("jax")
 def test_cli_unwritable_directory_one_line(tmp_path, capsys):
     """A --directory that cannot be created (under a regular file: chmod does not stop root,
     which runs these tests) is refused in one line before anything is written."""
@@ -339,6 +346,7 @@ def _fake_trial(project: Path, trial_id: str, acc: float, flops: int, status="CO
     )
 
 
+@pytest.mark.one_backend("jax")
 def test_report_marks_the_pareto_front(tmp_path):
     project = tmp_path / "search"
     # (accuracy, MFLOPs): 0 and 2 and 3 are on the front; 1 is beaten by 0, 4 by 2.
@@ -363,6 +371,7 @@ def test_report_marks_the_pareto_front(tmp_path):
     assert len(csv_lines) == 6 and csv_lines[0].startswith("trial_id,status,val_accuracy")
 
 
+@pytest.mark.one_backend("jax")
 def test_report_only_from_a_directory(tmp_path, capsys):
     _fake_trial(tmp_path / "p", "0", 0.5, 10**6)
     argv = ["--report-only", "--directory", str(tmp_path), "--project-name", "p"]
@@ -562,6 +571,7 @@ def test_in_process_search_restores_keras_globals(tiny_data, float32_policy, tmp
     assert _keras_globals() == before
 
 
+@pytest.mark.one_backend("jax")
 def test_cli_refuses_another_search_space_and_leaves_it_untouched(tmp_path, capsys):
     project = tmp_path / "search"
     project.mkdir()
@@ -678,6 +688,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.one_backend("jax")
 def test_run_isolated_runs_a_function_in_a_child_that_knows_its_parent():
     """`run_isolated` passes the arguments and returns the exit status; `die_with_parent` in
     the child sees this process as its parent (it would exit 1 otherwise)."""

@@ -105,6 +105,7 @@ def test_search_parts_are_file_lists_of_the_train_split(split_folder, tmp_path):
     assert targets.shape == (14, 2)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_trial_payload_holds_file_lists_not_images(tmp_path, monkeypatch):
     folder = write_folder(tmp_path / "big", {"train": 500}, size=32)  # 1,000 files
     sent = []
@@ -132,6 +133,7 @@ def test_trial_payload_holds_file_lists_not_images(tmp_path, monkeypatch):
     assert all(a.dtype != np.uint8 for a in arrays)
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_folder_search_refuses_mixup(split_folder, tmp_path):
     space = tuning.SearchSpace(**SPACE, mixup_min=0.1, mixup_max=0.4)
     with pytest.raises(tuning.SearchSpaceError, match="mixup is for datasets in memory") as info:
@@ -140,6 +142,7 @@ def test_folder_search_refuses_mixup(split_folder, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.one_backend("tensorflow")
 def test_tune_command_takes_cache(split_folder, tmp_path):
     argv = ["--dataset", str(split_folder), "--image-size", "96", "--cache", str(tmp_path / "c")]
     _, options = tune_cli.options_from_args(tune_cli.make_parser("tune").parse_args(argv))

@@ -40,6 +40,7 @@ NEW_FIELDS = dict(
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("jax")
 def test_new_fields_are_generated_flags():
     parser = tune_cli.make_parser("tune")
     argv = [
@@ -83,6 +84,7 @@ def test_new_fields_are_generated_flags():
         (dict(depths=()), "depths"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_invalid_new_fields_name_the_field(kwargs, field):
     with pytest.raises(SearchSpaceError) as info:
         SearchSpace(**kwargs)
@@ -91,6 +93,7 @@ def test_invalid_new_fields_name_the_field(kwargs, field):
     assert f"received {field}=" in message
 
 
+@pytest.mark.one_backend("jax")
 def test_bad_flag_is_one_line_naming_it(capsys):
     with pytest.raises(SystemExit) as info:
         tune_cli.main(["--downsamples", "max"])
@@ -104,6 +107,7 @@ def test_bad_flag_is_one_line_naming_it(capsys):
     assert len(err) == 1 and err[0].startswith("keras-resnet tune: error: argument --custom-stages")
 
 
+@pytest.mark.one_backend("jax")
 def test_deep_stem_is_checked_against_the_image_size():
     # 28 px: the deep stem (stride 4) with 4 stages downsamples by 32; with 3 stages by 16.
     with pytest.raises(SearchSpaceError) as info:
@@ -120,6 +124,7 @@ def test_deep_stem_is_checked_against_the_image_size():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("jax")
 def test_new_fields_are_declared_and_mapped():
     searched = SearchSpace(**NEW_FIELDS)
     hp = kt.HyperParameters()
@@ -174,6 +179,7 @@ def test_a_trial_with_every_new_field_builds():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("jax")
 def test_definition_round_trips_and_refuses_a_changed_space(tmp_path):
     options = SearchOptions(train=TrainConfig(batch_size=64))
     searched = SearchSpace(**NEW_FIELDS)
@@ -268,6 +274,7 @@ def _search_folder(tmp_path: Path) -> Path:
     return project
 
 
+@pytest.mark.one_backend("jax")
 def test_report_has_both_pareto_fronts_and_panels(tmp_path):
     project = _search_folder(tmp_path)
     records = report.read_trials(project)
@@ -296,6 +303,7 @@ def test_report_has_both_pareto_fronts_and_panels(tmp_path):
     assert summary["best_config"] == str(out / "best_config.json")
 
 
+@pytest.mark.one_backend("jax")
 def test_best_config_holds_the_searched_values_over_the_base(tmp_path):
     project = _search_folder(tmp_path)
     report.write_report(project)
@@ -316,6 +324,7 @@ def test_best_config_holds_the_searched_values_over_the_base(tmp_path):
     assert (config.run_name, config.output_dir) == ("tuned_fake", None)
 
 
+@pytest.mark.one_backend("jax")
 def test_report_only_regenerates_the_report_and_best_config(tmp_path, capsys):
     project = _search_folder(tmp_path)
     argv = ["--report-only", "--directory", str(project.parent), "--project-name", "fake"]
@@ -436,6 +445,7 @@ LEVERS = dict(
 )
 
 
+@pytest.mark.one_backend("jax")
 def test_recipe_levers_are_flags_declared_and_mapped():
     parser = tune_cli.make_parser("tune")
     argv = ["--emas", "0", "0.999", "0.9995", "--mixup-min", "0", "--mixup-max", "0.8"]
@@ -480,6 +490,7 @@ def test_recipe_levers_are_flags_declared_and_mapped():
         (dict(cutmix_min=0.0, cutmix_max=1.5), "cutmix_max"),
     ],
 )
+@pytest.mark.one_backend("jax")
 def test_invalid_recipe_levers_name_the_field(kwargs, field):
     with pytest.raises(SearchSpaceError) as info:
         SearchSpace(**kwargs)
@@ -487,6 +498,7 @@ def test_invalid_recipe_levers_name_the_field(kwargs, field):
     assert f"{field}=" in str(info.value)
 
 
+@pytest.mark.one_backend("jax")
 def test_definition_without_levers_is_the_one_stored_before_them(tmp_path):
     """A search stored before ema/mixup/cutmix existed resumes: off, they are left out."""
     definition = SearchOptions().definition(SearchSpace(), (28, 28, 1))
@@ -499,6 +511,7 @@ def test_definition_without_levers_is_the_one_stored_before_them(tmp_path):
     assert fixed["train_config"]["ema"] == 0.999
 
 
+@pytest.mark.one_backend("torch")
 def test_best_config_with_levers_trains_them(tmp_path, tiny_idx):
     """best_config.json holds the best trial's EMA decay and alphas, and `keras-resnet train
     --config best_config.json` trains with them (1 epoch, width 0.125)."""

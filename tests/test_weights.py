@@ -155,6 +155,7 @@ def _write(path, content: bytes):
         (lambda d: _write(d / "weights.npz", b"x"), r"weights must be a \.weights\.h5"),
     ],
 )
+@pytest.mark.one_backend("torch")
 def test_bad_files_are_refused_in_one_line(tmp_path, make, match):
     path = make(tmp_path)
     model = keras_resnet.ResNet18(input_shape=(32, 32, 3), stem="cifar", width=0.125)
@@ -166,6 +167,7 @@ def test_bad_files_are_refused_in_one_line(tmp_path, make, match):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.one_backend("torch")
 def test_truncated_file_is_refused(tmp_path):
     full = tmp_path / "full.pt"
     torch.save(torchvision.models.resnet18().state_dict(), full)
