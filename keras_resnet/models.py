@@ -360,8 +360,9 @@ def build_model(config: ResNetConfig, *, input_tensor=None, weights=None) -> ker
             to a `keras.Input`; the model's input is then that tensor's source input (as in
             keras.applications). Its shape must be `config.image_shape`.
         weights: None, or the path of a torchvision/timm state dict (`.pth`, `.pt`,
-            `.safetensors`) or a Keras `.weights.h5` or `.keras` file to load (`weights.load_weights`): a
-            classifier of another size, or no top, keeps the new head; 1 or 4 input channels
+            `.safetensors`) or a Keras `.weights.h5` or `.keras` file to load
+            (`weights.load_weights`): a classifier of another size, or no top, keeps the new
+            head; 1 or 4 input channels
             adapt `conv1` by timm's rule; both are logged. Any other mismatch is a ValueError.
 
     Returns:

@@ -180,7 +180,9 @@ def test_split_is_the_training_convention():
 def test_cache_gives_the_streamed_eval_pixels_and_train_crops(split_folder, tmp_path):
     (split_folder / "train" / "Bag" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     source = data_lib.open_dataset(split_folder, image_size=32, log_dir=tmp_path / "log")
-    cache = data_lib.build_cache(source, tmp_path / "cache", side=48, workers=2)
+    # Threads: forking here, after an earlier test's TensorFlow fit in this process, once left
+    # the workers blocked on a lock copied mid-use (the forked build is tested in test_gpu_crop).
+    cache = data_lib.build_cache(source, tmp_path / "cache", side=48, workers=2, processes=False)
     info = data_lib.cache_info(cache)
     assert info["splits"]["train"] == {"count": 30, "size": 48} and info["class_names"] == CLASSES
     assert source.skipped()["skipped"] == 1

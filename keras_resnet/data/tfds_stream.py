@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from keras_resnet.data.recipe import EVAL_RESIZE_RATIO
+from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.data.tfds_source import DataNotFoundError, missing_message, tfds_builder
 
 # A train split whose decoded images take more than this streams instead of loading.
@@ -60,8 +61,9 @@ def should_stream(builder) -> bool:
 
 
 @dataclasses.dataclass
-class TfdsStream:
-    """A TFDS dataset as a run streams it (the counterpart of a folder's `FolderData`).
+class TfdsStream(StreamedSource):
+    """A TFDS dataset as a run streams it (a `StreamedSource`, as a folder's `FolderData`):
+    always the ImageNet recipe, in the stream; no cache, no file skipped, tested on 'test'.
 
     Attributes:
         builder_name, data_dir: the prepared dataset.
@@ -80,7 +82,6 @@ class TfdsStream:
     splits: dict[str, tuple[str, int]]
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    cache = None  # the folder cache does not apply
 
     @property
     def name(self) -> str:
@@ -91,27 +92,24 @@ class TfdsStream:
         return f"tfds-stream:{self.data_dir}"
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, self.channels)
-
-    @property
-    def small_images(self) -> bool:
-        return False  # the ImageNet recipe, in the stream
 
     @property
     def counts(self) -> dict[str, int]:
         return {split: count for split, (_, count) in self.splits.items()}
 
-    @property
-    def test_split(self) -> str:
-        return "test"
+    def fit_stream(self, split: str, batch_size: int, *, train: bool, seed: int, augment=True):
+        """`stream` with one-hot float32 targets. `augment` does not apply: the training
+        stream always takes the random-resized crop and flip."""
+        import tensorflow as tf
 
-    def skipped(self) -> dict:
-        return {}
+        n = self.num_classes
+        data = self.stream(split, batch_size, train=train, seed=seed)
+        return data.map(lambda x, y: (x, tf.one_hot(y, n)))
+
+    def fit_report(self) -> dict:
+        return {"image_size": self.image_size, "tfds_splits": dict(self.splits)}
 
     def stream(self, split: str, batch_size: int, *, train: bool, seed: int = 0):
         """Batches of (uint8 (B, S, S, C), int64 (B,)) of one split (see the module docstring)."""

@@ -2,6 +2,10 @@
 targets) or, for a folder of images, as streams of batches. The one seam between a dataset and
 the training loop.
 
+Streamed datasets implement `keras_resnet.data.streamed.StreamedSource` (a folder's
+`FolderData` here, a large TFDS dataset's `TfdsStream`): `fit_data` and `data_report` read them
+through it, whatever their type.
+
 A folder is never loaded whole: `FolderData` keeps the file lists (`keras_resnet.data`'s
 `FolderSource`) and `fit_data` turns its splits into streams of (uint8 images, one-hot targets)
 batches. Folders whose images are trained at <= 64 px (`SMALL_IMAGE_MAX`) keep the small-image
@@ -22,10 +26,11 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet.data import cache as data_cache
+from keras_resnet.data import tfds_stream
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
+from keras_resnet.data.streamed import StreamedSource, channel_stats_of
 from keras_resnet.data.tfds_source import default_data_dir, tfds_available
-from keras_resnet.data.tfds_stream import TfdsStream
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
 from keras_resnet.utils import OptionError, one_line, write_text_atomic
@@ -72,9 +77,9 @@ STATS_SAMPLE = 1000
 
 
 @dataclasses.dataclass
-class FolderData:
-    """A folder dataset as a run uses it: the streamed `FolderSource` and the normalization
-    measured on a sample of its training images.
+class FolderData(StreamedSource):
+    """A folder dataset as a run uses it (a `StreamedSource`): the streamed `FolderSource` and
+    the normalization measured on a sample of its training images.
 
     Attributes:
         folder: the file lists, classes and image size (`keras_resnet.data.FolderSource`).
@@ -103,10 +108,6 @@ class FolderData:
         return list(self.folder.class_names)
 
     @property
-    def num_classes(self) -> int:
-        return self.folder.num_classes
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.folder.image_shape
 
@@ -128,6 +129,31 @@ class FolderData:
             report["cache"] = os.fspath(self.cache)
             report["skipped"] = max(report["skipped"], cache_skipped(self.cache))
         return report
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Files per split, or with a cache the images its build could decode (it leaves
+        unreadable files out)."""
+        if self.cache is None:
+            return self.folder.counts
+        return {split: cached_count(self.cache, split) for split in self.folder.counts}
+
+    def check_options(self, config: TrainConfig) -> None:
+        """Refuses mixup and CutMix: they mix batches of arrays in memory."""
+        for name in ("mixup", "cutmix"):
+            if getattr(config, name):
+                raise OptionError(
+                    name,
+                    f"{name} is for datasets in memory, not folders (dataset={config.dataset!r}), "
+                    f"received {name}={getattr(config, name)}",
+                )
+
+    def fit_stream(self, split: str, batch_size: int, *, train: bool, seed: int, augment=True):
+        """`folder_stream` of one split."""
+        return folder_stream(self, split, batch_size, train=train, seed=seed, augment=augment)
+
+    def fit_report(self) -> dict:
+        return {"test_split": self.test_split, "image_size": self.folder.image_size}
 
 
 def cache_skipped(folder: Path) -> int:
@@ -197,17 +223,31 @@ def _fork_is_safe() -> bool:
 
 def sample_stats(source: data_lib.FolderSource, *, seed: int) -> tuple[list, list]:
     """Per-channel mean and std of up to `STATS_SAMPLE` training images (evaluation crops,
-    decoded by the pipelines' decoder; unreadable files left out)."""
+    decoded by the pipelines' decoder; unreadable files left out).
+
+    Summed image by image in float64 (`streamed.channel_stats_of`): the figures of the images
+    stacked, bit for bit, holding a few dozen images instead of the whole sample (1,000 images
+    of 224 px stacked took 150 MB)."""
     paths, _ = source.files["train"]
     if len(paths) > STATS_SAMPLE:
         _, chosen = data_lib.split(len(paths), STATS_SAMPLE, seed=seed)
         paths = paths[chosen]
     decode = decoder_for(source, train=False)
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        images = [image for image in pool.map(lambda p: decode(p, 0), paths) if image is not None]
-    if not images:
+    threads = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
+        mean, std = channel_stats_of(_decoded(pool, decode, paths, 4 * threads))
+    if not mean:
         raise OptionError("dataset", f"no readable image in {source.root}")
-    return data_lib.channel_stats(np.stack(images))
+    return mean, std
+
+
+def _decoded(pool: ThreadPoolExecutor, decode, paths, chunk: int):
+    """The readable images of `paths`, decoded by `pool` `chunk` files at a time: `pool.map`
+    would submit every file at once and hold each decoded image until it is consumed."""
+    for start in range(0, len(paths), chunk):
+        for image in pool.map(lambda p: decode(p, 0), paths[start : start + chunk]):
+            if image is not None:
+                yield image
 
 
 class OneHotCacheBatches(data_cache.CachePyDataset):
@@ -311,19 +351,12 @@ class FitData:
         }
 
 
-def folder_fit_data(config: TrainConfig, data: FolderData) -> FitData:
-    """The streams of a folder run: train (shuffled, augmented), val and test (center crops);
-    a folder without test/ is tested on its validation split."""
-    for name in ("mixup", "cutmix"):
-        if getattr(config, name):
-            raise OptionError(
-                name,
-                f"{name} is for datasets in memory, not folders (dataset={config.dataset!r}), "
-                f"received {name}={getattr(config, name)}",
-            )
-    counts = data.folder.counts
-    if data.cache is not None:  # what the cache holds: its build leaves unreadable files out
-        counts = {split: cached_count(data.cache, split) for split in counts}
+def streamed_fit_data(config: TrainConfig, data: StreamedSource) -> FitData:
+    """The streams of a streamed dataset (a folder, a TFDS stream; `StreamedSource`): train
+    (shuffled, augmented), val and test (center crops); a folder without test/ is tested on
+    its validation split (`data.test_split`)."""
+    data.check_options(config)
+    counts = data.counts
     if config.batch_size > counts["train"]:
         raise OptionError(
             "batch_size",
@@ -332,23 +365,22 @@ def folder_fit_data(config: TrainConfig, data: FolderData) -> FitData:
         )
 
     def stream(split, train=False):
-        return folder_stream(
-            data, split, config.batch_size, train=train, seed=config.seed, augment=config.augment
+        return data.fit_stream(
+            split, config.batch_size, train=train, seed=config.seed, augment=config.augment
         )
 
-    has_val = "val" in counts
     test_split = data.test_split
     return FitData(
         x_train=stream("train", train=True),
         y_train=None,
-        validation=(stream("val"),) if has_val else None,
+        validation=(stream("val"),) if "val" in counts else None,
         test=(stream(test_split),),
         counts={
             "train": counts["train"],
             "val": counts.get("val", 0),
             "test": counts[test_split],
         },
-        report={"test_split": test_split, "image_size": data.folder.image_size},
+        report=data.fit_report(),
     )
 
 
@@ -359,12 +391,10 @@ def cached_count(folder: Path, split: str) -> int:
 
 def fit_data(config: TrainConfig, dataset) -> FitData:
     """The run's data: `dataset` (already subset) split into train and validation with
-    `config.val_size` and `config.seed`, or a folder's streams (`FolderData`); raises
-    OptionError for a batch larger than the train part."""
-    if isinstance(dataset, FolderData):
-        return folder_fit_data(config, dataset)
-    if isinstance(dataset, TfdsStream):
-        return stream_fit_data(config, dataset)
+    `config.val_size` and `config.seed`, or a streamed dataset's streams (`StreamedSource`:
+    a folder, a TFDS stream); raises OptionError for a batch larger than the train part."""
+    if isinstance(dataset, StreamedSource):
+        return streamed_fit_data(config, dataset)
     (x_train, y_train), validation = split_validation(
         dataset.x_train, dataset.y_train, config.val_size, seed=config.seed
     )
@@ -428,14 +458,12 @@ def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, l
     return data_lib.subset(dataset, config.train_size, config.test_size, seed=config.seed)
 
 
-def open_tfds_stream(config: TrainConfig) -> TfdsStream | None:
+def open_tfds_stream(config: TrainConfig) -> tfds_stream.TfdsStream | None:
     """`config.dataset` as a `TfdsStream` when it is a TFDS dataset that streams (images of no
     fixed shape, or too large for memory: `tfds_stream.should_stream`), else None."""
     name = config.dataset.lower()
     if config.loader == "idx" or name in data_lib.IDX_DATASETS or not tfds_available():
         return None
-    from keras_resnet.data import tfds_stream
-
     data_dir = os.fspath(config.data_dir or default_data_dir())
     try:
         builder = tfds_stream.prepared_builder(name, data_dir)
@@ -461,40 +489,11 @@ def open_tfds_stream(config: TrainConfig) -> TfdsStream | None:
         raise OptionError("dataset", one_line(error)) from None
 
 
-def stream_fit_data(config: TrainConfig, stream: TfdsStream) -> FitData:
-    """The tf.data streams of a streamed TFDS dataset: train (shuffled, random-resized crops),
-    val (held out of train) and test (center crops)."""
-    counts = stream.counts
-    if config.batch_size > counts["train"]:
-        raise OptionError(
-            "batch_size",
-            f"batch_size must be at most the {counts['train']} training images, "
-            f"received batch_size={config.batch_size}",
-        )
-    n = stream.num_classes
-
-    def batches(split, train=False):
-        import tensorflow as tf
-
-        data = stream.stream(split, config.batch_size, train=train, seed=config.seed)
-        return data.map(lambda x, y: (x, tf.one_hot(y, n)))
-
-    return FitData(
-        x_train=batches("train", train=True),
-        y_train=None,
-        validation=(batches("val"),) if "val" in counts else None,
-        test=(batches("test"),),
-        counts={"train": counts["train"], "val": counts.get("val", 0), "test": counts["test"]},
-        report={"image_size": stream.image_size, "tfds_splits": dict(stream.splits)},
-    )
-
-
 def data_report(dataset, data: FitData) -> dict:
-    """metrics.json's additions for a folder: files skipped and ignored, the test split used
-    and the image size; {} for arrays."""
-    if isinstance(dataset, TfdsStream):
-        return dict(data.report or {})
-    if not isinstance(dataset, FolderData):
+    """metrics.json's additions for a streamed dataset: its streams' report (`fit_report`:
+    image size, the test split or the TFDS splits used), then for a folder the files skipped
+    and ignored; {} for arrays."""
+    if not isinstance(dataset, StreamedSource):
         return {}
     return {**(data.report or {}), **dataset.skipped()}
 
@@ -524,11 +523,20 @@ class FolderParts(FolderData):
     cache_rows: dict[str, np.ndarray] | None = None
 
     @property
-    def part_counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         """Images per part: files listed, or with a cache the rows its build could decode."""
         if self.cache is None:
             return self.folder.counts
         return {part: len(self._cache_index(part)) for part in self.cache_rows}
+
+    @property
+    def part_counts(self) -> dict[str, int]:
+        """`counts` (the name the search reads)."""
+        return self.counts
+
+    def fit_stream(self, split: str, batch_size: int, *, train: bool, seed: int, augment=True):
+        """`part_stream` of one part."""
+        return part_stream(self, split, batch_size, train=train, seed=seed, augment=augment)
 
     def _cache_index(self, part: str) -> np.ndarray:
         meta = np.load(Path(self.cache) / f"{self.cache_split}.meta.npy", mmap_mode="r")

@@ -12,14 +12,16 @@ import numpy as np
 from keras_resnet import data as data_lib
 from keras_resnet import finetune
 from keras_resnet.config import ResNetConfig
+from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.models import build_model as build_resnet
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.utils import OptionError
 
 
 def is_folder_data(dataset) -> bool:
-    """A streamed folder (`inputs.FolderData`) rather than in-memory arrays."""
-    return not hasattr(dataset, "x_train")
+    """A streamed source (a folder, `inputs.FolderData`, or a large TFDS dataset; see
+    `keras_resnet.data.streamed.StreamedSource`) rather than in-memory arrays."""
+    return isinstance(dataset, StreamedSource)
 
 
 def model_config(config: TrainConfig, dataset) -> ResNetConfig:

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet.data import gpu_crop
+from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training.callbacks import (
     METADATA_FILE,
@@ -127,13 +128,18 @@ def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
         if initial_epoch == 0:
             # A new run: an older run's metrics.json would mark the folder finished.
             (out / METRICS_FILE).unlink(missing_ok=True)
-        elif config.checkpoint:
-            settle_best(out / BEST_FILE, initial_epoch, backup_best)
         # restart=False: `--config RUN/config.json` or the same options continue this run.
         write_json(out / CONFIG_FILE, dataclasses.replace(config, restart=False).to_dict())
         write_class_names(out, dataset)
         return _train_and_write(
-            model, config, out, dataset, data, (initial_epoch, rows), callbacks, num_devices
+            model,
+            config,
+            out,
+            dataset,
+            data,
+            (initial_epoch, rows, backup_best),
+            callbacks,
+            num_devices,
         )
     except OSError as error:  # a full disk, a folder gone read-only: no traceback
         if not _write_error(error, out):
@@ -214,8 +220,11 @@ def _finished_run(config: TrainConfig) -> dict | None:
 
 def _train_and_write(model, config, out, dataset, data, state, callbacks, num_devices) -> dict:
     """Trains the epochs left, then writes model.keras, curves.png, metrics.json; the backup
-    is removed last, so that a kill before lets the rerun finish without training again."""
-    initial_epoch, rows = state
+    is removed last, so that a kill before lets the rerun finish without training again.
+
+    `state` is `_restore`'s (completed epochs, their history rows, the best epoch's model in
+    the backup); (0, [], None) for a new run."""
+    initial_epoch, rows, backup_best = state
     history_csv = out / HISTORY_FILE
     # history.csv agrees with the backup: rows of epochs it does not hold are trained again.
     if initial_epoch:
@@ -223,7 +232,10 @@ def _train_and_write(model, config, out, dataset, data, state, callbacks, num_de
     elif history_csv.exists():
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
     if config.checkpoint:
-        settle_best(out / BEST_FILE, initial_epoch)
+        # The one place best.keras is settled, on every path: a new run drops an older run's
+        # pending best; a resume (also one fallen back to the .bkp) installs the best model
+        # the restored backup names, after history.csv holds that backup's rows.
+        settle_best(out / BEST_FILE, initial_epoch, backup_best)
     remove_leftovers(out, out / BEST_FILE.split(os.sep)[0], out / BACKUP_DIR)
     clock = EpochClock(
         train_images=data.train_images,
@@ -278,7 +290,7 @@ def _build(config: TrainConfig, dataset, data: FitData):
             and backup_epoch(Path(config.output_dir) / BACKUP_DIR) > 0
         )
         prepare_finetuning(model, config, data, warm_up=not resumed)
-        if getattr(dataset, "cache", None) is not None:
+        if isinstance(dataset, StreamedSource) and dataset.cache is not None:
             # Cache batches are squashed uint8 images and their original sizes: the
             # random-resized crop (training) or the stored center crop (evaluation) runs first.
             model = gpu_crop.training_model(model, seed=config.seed)

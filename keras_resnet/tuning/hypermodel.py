@@ -24,10 +24,10 @@ from keras_resnet import training
 from keras_resnet.analysis import count_flops, count_params
 from keras_resnet.data import gpu_crop
 from keras_resnet.data.mixing import MixedBatches
+from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.subprocess_utils import run_isolated
 from keras_resnet.training import TrainConfig
-from keras_resnet.training.inputs import FolderParts, part_stream
-from keras_resnet.training.recipe import is_folder_data, training_callbacks
+from keras_resnet.training.recipe import training_callbacks
 from keras_resnet.tuning.space import SearchSpace, config_from_values
 from keras_resnet.tuning.store import OBJECTIVE, log_event, peak_rss_bytes
 from keras_resnet.utils import dtype_policy, write_text_atomic
@@ -61,10 +61,8 @@ def trial_train_config(base: TrainConfig, values: dict, epochs: int | None = Non
 def train_count(dataset) -> int:
     """Images a trial trains on: the arrays' length, or a folder's count of training files
     (with a cache, the rows its build could decode)."""
-    if isinstance(dataset, FolderParts):
-        return dataset.part_counts["train"]
-    if is_folder_data(dataset):
-        return dataset.folder.counts["train"]
+    if isinstance(dataset, StreamedSource):
+        return dataset.counts["train"]
     return len(dataset.x_train)
 
 
@@ -77,11 +75,11 @@ def trial_fit_data(config: TrainConfig, x, y=None, validation_data=None) -> dict
     a PyDataset with worker threads elsewhere, or the cache's rows); only the file lists cross
     into a trial's process, never images.
     """
-    if isinstance(x, FolderParts):
+    if isinstance(x, StreamedSource):
 
         def stream(part, train=False):
-            return part_stream(
-                x, part, config.batch_size, train=train, seed=config.seed, augment=config.augment
+            return x.fit_stream(
+                part, config.batch_size, train=train, seed=config.seed, augment=config.augment
             )
 
         validation = validation_data if validation_data is not None else stream("val")
