@@ -149,3 +149,13 @@ def test_streamed_options_are_checked(data_dir, tmp_path):
         training.load_data(TrainConfig.create(**base, val_size=TRAIN).resolve())
     with pytest.raises(OptionError, match="image_size is for folders"):
         TrainConfig.create(dataset="mnist", image_size=32)
+    # The stream cannot mix batches nor train without its crops: refused, not ignored.
+    for option, message in [
+        (dict(mixup=0.2), "mixup is for datasets in memory, not streamed TFDS datasets"),
+        (dict(cutmix=1.0), "received cutmix=1.0"),
+        (dict(augment=False), "always trains on random-resized crops"),
+    ]:
+        config = TrainConfig.create(**base, image_size=48, val_size=15, **option).resolve()
+        with pytest.raises(OptionError, match=message) as refused:
+            training.fit_data(config, training.load_data(config))
+        assert refused.value.field == next(iter(option))

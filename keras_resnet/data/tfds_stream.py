@@ -31,6 +31,7 @@ import numpy as np
 from keras_resnet.data.recipe import EVAL_RESIZE_RATIO
 from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.data.tfds_source import DataNotFoundError, missing_message, tfds_builder
+from keras_resnet.utils import OptionError
 
 # A train split whose decoded images take more than this streams instead of loading.
 STREAM_BYTES = 4 * 1024**3
@@ -99,9 +100,28 @@ class TfdsStream(StreamedSource):
     def counts(self) -> dict[str, int]:
         return {split: count for split, (_, count) in self.splits.items()}
 
+    def check_options(self, config) -> None:
+        """Refuses what the stream cannot honour, rather than ignoring it: mixup and CutMix
+        (they mix batches of arrays in memory) and `augment=False` (the training stream always
+        takes the random-resized crop and flip)."""
+        for name in ("mixup", "cutmix"):
+            if getattr(config, name):
+                raise OptionError(
+                    name,
+                    f"{name} is for datasets in memory, not streamed TFDS datasets "
+                    f"(dataset={config.dataset!r}), received {name}={getattr(config, name)}",
+                )
+        if not config.augment:
+            raise OptionError(
+                "augment",
+                "a streamed TFDS dataset always trains on random-resized crops and flips "
+                f"(dataset={config.dataset!r}), received augment=False",
+            )
+
     def fit_stream(self, split: str, batch_size: int, *, train: bool, seed: int, augment=True):
-        """`stream` with one-hot float32 targets. `augment` does not apply: the training
-        stream always takes the random-resized crop and flip."""
+        """`stream` with one-hot float32 targets. `augment` does not apply (`check_options`
+        refuses augment=False): the training stream always takes the random-resized crop and
+        flip."""
         import tensorflow as tf
 
         n = self.num_classes
