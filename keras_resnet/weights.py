@@ -202,6 +202,12 @@ def load_torchvision_weights(model: keras.Model, state_dict, *, adapt: bool = Fa
             f"state_dict does not match model {model.name!r} ({len(problems)} problems; the model "
             f"was left unchanged): {shown}"
         )
+    return _assign(model, pending, notes)
+
+
+def _assign(model: keras.Model, pending: dict, notes: list[str]) -> keras.Model:
+    """Sets each layer's weights from a checked plan (layer name -> {slot: array}), then logs
+    the plan's fine-tuning notes; nothing is assigned before every check passed."""
     for layer in model.layers:
         if layer.weights and layer.name in pending:
             given = pending[layer.name]
@@ -365,10 +371,7 @@ def _load_keras_file(model: keras.Model, path: str) -> keras.Model:
             try:
                 plan = _plan_by_name(model, groups, duplicates)
             except OSError as error:  # h5py, on a damaged variable
-                raise ValueError(
-                    f"weights file {path!r} could not be read as a Keras weights file: "
-                    f"{one_line(error)}"
-                ) from None
+                raise _unreadable(path, error) from None
     if plan is None:
         return _load_same_architecture(model, path)
     pending, problems, notes = plan
@@ -378,13 +381,13 @@ def _load_keras_file(model: keras.Model, path: str) -> keras.Model:
             f"problem{'s' if len(problems) > 1 else ''}; the model was left unchanged), the "
             f"first: {problems[0]}"
         )
-    for layer in model.layers:
-        if layer.name in pending:
-            given = pending[layer.name]
-            layer.set_weights([given[slot] for slot in range(len(layer.weights))])
-    for note in notes:
-        logger.warning("%s: %s", model.name, note)
-    return model
+    return _assign(model, pending, notes)
+
+
+def _unreadable(path: str, error: BaseException) -> ValueError:
+    return ValueError(
+        f"weights file {path!r} could not be read as a Keras weights file: {one_line(error)}"
+    )
 
 
 def _load_same_architecture(model: keras.Model, path: str) -> keras.Model:
@@ -422,10 +425,7 @@ def _keras_weight_groups(path: str) -> Iterator[tuple[dict | None, list[str]]]:
             found, duplicates = {}, []
             named = _named_layer_groups(h5.get("layers"), found, duplicates)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-            raise ValueError(
-                f"weights file {path!r} could not be read as a Keras weights file: "
-                f"{one_line(error)}"
-            ) from None
+            raise _unreadable(path, error) from None
         yield (found if named and found else None), duplicates
 
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from keras_resnet.utils import OptionError
 
 
 class StreamedSource(abc.ABC):
@@ -77,10 +80,21 @@ class StreamedSource(abc.ABC):
     def fit_report(self) -> dict:
         """metrics.json's additions that describe the streams (image size, splits used)."""
 
+    # What the refusals call this kind of source ("not folders").
+    kind: ClassVar[str] = "streamed datasets"
+
     def check_options(self, config) -> None:
         """Raises `keras_resnet.utils.OptionError` for an option of `config` (a
-        `TrainConfig`) that this source's streams cannot honour; the default accepts all."""
-        return  # every option applies
+        `TrainConfig`) that this source's streams cannot honour. Every streamed source refuses
+        mixup and CutMix (`keras_resnet.data.MixedBatches` mixes batches of arrays in memory);
+        a subclass adds its own refusals and calls this."""
+        for name in ("mixup", "cutmix"):
+            if getattr(config, name):
+                raise OptionError(
+                    name,
+                    f"{name} is for datasets in memory, not {self.kind} "
+                    f"(dataset={config.dataset!r}), received {name}={getattr(config, name)}",
+                )
 
     @property
     def num_classes(self) -> int:

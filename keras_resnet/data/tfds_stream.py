@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -75,6 +76,7 @@ class TfdsStream(StreamedSource):
         mean, std: per-channel, of up to `STATS_SAMPLE` training images' eval crops.
     """
 
+    kind: ClassVar[str] = "streamed TFDS datasets"
     builder_name: str
     data_dir: str
     class_names: list[str]
@@ -102,15 +104,9 @@ class TfdsStream(StreamedSource):
 
     def check_options(self, config) -> None:
         """Refuses what the stream cannot honour, rather than ignoring it: mixup and CutMix
-        (they mix batches of arrays in memory) and `augment=False` (the training stream always
-        takes the random-resized crop and flip)."""
-        for name in ("mixup", "cutmix"):
-            if getattr(config, name):
-                raise OptionError(
-                    name,
-                    f"{name} is for datasets in memory, not streamed TFDS datasets "
-                    f"(dataset={config.dataset!r}), received {name}={getattr(config, name)}",
-                )
+        (`StreamedSource.check_options`) and `augment=False` (the training stream always takes
+        the random-resized crop and flip)."""
+        super().check_options(config)
         if not config.augment:
             raise OptionError(
                 "augment",

@@ -20,6 +20,7 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -89,6 +90,7 @@ class FolderData(StreamedSource):
             one: batches are then gathered from it and cropped on the accelerator.
     """
 
+    kind: ClassVar[str] = "folders"
     folder: data_lib.FolderSource
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -137,16 +139,6 @@ class FolderData(StreamedSource):
         if self.cache is None:
             return self.folder.counts
         return {split: cached_count(self.cache, split) for split in self.folder.counts}
-
-    def check_options(self, config: TrainConfig) -> None:
-        """Refuses mixup and CutMix: they mix batches of arrays in memory."""
-        for name in ("mixup", "cutmix"):
-            if getattr(config, name):
-                raise OptionError(
-                    name,
-                    f"{name} is for datasets in memory, not folders (dataset={config.dataset!r}), "
-                    f"received {name}={getattr(config, name)}",
-                )
 
     def fit_stream(self, split: str, batch_size: int, *, train: bool, seed: int, augment=True):
         """`folder_stream` of one split."""

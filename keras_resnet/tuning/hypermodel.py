@@ -132,7 +132,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         steps_per_epoch = math.ceil(train_count(self.dataset) / config.batch_size)
         with dtype_policy(config.precision):
             model = training.build_model(config, self.dataset)
-            if getattr(self.dataset, "cache", None) is not None:
+            if isinstance(self.dataset, StreamedSource) and self.dataset.cache is not None:
                 # Cache batches are squashed images and their sizes: cropped in the model.
                 model = gpu_crop.training_model(model, seed=config.seed)
             return training.compile_model(model, config, steps_per_epoch)
