@@ -102,10 +102,14 @@ class ResNetConfig:
         default="basic",
         metadata=_help("'basic' (two 3x3) or 'bottleneck' (1x1, 3x3, 1x1)", choices=BLOCKS),
     )
-    num_classes: int = dataclasses.field(default=1000, metadata=_help("classifier outputs"))
+    num_classes: int = dataclasses.field(
+        default=1000, metadata=_help("classifier outputs", from_data=True)
+    )
     input_shape: tuple[int | None, ...] | None = dataclasses.field(
         default=None,
-        metadata=_help("one image in data_format order (default 224x224x3)", cli=False),
+        metadata=_help(
+            "one image in data_format order (default 224x224x3)", cli=False, from_data=True
+        ),
     )
     include_top: bool = dataclasses.field(
         default=True, metadata=_help("pooling, dropout and a dense classifier", cli=False)
@@ -178,7 +182,9 @@ class ResNetConfig:
     )
     data_format: str | None = dataclasses.field(
         default=None,
-        metadata=_help("channels_last or channels_first (default: Keras' setting)", cli=False),
+        metadata=_help(
+            "channels_last or channels_first (default: Keras' setting)", cli=False, from_data=True
+        ),
     )
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | str | None = dataclasses.field(
         default=None,
@@ -186,6 +192,7 @@ class ResNetConfig:
             "(mean, std) per channel in input units, or 'imagenet' (torchvision's statistics "
             "x 255, 3 channels); the model takes raw pixels",
             cli=False,
+            from_data=True,
         ),
     )
     name: str = dataclasses.field(default="resnet", metadata=_help("model name", cli=False))

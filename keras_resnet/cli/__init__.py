@@ -8,6 +8,7 @@ subcommand has read `--backend`, which must be set before Keras is first importe
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -36,10 +37,23 @@ def select_backend(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def show_progress() -> None:
+    """The package's log lines (data source, weights loaded, frozen layers, ...) on stdout, one
+    message a line, as a command's output; a library user configures `logging` as they wish."""
+    logger = logging.getLogger("keras_resnet")
+    if not any(getattr(h, "keras_resnet_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.keras_resnet_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def run(command: str, argv: list[str] | None = None) -> int:
     """Runs subcommand `command` with `argv` (default: sys.argv[1:])."""
     argv = sys.argv[1:] if argv is None else list(argv)
     select_backend(argv)
+    show_progress()
     module = importlib.import_module(f"keras_resnet.cli.{command}")
     return module.main(argv)
 

@@ -1,11 +1,13 @@
-"""`keras-resnet export SOURCE`: export a trained model for serving (SavedModel, ONNX, .keras).
+"""`keras-resnet export SOURCE`: export a trained model for serving (SavedModel, ONNX, .keras,
+LiteRT).
 
     keras-resnet export saved_models/<run>               # saved_models/<run>-saved_model/1/
     keras-resnet export saved_models/<run> --format onnx # saved_models/<run>-onnx/1/
     keras-resnet export model.keras --name fmnist --version 3
 
-The SavedModel's `serve` signature takes float32 images of raw 0-255 pixels, shape
-(batch, height, width, channels), any batch size and image size, and returns float32 class
+The SavedModel's `serve` signature (and the ONNX graph) takes float32 images of raw 0-255
+pixels, shape (batch, height, width, channels), any batch size and image size, crops them as the
+run evaluated (the preprocessing record, in export.json too) and returns float32 class
 probabilities. See keras_resnet/serving/export.py and docs/EXPORT.md.
 """
 
@@ -15,6 +17,10 @@ import argparse
 import os
 
 from keras_resnet.cli.options import OneLineParser
+
+# The formats, without importing the exporter (and Keras) for --help.
+FORMATS = ("saved_model", "onnx", "keras", "litert")
+FORMAT_ALIASES = ("tf_saved_model", "tflite")
 
 
 def make_parser(prog: str = "keras-resnet export") -> OneLineParser:
@@ -29,8 +35,9 @@ def make_parser(prog: str = "keras-resnet export") -> OneLineParser:
     parser.add_argument(
         "--format",
         default="saved_model",
-        choices=("saved_model", "tf_saved_model", "onnx", "keras"),
-        help="default saved_model",
+        choices=(*FORMATS, *FORMAT_ALIASES),
+        help="default saved_model; litert: a .tflite of the network on the preprocessing "
+        "record's crops",
     )
     parser.add_argument(
         "--output-dir",

@@ -9,8 +9,8 @@ The model: a SavedModel directory (or a TF Serving base directory: its latest ve
 .keras file or training run directory (loaded with safe_mode on), or an .onnx file. A SavedModel
 is a program: one holding ops that reach the file system or run Python is refused unless
 --trust-model is given. Images are PNG or JPEG (any Pillow format, 8 to 32 bits, or .npy arrays)
-of any size: mapped to 0-255, converted to the model's channels (grayscale <-> RGB) and resized
-to its input size (bilinear).
+of any size: they become the pixels the run evaluated on, by the model's preprocessing record
+(mapped to 0-255, converted to the model's channels, cropped as the run's evaluation crops).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--top-k must be >= 1, received --top-k={args.top_k}")
 
 
-def load_inputs(args: argparse.Namespace, image_shape) -> tuple[list, list[str], list | None]:
+def load_inputs(args: argparse.Namespace, predictor) -> tuple[list, list[str], list | None]:
     """(images, sources, labels or None) from the image files or the --dataset split."""
     if args.dataset:
         from keras_resnet.data import load_dataset
@@ -88,9 +88,9 @@ def load_inputs(args: argparse.Namespace, image_shape) -> tuple[list, list[str],
         return list(x), sources, [int(label) for label in y]
     from keras_resnet.serving.predict import read_image
 
-    size = tuple(image_shape[:2]) if None not in image_shape[:2] else None
     images = [
-        read_image(path, size=size, allow_large=args.allow_large_images) for path in args.images
+        read_image(path, predictor.record, allow_large=args.allow_large_images)
+        for path in args.images
     ]
     return images, list(args.images), None
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         predictor = load_predictor(args.model, trust=args.trust_model)
-        images, sources, labels = load_inputs(args, predictor.image_shape)
+        images, sources, labels = load_inputs(args, predictor)
         probabilities = predict_images(predictor, images, batch_size=args.batch_size)
         ranked = top_k(probabilities, predictor.class_names, args.top_k)
     except (ValueError, OSError) as error:

@@ -27,61 +27,25 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from keras_resnet.cli import BACKENDS
 from keras_resnet.cli.options import OneLineParser, add_arguments, error_message, given
 from keras_resnet.config import ARCHITECTURES, ResNetConfig
-from keras_resnet.training.config import MODEL_OPTIONS, PRESETS, TrainConfig, preset
+from keras_resnet.training.config import (
+    GROUPS,
+    MODEL_OPTIONS,
+    PRESETS,
+    TrainConfig,
+    field_names,
+    preset,
+)
 from keras_resnet.utils import OptionError
 
-# TrainConfig's fields by help group (the model's come from ResNetConfig).
-GROUPS = {
-    "data": (
-        "dataset",
-        "image_size",
-        "cache",
-        "source_dir",
-        "data_dir",
-        "loader",
-        "train_size",
-        "test_size",
-        "val_size",
-        "augment",
-        "crop_padding",
-        "flip",
-        "erasing",
-        "mixup",
-        "cutmix",
-    ),
-    "fine-tuning": ("weights", "freeze_stages", "head_epochs"),
-    "optimization": (
-        "epochs",
-        "batch_size",
-        "optimizer",
-        "learning_rate",
-        "momentum",
-        "weight_decay",
-        "warmup_epochs",
-        "label_smoothing",
-        "ema",
-    ),
-    "execution and output": (
-        "precision",
-        "xla",
-        "steps_per_execution",
-        "distribute",
-        "seed",
-        "output_dir",
-        "run_name",
-        "tensorboard",
-        "checkpoint",
-        "backup",
-        "restart",
-        "track_test",
-        "verbose",
-    ),
-}
+
+def groups() -> dict[str, tuple[str, ...]]:
+    """TrainConfig's flags by help group, as the fields declare them (the model's come from
+    ResNetConfig)."""
+    return {title: field_names("group", title) for title in GROUPS}
 
 
 def make_parser(prog: str | None = None) -> OneLineParser:
@@ -119,7 +83,7 @@ def make_parser(prog: str | None = None) -> OneLineParser:
             "imagenet for a folder trained over 64 px"
         },
     )
-    for title, fields in GROUPS.items():
+    for title, fields in groups().items():
         add_arguments(parser.add_argument_group(title), TrainConfig, only=fields)
     return parser
 
@@ -149,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         except (OptionError, TypeError) as error:
             # Name the file: the bad value is in it, not on the command line.
             raise OptionError("config", f"{args.config}: {error}") from None
-    fields = [name for names in GROUPS.values() for name in names]
+    fields = [name for names in groups().values() for name in names]
     typed = given(args, fields)
     if getattr(args, "stem", None) is not None:
         typed["auto_stem"] = False  # a stem typed is kept whatever a folder's image size
@@ -167,21 +131,14 @@ def check_dataset_path(config: TrainConfig) -> None:
         )
 
 
-def run_finished(config: TrainConfig) -> bool:
-    """Whether `config`'s run folder holds a finished run (see `training.train`)."""
-    from keras_resnet.training.outputs import finished_metrics
-    from keras_resnet.training.run import BACKUP_DIR, METRICS_FILE
-
-    out = config.resolve().output_dir
-    return finished_metrics(Path(out) / METRICS_FILE, Path(out) / BACKUP_DIR) is not None
-
-
 def _summary(metrics: dict) -> str:
     times = metrics.get("time_to_test_accuracy") or {}
     to_95 = times.get("0.950")
     reached = f"; 95% at epoch {to_95['epoch']} ({to_95['elapsed_s']:.0f} s)" if to_95 else ""
+    label = metrics.get("evaluated_on_label", "test accuracy")
+    loss = metrics.get("test_loss", metrics.get("validation_loss"))
     return (
-        f"test accuracy: {100 * metrics['test_accuracy']:.2f}% (loss {metrics['test_loss']:.4f}) "
+        f"{label}: {100 * metrics['accuracy']:.2f}% (loss {loss:.4f}) "
         f"after {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s{reached}; "
         f"{metrics['images_per_s']:.0f} images/s on {metrics['device']} ({metrics['backend']})"
     )
@@ -192,19 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from keras_resnet.data import DataNotFoundError
-    from keras_resnet.training import TrainingDiverged, train
+    from keras_resnet.training import FinishedRun, TrainingDiverged, plan_run, train_plan
+    from keras_resnet.utils import keras_globals
 
     try:
         config = config_from_args(args)
         check_dataset_path(config)
-        finished = not config.restart and run_finished(config)
-        metrics = train(config)
+        with keras_globals():
+            plan = plan_run(config)
+            if isinstance(plan, FinishedRun):  # one line, and nothing changes
+                print(plan.message())
+                return 0
+            metrics = train_plan(plan)
     except (ValueError, DataNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
     except TrainingDiverged as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
-    if finished:  # train() said so in one line and changed nothing
-        return 0
     print(_summary(metrics))
     print(f"saved: {metrics['run_dir']}/model.keras, metrics.json, curves.png")
     return 0

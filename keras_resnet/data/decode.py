@@ -1,29 +1,30 @@
 """Decoding one image file into a fixed-size uint8 crop, with bad files reported, not raised.
 
-Pillow decodes every format the folders accept (JPEG, PNG, BMP, GIF's first frame, WebP). JPEG is
-decoded at reduced scale (`Image.draft`: libjpeg's DCT scaling by 1/2, 1/4 or 1/8) down to the
-smallest size that still covers the output, so a 10,000 x 10,000 JPEG costs about as much memory
-as a 1,250 x 1,250 one. Other formats cannot be decoded at reduced scale: one whose decoded size
-would exceed `MAX_DECODED_PIXELS` is skipped instead, and Pillow's own decompression-bomb guard
-(over twice `Image.MAX_IMAGE_PIXELS`) skips the file too.
+Pillow decodes every format the folders accept (JPEG, PNG, BMP, GIF's first frame, WebP); the
+pixels follow the preprocessing contract (`keras_resnet.preprocessing`): 16-bit, 32-bit and
+float images map to 0-255 by its rules, and the evaluation crop is the model's record, the same
+function `keras-resnet predict` calls. JPEG is decoded at reduced scale (`Image.draft`: libjpeg's
+DCT scaling by 1/2, 1/4 or 1/8) down to the smallest size that still covers the output, so a
+10,000 x 10,000 JPEG costs about as much memory as a 1,250 x 1,250 one. Other formats cannot be
+decoded at reduced scale: one whose decoded size would exceed `MAX_DECODED_PIXELS` is skipped
+instead, and Pillow's own decompression-bomb guard (over twice `Image.MAX_IMAGE_PIXELS`) skips the
+file too.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from keras_resnet.data.recipe import Box, eval_crop_box, random_resized_crop_box
+from keras_resnet import preprocessing
+from keras_resnet.data.recipe import random_resized_crop_box
+from keras_resnet.preprocessing import Preprocessing
 
 MAX_DECODED_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-# Modes holding more than 8 bits per sample: scaled to 0-255, not clipped (issue 14, item 7).
-_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _FIRST_PATHS = 5
 
 
@@ -32,22 +33,16 @@ class BadImage(Exception):
 
 
 def to_channels(image: Image.Image, channels: int) -> Image.Image:
-    """`image` as 'L' (channels=1) or 'RGB' (channels=3), whatever its mode.
+    """`image` as 8-bit 'L' (channels=1) or 'RGB' (channels=3), by the preprocessing
+    contract's pixel rules (`keras_resnet.preprocessing.to_uint8`).
 
-    16-bit and 32-bit integer images are scaled from 0-65535 to 0-255; float images from 0-1
-    when their maximum is <= 1, else clipped to 0-255; palette images (with or without a
-    transparent colour) go through RGBA; alpha is dropped.
+    Raises:
+        BadImage: a 32-bit or float image whose values map to no 0-255 range.
     """
-    if image.mode in _WIDE_MODES:
-        wide = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        values = values * 255.0 if np.nanmax(values, initial=0.0) <= 1.0 else values
-        image = Image.fromarray(np.clip(np.nan_to_num(np.rint(values)), 0, 255).astype(np.uint8))
-    elif image.mode in ("P", "PA"):
-        image = image.convert("RGBA")
-    return image.convert("L" if channels == 1 else "RGB")
+    try:
+        return preprocessing.to_uint8(image, channels)
+    except preprocessing.ImageError as error:
+        raise BadImage(str(error)) from None
 
 
 def open_scaled(path: str | os.PathLike, min_side: int, channels: int) -> tuple[Image.Image, float]:
@@ -59,79 +54,62 @@ def open_scaled(path: str | os.PathLike, min_side: int, channels: int) -> tuple[
     Raises:
         BadImage: not an image, over Pillow's bomb limit, or too large to decode at this scale.
     """
+    record = Preprocessing(
+        (min_side, min_side), channels if channels in (1, 3) else 3, "squash", 1.0
+    )
     try:
-        image = Image.open(path)
-        width, height = image.size
-        short = min(width, height)
-        if image.format == "JPEG" and short > min_side:
-            want = (math.ceil(width * min_side / short), math.ceil(height * min_side / short))
-            image.draft("L" if channels == 1 else "RGB", want)
-    except Image.DecompressionBombError as error:
+        return preprocessing.open_image(path, record)
+    except preprocessing.ImageError as error:
         raise BadImage(str(error)) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except OSError as error:
         raise BadImage(f"not a readable image ({error})") from None
-    if image.size[0] * image.size[1] > MAX_DECODED_PIXELS:
-        raise BadImage(
-            f"{image.size[0]}x{image.size[1]} pixels, over the {MAX_DECODED_PIXELS} decoded "
-            "pixels allowed"
-        )
-    return image, image.size[0] / width
 
 
-def crop_resize(
+def recipe_crop(
     path: str | os.PathLike,
     size: int,
     channels: int,
-    box_fn: Callable[[int, int], Box],
     *,
-    min_side: int,
-    flip: bool = False,
+    train: bool,
+    seed: int | None = None,
+    record: Preprocessing | None = None,
 ) -> np.ndarray:
-    """Decodes `path`, resizes the box `box_fn(height, width)` to `size x size` (bilinear).
+    """One file as a training or evaluation crop, uint8 (size, size, channels).
 
-    Returns:
-        uint8 array (size, size, channels).
+    Evaluation (`train=False`): the model's preprocessing record (`record`; default the
+    package's recipe for `size`: whole images up to 64 px, else the ImageNet recipe's centre
+    crop), the pixels `keras-resnet predict` gives. Training: torchvision's random-resized crop
+    and a horizontal flip, drawn from `np.random.default_rng(seed)`, resampled with the
+    record's filter.
 
     Raises:
         BadImage: the file is unreadable, truncated, or too large (see the module docstring).
     """
-    image, factor = open_scaled(path, min_side, channels)
-    width, height = image.size[0] / factor, image.size[1] / factor
-    left, top, right, bottom = box_fn(int(round(height)), int(round(width)))
-    box = (left * factor, top * factor, right * factor, bottom * factor)
+    if record is None:
+        record = Preprocessing.for_images(size, channels)
+    if not train:
+        try:
+            return preprocessing.load_image(path, record)
+        except preprocessing.ImageError as error:
+            raise BadImage(str(error)) from None
+        except OSError as error:
+            raise BadImage(f"not a readable image ({error})") from None
+    rng = np.random.default_rng(seed)
+    flip = bool(rng.integers(2))
+    image, factor = open_scaled(path, max(record.image_size), channels)
     try:
         with image:
-            image = to_channels(image, channels)  # loads the pixels: truncation shows up here
-            out = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+            width, height = image.size
+            # The box is drawn on the original's size, so that a draw does not depend on the
+            # scale the JPEG was decoded at.
+            w0, h0 = int(round(width / factor)), int(round(height / factor))
+            box = tuple(v * factor for v in random_resized_crop_box(rng, h0, w0))
+            pixels = to_channels(image, channels)  # loads the pixels: truncation shows up here
+            return preprocessing.crop_image(pixels, record, box, flip=flip)
+    except BadImage:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
         raise BadImage(f"cannot be decoded ({error})") from None
-    array = np.asarray(out, dtype=np.uint8).reshape(size, size, channels)
-    return array[:, ::-1] if flip else array
-
-
-def recipe_crop(
-    path: str | os.PathLike, size: int, channels: int, *, train: bool, seed: int | None = None
-) -> np.ndarray:
-    """The ImageNet recipe on one file: random-resized crop + flip (train) or resize + center
-    crop (eval), drawn from `np.random.default_rng(seed)`."""
-    if train:
-        rng = np.random.default_rng(seed)
-        flip = bool(rng.integers(2))
-        return crop_resize(
-            path,
-            size,
-            channels,
-            lambda h, w: random_resized_crop_box(rng, h, w),
-            min_side=size,
-            flip=flip,
-        )
-    return crop_resize(
-        path,
-        size,
-        channels,
-        lambda h, w: eval_crop_box(h, w, size),
-        min_side=int(round(size * 256 / 224)),
-    )
 
 
 class SkipLog:
@@ -139,7 +117,13 @@ class SkipLog:
 
     Each skip is one line appended to `folder/skipped.tsv` (O_APPEND writes of a short line do
     not interleave), so worker processes report to the parent without a channel of their own.
+    Paths are written as their bytes (`os.fsencode`), so a file name that is not UTF-8 is
+    recorded too; a backslash, tab, newline or carriage return in a name is written as a
+    backslash escape, so that a line is one file.
     """
+
+    # The backslash first: the escapes are then read back unambiguously.
+    _ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
 
     def __init__(self, folder: str | os.PathLike):
         self.path = Path(folder) / "skipped.tsv"
@@ -154,17 +138,21 @@ class SkipLog:
         self._lock = threading.Lock()
 
     def record(self, path, reason: str) -> None:
-        line = f"{os.fsdecode(path)}\t{' '.join(str(reason).split())}\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        name = os.fsencode(path)
+        for raw, escaped in self._ESCAPES:
+            name = name.replace(raw, escaped)
+        reason = " ".join(str(reason).split()).encode("utf-8", "backslashreplace")
+        with self._lock, open(self.path, "ab") as f:
+            f.write(name + b"\t" + reason + b"\n")
 
     def summary(self) -> dict:
         """{'count': distinct files skipped, 'first': up to 5 of them with their reason}."""
         if not self.path.exists():
             return {"count": 0, "first": []}
         seen: dict[str, str] = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            path, _, reason = line.partition("\t")
-            seen.setdefault(path, reason)
+        for line in self.path.read_bytes().split(b"\n"):
+            if line:  # a name that is not UTF-8 shows its bytes as \xNN
+                path, _, reason = line.decode("utf-8", "backslashreplace").partition("\t")
+                seen.setdefault(path, reason)
         first = [{"path": p, "reason": r} for p, r in list(seen.items())[:_FIRST_PATHS]]
         return {"count": len(seen), "first": first}

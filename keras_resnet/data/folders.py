@@ -6,7 +6,11 @@ Layouts (those of `keras.utils.image_dataset_from_directory`):
 - `PATH/<class>/*`, the validation split held out of it by `val_size` (a count or a fraction).
 
 Class names are the sorted folder names (hidden folders are left out); files are found
-recursively. Only the file list is kept in memory; images are decoded batch by batch.
+recursively, following links to folders once per real folder (a link back into the dataset, or
+a second link to a folder already listed, is not followed: a loop would multiply the files and
+give one class another's images). A class name must be UTF-8 text that survives one name per
+line (class_names.txt): a folder name holding a line break, or not UTF-8, is refused. Only the
+file list is kept in memory; images are decoded batch by batch.
 """
 
 from __future__ import annotations
@@ -20,10 +24,16 @@ import numpy as np
 
 from keras_resnet.data.decode import SkipLog
 from keras_resnet.data.memory import split
+from keras_resnet.preprocessing import Preprocessing
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 VAL_FOLDERS = ("val", "validation")
 SPLITS = ("train", "val", "test")
+# Characters that end a line for `str.splitlines` (and for other readers of one name per line),
+# and the byte-order mark, which readers of UTF-8 text may strip: a class name holding one would
+# not read back from class_names.txt as it was written.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+BYTE_ORDER_MARK = "\ufeff"
 
 
 class FolderError(ValueError):
@@ -41,14 +51,65 @@ class ClassFolders:
     ignored: int  # files that are not images (by extension)
 
 
+def check_class_name(folder: Path) -> None:
+    """Raises `FolderError` unless the name of the class folder `folder` can be a class name:
+    UTF-8 text with no line break (see `LINE_BREAKS`) and no byte-order mark."""
+    name = folder.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FolderError(
+            f"class folder {os.fsencode(folder)!r} has a name that is not UTF-8: rename it "
+            "(class names are stored as UTF-8 text)"
+        ) from None
+    found = sorted({c for c in name if c in LINE_BREAKS or c == BYTE_ORDER_MARK})
+    if found:
+        raise FolderError(
+            f"class folder {os.fspath(folder)!r} has a name holding {''.join(found)!r}, which "
+            "class_names.txt (one name per line) cannot store: rename it"
+        )
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the folder `path` (links followed), None if it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _walk_once(top: Path, visited: set, ancestors: tuple[str, ...]):
+    """`os.walk(top, followlinks=True)` in sorted order that enters each real folder once: a
+    link to a folder of `visited` (updated as folders are entered), or to one of `ancestors`
+    (real paths) or above them, is not followed."""
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            path = os.path.join(folder, name)
+            identity = _identity(path)
+            if identity is None or identity in visited:
+                continue
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if any(a == real or a.startswith(real.rstrip(os.sep) + os.sep) for a in ancestors):
+                    continue
+            visited.add(identity)
+            kept.append(name)
+        dirs[:] = kept
+        yield folder, files
+
+
 def scan_split(root: Path, base: Path) -> ClassFolders:
     """Lists `root/<class>/**` (sorted), checking there are >= 2 classes and none is empty.
 
     Paths are kept relative to `base` as bytes: a file list of ImageNet's size stays a few tens
-    of MB.
+    of MB. Links to folders are followed once per real folder (see the module docstring).
 
     Raises:
-        FolderError: no class folders, a single class, or an empty class folder.
+        FolderError: no class folders, a single class, an empty class folder, a class folder
+            name that cannot be a class name (`check_class_name`), or two class folders that
+            are one folder (a link).
     """
     classes = sorted(
         entry.name for entry in os.scandir(root) if entry.is_dir() and entry.name[0] != "."
@@ -59,12 +120,27 @@ def scan_split(root: Path, base: Path) -> ClassFolders:
         raise FolderError(
             f"{root} has one class folder ({classes[0]!r}): classification needs at least 2"
         )
+    # The dataset folder, its split folders and every class folder are entered only as
+    # themselves: a link inside a class to any of them would relabel or repeat their images.
+    visited = {_identity(entry.path) for entry in os.scandir(base) if entry.is_dir()}
+    visited |= {_identity(base), _identity(root)}
+    class_ids: dict[tuple[int, int] | None, str] = {}
+    for name in classes:
+        check_class_name(root / name)
+        identity = _identity(root / name)
+        if identity in class_ids:
+            raise FolderError(
+                f"class folders {root / class_ids[identity]} and {root / name} are one folder "
+                "(a link): each class needs a folder of its own"
+            )
+        class_ids[identity] = name
+    visited |= set(class_ids)
+    ancestors = (os.path.realpath(base), os.path.realpath(root))
     paths, labels, ignored = [], [], 0
     cut = len(os.fspath(base)) + 1
     for label, name in enumerate(classes):
         found = 0
-        for folder, dirs, files in os.walk(root / name, followlinks=True):
-            dirs.sort()
+        for folder, files in _walk_once(root / name, visited, ancestors):
             for file in sorted(files):
                 if Path(file).suffix.lower() in IMAGE_EXTENSIONS:
                     paths.append(os.fsencode(os.path.join(folder, file)[cut:]))
@@ -101,6 +177,8 @@ class FolderSource:
         channels: 1 or 3, the model's channel count (images are converted to it).
         ignored: files that are not images (by extension), left out.
         skip_log: where unreadable images are recorded as the pipelines meet them.
+        preprocessing: the evaluation crops' record (`keras_resnet.preprocessing`); None: the
+            package's recipe for `image_size`.
     """
 
     root: Path
@@ -110,6 +188,7 @@ class FolderSource:
     channels: int = 3
     ignored: int = 0
     skip_log: SkipLog | None = None
+    preprocessing: Preprocessing | None = None
 
     @property
     def num_classes(self) -> int:

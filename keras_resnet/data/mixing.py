@@ -36,11 +36,15 @@ class MixedBatches(keras.utils.PyDataset):
     Args:
         images: (N, H, W, C) array, uint8 pixels or floats.
         targets: (N, classes) one-hot (or soft) float targets.
-        batch_size: images per batch; the last batch holds the remainder.
+        batch_size: images per batch; the last batch holds the remainder, unless
+            `drop_remainder`.
         mixup: Beta alpha of `keras.layers.MixUp` (0: off; timm's default 0.8).
         cutmix: Beta alpha of `keras.layers.CutMix`, in (0, 1] (0: off; timm's default 1.0).
         switch_prob: with both on, the chance that a batch takes CutMix rather than MixUp.
         shuffle: a new order every epoch (seeded by `seed` and the epoch).
+        drop_remainder: leave out the last partial batch (training: every step then sees a
+            whole batch, one compiled program, and no backend sees a batch of one image, on
+            which TensorFlow's oneDNN kernels crashed).
         seed: seeds the order, the choice of mix per batch and the layers.
         **kwargs: `keras.utils.PyDataset`'s (`workers`, `use_multiprocessing`, ...).
 
@@ -59,6 +63,7 @@ class MixedBatches(keras.utils.PyDataset):
         cutmix: float = 0.0,
         switch_prob: float = 0.5,
         shuffle: bool = True,
+        drop_remainder: bool = False,
         seed: int = 0,
         **kwargs,
     ):
@@ -77,6 +82,7 @@ class MixedBatches(keras.utils.PyDataset):
         self.targets = np.asarray(targets, dtype="float32")
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
         self.seed = int(seed)
         self.switch_prob = float(switch_prob)
         self.mixup = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else None
@@ -101,6 +107,8 @@ class MixedBatches(keras.utils.PyDataset):
         return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.images) // self.batch_size
         return math.ceil(len(self.images) / self.batch_size)
 
     def layer_for(self, index: int):

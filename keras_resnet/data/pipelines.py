@@ -1,10 +1,11 @@
 """The two streaming pipelines over a `FolderSource`: tf.data, and Keras' `PyDataset`.
 
 Both decode with the same Pillow code (`decode.recipe_crop`), so a file gives the same pixels,
-the same skips and the same 16-bit handling on every backend. TensorFlow's own decoders are not
-used: inside a tf.data graph a decode error can only be dropped (`ignore_errors`), never counted
-nor traced to its file, and `decode_image` neither draft-decodes nor maps 16-bit PNGs the way
-predict.py does. Pillow releases the GIL while it decodes and resizes, so threads scale.
+the same skips and the same 16-bit handling on every backend; evaluation crops follow the
+model's preprocessing record (`keras_resnet.preprocessing`), as `keras-resnet predict` does.
+TensorFlow's own decoders are not used: inside a tf.data graph a decode error can only be
+dropped (`ignore_errors`), never counted nor traced to its file, and `decode_image` neither
+draft-decodes nor maps 16-bit PNGs the way predict.py does. Pillow releases the GIL while it decodes and resizes, so threads scale.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_resnet.data.decode import BadImage, SkipLog, recipe_crop
+from keras_resnet.preprocessing import Preprocessing
 
 # Consecutive unreadable files tolerated in one batch of the PyDataset before giving up.
 _MAX_REPLACEMENTS = 64
@@ -30,20 +32,27 @@ class Decoder:
     channels: int
     train: bool
     skip_log: SkipLog | None
+    record: Preprocessing | None = None
 
     def __call__(self, relative: bytes, seed: int) -> np.ndarray | None:
         path = os.path.join(self.root, os.fsdecode(relative))
         try:
-            return recipe_crop(path, self.size, self.channels, train=self.train, seed=seed)
+            return recipe_crop(
+                path, self.size, self.channels, train=self.train, seed=seed, record=self.record
+            )
         except BadImage as error:
             if self.skip_log is not None:
                 self.skip_log.record(path, str(error))
             return None
 
 
-def decoder_for(source, train: bool) -> Decoder:
+def decoder_for(source, train: bool, record: Preprocessing | None = None) -> Decoder:
+    """The decoder of a folder's files: training crops, or evaluation crops by `record`
+    (default: `source.preprocessing` when it has one, else the package's recipe for its image
+    size)."""
+    record = record or getattr(source, "preprocessing", None)
     return Decoder(
-        os.fspath(source.root), source.image_size, source.channels, train, source.skip_log
+        os.fspath(source.root), source.image_size, source.channels, train, source.skip_log, record
     )
 
 

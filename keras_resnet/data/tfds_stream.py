@@ -12,8 +12,9 @@ does:
   parameters (area (0.08, 1), aspect ratio (3/4, 4/3), 10 tries, the whole image otherwise),
   bilinear resize to `image_size`, random horizontal flip; a per-element seed from
   `tf.data.Dataset.random` (new draws every epoch); the last partial batch dropped;
-- eval: the shorter side resized to `round(image_size * 256 / 224)`, then the central
-  `image_size` square (torchvision's reference recipe).
+- eval: the model's preprocessing record (`keras_resnet.preprocessing`; by default the
+  shorter side resized to `floor(image_size / 0.875)`, then the central `image_size` square,
+  torchvision's reference recipe), by the same Pillow code as folders and `predict`.
 
 The validation split is held out of `train` with TFDS' split slicing (`train[:N]` /
 `train[N:]`): TFDS shuffles examples when it prepares a dataset, so the first N are a random
@@ -29,9 +30,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from keras_resnet.data.recipe import EVAL_RESIZE_RATIO
 from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.data.tfds_source import DataNotFoundError, missing_message, tfds_builder
+from keras_resnet.preprocessing import Preprocessing, crop_array
 from keras_resnet.utils import OptionError
 
 # A train split whose decoded images take more than this streams instead of loading.
@@ -85,6 +86,12 @@ class TfdsStream(StreamedSource):
     splits: dict[str, tuple[str, int]]
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    preprocessing: Preprocessing | None = None
+
+    @property
+    def record(self) -> Preprocessing:
+        """The evaluation crops' record (default: the package's recipe for `image_size`)."""
+        return self.preprocessing or Preprocessing.for_images(self.image_size, self.channels)
 
     @property
     def name(self) -> str:
@@ -142,7 +149,7 @@ class TfdsStream(StreamedSource):
         if train:
             data = data.shuffle(16 * batch_size, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        size, channels = self.image_size, self.channels
+        size, channels, record = self.image_size, self.channels, self.record
 
         def prepare(example, element_seed):
             image, label = example
@@ -150,7 +157,7 @@ class TfdsStream(StreamedSource):
             if train:
                 image = train_crop(image, size, tf.cast(element_seed, tf.int32))
             else:
-                image = eval_crop(image, size)
+                image = eval_crop(image, record)
             return image, tf.cast(label, tf.int64)
 
         data = tf.data.Dataset.zip(data, seeds).map(
@@ -201,18 +208,15 @@ def train_crop(image, size: int, seed):
     return _to_uint8(flipped)
 
 
-def eval_crop(image, size: int):
-    """The shorter side resized to `round(size * 256 / 224)`, then the central `size` square."""
+def eval_crop(image, record: Preprocessing):
+    """The record's evaluation crop of one uint8 HWC image: the Pillow implementation of the
+    preprocessing contract (`keras_resnet.preprocessing.crop_array`), the pixels `predict`
+    gives for the same decoded image."""
     import tensorflow as tf
 
-    resize = int(round(size * EVAL_RESIZE_RATIO))
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = resize / tf.reduce_min(shape)
-    new = tf.cast(tf.round(shape * scale), tf.int32)
-    resized = tf.image.resize(image, new, method="bilinear", antialias=True)
-    top = (new[0] - size) // 2
-    left = (new[1] - size) // 2
-    return _to_uint8(tf.image.crop_to_bounding_box(resized, top, left, size, size))
+    crop = tf.numpy_function(lambda x: crop_array(x, record), [image], tf.uint8, stateful=False)
+    crop.set_shape((*record.image_size, record.channels))
+    return crop
 
 
 def open_stream(

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from keras_resnet import preprocessing as prep
 from keras_resnet.layers import plain_keras_model
+from keras_resnet.preprocessing import Preprocessing
 
 INPUT_NAME = "images"
 
@@ -163,12 +165,16 @@ def as_float32(model: keras.Model) -> keras.Model:
     return clone
 
 
-def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
+def serving_model(
+    model: keras.Model, record: Preprocessing | None = None, *, float32: bool = False
+) -> keras.Model:
     """A Keras model for the `serve` signature: float32 0-255 images of any size in, float32
     probabilities out (see `keras_resnet.serving.export`).
 
     Args:
-        model: the trained model (raw pixels in, probabilities out).
+        model: the trained model (raw pixels of its input size in, probabilities out).
+        record: the model's preprocessing record: its crop runs first (`CropResize`, the
+            pixels the run evaluated on); None: the package's recipe for the model's input.
         float32: compute in float32 even if the model was trained in mixed precision.
 
     Returns:
@@ -177,14 +183,10 @@ def serving_model(model: keras.Model, *, float32: bool = False) -> keras.Model:
     check_channels_last(model)
     if float32:
         model = as_float32(model)
-    height, width, channels = model.input_shape[1:]
+    record = record or prep.record_of_model(model)
+    channels = model.input_shape[-1]
     images = keras.Input((None, None, channels), dtype="float32", name=INPUT_NAME)
-    x = images
-    if height is not None and width is not None:
-        # Resizing to the same size is exactly the identity (half-pixel centres, scale 1).
-        x = keras.layers.Resizing(
-            height, width, interpolation="bilinear", dtype="float32", name="resize"
-        )(x)
+    x = prep.CropResize(record, dtype="float32", name="preprocess")(images)
     x = inference_model(model)(x, training=False)
     x = keras.layers.Activation("linear", dtype="float32", name="probabilities")(x)
     return keras.Model(images, x, name="serving")

@@ -59,10 +59,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resnet.serving.convert import INPUT_NAME, model_info, portable_model, serving_model
+from keras_resnet import preprocessing as prep
+from keras_resnet.serving.convert import (
+    INPUT_NAME,
+    as_float32,
+    inference_model,
+    model_info,
+    portable_model,
+    serving_model,
+)
 from keras_resnet.serving.files import (
     CLASS_NAMES_FILE,
     KERAS_FILE,
+    LITERT_FILE,
     METADATA_FILE,
     ONNX_FILE,
     class_names_or_indices,
@@ -76,8 +85,8 @@ from keras_resnet.serving.predict import load_predictor
 from keras_resnet.subprocess_utils import run_isolated
 from keras_resnet.utils import installed, one_line
 
-FORMATS = ("saved_model", "onnx", "keras")
-FORMAT_ALIASES = {"tf_saved_model": "saved_model", "savedmodel": "saved_model"}
+FORMATS = ("saved_model", "onnx", "keras", "litert")
+FORMAT_ALIASES = {"tf_saved_model": "saved_model", "savedmodel": "saved_model", "tflite": "litert"}
 TEMP_PREFIX = ".tmp-export-"
 # Test hook: seconds to sleep once the export is written, before the rename, so that a test can
 # kill the process (or race another export) at the moment an export is most "partial".
@@ -149,18 +158,25 @@ def write_artifact(
     architecture = model_config(model, run_folder)
     if architecture is not None:
         info["model"] = architecture
+    record = _record(model, model_path, run_folder)
+    info["preprocessing"] = record.to_dict()
     if fmt == "keras":
-        # Keras' own layers only, so that the file loads where keras_resnet is not installed.
+        # Keras' own layers only, so that the file loads where keras_resnet is not installed;
+        # the record is a member of the file (`preprocessing.add_record`).
         portable_model(model).save(directory / KERAS_FILE)
+        prep.add_record(directory / KERAS_FILE, record)
         return info
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"format={fmt!r} is written on the TensorFlow backend, received "
             f"backend {keras.backend.backend()!r}"
         )
-    float32 = float32 or fmt == "onnx" or info["dtype_policies"] == ["float32"]
+    float32 = float32 or fmt in ("onnx", "litert") or info["dtype_policies"] == ["float32"]
     info["compute_float32"] = float32
-    serving = serving_model(model, float32=float32)
+    if fmt == "litert":
+        _write_litert(model, directory / LITERT_FILE)
+        return info
+    serving = serving_model(model, record, float32=float32)
     spec = keras.InputSpec(
         shape=(None, None, None, model.input_shape[-1]), dtype="float32", name=INPUT_NAME
     )
@@ -176,10 +192,56 @@ def write_artifact(
     return info
 
 
+def _record(model: keras.Model, model_path, run_folder) -> prep.Preprocessing:
+    """The model's preprocessing record: in the `.keras` file, beside it (its run's
+    config.json), else the package's recipe for its input size."""
+    for source in (model_path, run_folder):
+        if source is None:
+            continue
+        try:
+            return prep.data_config(source)
+        except ValueError:
+            continue
+    return prep.record_of_model(model)
+
+
+def _write_litert(model: keras.Model, path: Path) -> None:
+    """A LiteRT (TFLite) file of the network on the record's crops (a fixed input size, as
+    mobile runtimes take), through Keras' own exporter, checked in TensorFlow's interpreter
+    against the Keras model before it is published."""
+    network = inference_model(as_float32(model))
+    shape = tuple(model.input_shape[1:])
+    spec = keras.InputSpec(shape=(1, *shape), dtype="float32", name=INPUT_NAME)
+    x = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
+    network(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        network.export(os.fspath(path), format="litert", verbose=False, input_signature=[spec])
+    import tensorflow as tf
+
+    try:
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
+        runner = interpreter.get_signature_runner()
+        name = interpreter.get_signature_list()["serving_default"]["inputs"][0]
+        got = next(iter(runner(**{name: x}).values()))
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(
+            f"the LiteRT converter wrote a file that does not run: {one_line(error)}"
+        ) from None
+    expected = keras.ops.convert_to_numpy(network(x, training=False))
+    difference = float(np.abs(got - expected).max())
+    if not difference <= ONNX_TOLERANCE:
+        raise ValueError(
+            f"the LiteRT model differs from the Keras model by {difference:.2e} "
+            f"(> {ONNX_TOLERANCE:g})"
+        )
+
+
 def _write_onnx(serving: keras.Model, path: Path, image_shape, spec, opset: int | None) -> None:
-    # tf2onnx traces a called model only ("The model provided has never called").
+    # tf2onnx traces a called model only ("The model provided has never called"). The probe
+    # is larger than the model's input and not square, so that the check crops and resizes.
     height, width, channels = image_shape
-    probe_shape = (height or 32, width or 32, channels)  # 32 px where the model takes any size
+    probe_shape = ((height or 32) * 3 // 2, (width or 32) * 4 // 3, channels)
     serving(np.zeros((1, *probe_shape), "float32"))
     with warnings.catch_warnings():
         # Keras' tf2onnx patch probes `np.object`, which numpy 2 warns about.
@@ -362,11 +424,9 @@ def export_model(
     """
     fmt = resolve_format(format)
     _check_version(version)
-    if fmt in ("saved_model", "onnx"):
-        require_tensorflow(
-            "SavedModel export" if fmt == "saved_model" else "ONNX export",
-            "; --format keras works without it",
-        )
+    if fmt in ("saved_model", "onnx", "litert"):
+        what = {"saved_model": "SavedModel", "onnx": "ONNX", "litert": "LiteRT"}[fmt]
+        require_tensorflow(f"{what} export", "; --format keras works without it")
     _require_tf2onnx(fmt)
     with tempfile.TemporaryDirectory(prefix="keras_resnet_export_") as scratch:
         if isinstance(source, keras.Model):
@@ -452,7 +512,14 @@ def _write_assets(job: ExportJob, temp: Path, version: int, info: dict) -> None:
             "dtype": "float32",
             "range": [0, 255],
             "layout": "NHWC",
-            "shape": [None, None, None, info["image_shape"][-1]],
+            # SavedModel and ONNX crop whole images inside (the preprocessing record); the
+            # .keras and LiteRT files take the record's crops.
+            "content": "whole images, any size"
+            if job.fmt in ("saved_model", "onnx")
+            else "the preprocessing record's crops",
+            "shape": [None, None, None, info["image_shape"][-1]]
+            if job.fmt in ("saved_model", "onnx")
+            else [None, *info["image_shape"]],
         },
         "output": {
             "dtype": "float32",
@@ -465,7 +532,7 @@ def _write_assets(job: ExportJob, temp: Path, version: int, info: dict) -> None:
         "exported_from_backend": keras.backend.backend(),
     }
     if job.fmt == "onnx" and installed("onnx"):
-        _add_onnx_metadata(temp / ONNX_FILE, names)
+        _add_onnx_metadata(temp / ONNX_FILE, names, info["preprocessing"])
     assets = temp / "assets"
     assets.mkdir(exist_ok=True)
     (assets / CLASS_NAMES_FILE).write_text("\n".join(names) + "\n", encoding="utf-8")
@@ -531,13 +598,15 @@ def check_parity(
     return result
 
 
-def _add_onnx_metadata(path: Path, class_names: list[str]) -> None:
-    """Stores the class names in the ONNX file's metadata too (`class_names`, JSON)."""
+def _add_onnx_metadata(path: Path, class_names: list[str], record: dict) -> None:
+    """Stores the class names and the preprocessing record in the ONNX file's metadata too
+    (`class_names`, `preprocessing`: JSON)."""
     import onnx
 
     model = onnx.load(os.fspath(path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "class_names", json.dumps(class_names)
+    for key, value in (("class_names", class_names), ("preprocessing", record)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
     onnx.save(model, os.fspath(path))
 
 

@@ -19,6 +19,7 @@ CLASS_NAMES_FILE = "class_names.txt"
 METADATA_FILE = "export.json"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
+LITERT_FILE = "model.tflite"
 RUN_METRICS_FILE = "metrics.json"
 RUN_CONFIG_FILE = "config.json"
 
@@ -72,7 +73,10 @@ def read_class_names(folder: str | os.PathLike) -> list[str] | None:
         return read_class_names(folder.parent)
     for candidate in (folder / "assets" / CLASS_NAMES_FILE, folder / CLASS_NAMES_FILE):
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").splitlines()
+            # One name a line, split on newlines only: `splitlines` would also split a name
+            # at a form feed or another Unicode line break. A byte-order mark is not a name.
+            text = candidate.read_text(encoding="utf-8-sig")
+            return text.removesuffix("\n").split("\n") if text else []
     names = _read_json(folder / RUN_METRICS_FILE).get("class_names")
     return [str(name) for name in names] if isinstance(names, list) else None
 

@@ -11,11 +11,14 @@ One `Predictor` serves every artifact the export writes, and the trained `.keras
   refused);
 - an `.onnx` file (or a version directory holding `model.onnx`), run by onnxruntime.
 
-Every model takes raw pixels: float32 values in 0-255, NHWC. Images are read with Pillow and
-mapped to 0-255 whatever their bit depth (16-bit, 32-bit integer and float images are scaled,
-not clipped), converted to the model's channel count (grayscale <-> RGB, alpha dropped) and
-resized to the model's input size with bilinear interpolation (`keras.ops.image.resize`, no
-antialiasing), the same resize as the exported `serve` signature's `Resizing` layer.
+Every model takes raw pixels: float32 values in 0-255, NHWC. Images become pixels by the
+model's preprocessing record (`keras_resnet.preprocessing`: the run's config.json, the export's
+export.json or the `.keras` file itself), exactly as the run evaluated them: decoded with Pillow
+and mapped to 0-255 by the record's rules (16-bit, 32-bit integer and float images scaled, not
+clipped), converted to the model's channels, then cropped (the ImageNet recipe's centre crop, or
+the whole image for small-image models). A SavedModel or ONNX export crops inside its graph
+(`CropResize`, the same pixels): it is sent the decoded image whole, as a serving client would;
+a `.keras` model or a LiteRT file takes the crops.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resnet import preprocessing as prep
+from keras_resnet.preprocessing import Preprocessing
 from keras_resnet.serving.convert import check_channels_last
 from keras_resnet.serving.files import (
     KERAS_FILE,
+    LITERT_FILE,
     ONNX_FILE,
     class_names_or_indices,
     latest_version,
@@ -50,11 +56,14 @@ class Predictor:
     """A loaded model: `predictor(images)` maps float32 NHWC 0-255 pixels to probabilities.
 
     Attributes:
-        kind: 'saved_model', 'keras' or 'onnx'.
+        kind: 'saved_model', 'keras', 'onnx' or 'litert'.
         path: what was loaded.
-        image_shape: (height, width, channels) the model takes; height and width may be None.
+        image_shape: (height, width, channels) of the crops the network takes.
         class_names: one name per class (indices as strings when none were stored).
         fn: the batch function, float32 (N, H, W, C) -> float32 (N, num_classes).
+        record: the preprocessing record images are prepared by.
+        whole_images: `fn` takes whole decoded images (of one size per batch) and crops them
+            itself (SavedModel and ONNX exports); else it takes the record's crops.
     """
 
     kind: str
@@ -62,6 +71,8 @@ class Predictor:
     image_shape: tuple[int | None, int | None, int]
     class_names: list[str]
     fn: Callable[[np.ndarray], np.ndarray]
+    record: Preprocessing | None = None
+    whole_images: bool = False
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -83,7 +94,11 @@ def _keras_predictor(model_path: Path, folder: Path) -> Predictor:
         return keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
 
     names = class_names_or_indices(read_class_names(folder), num_classes)
-    return Predictor("keras", model_path, shape, names, fn)
+    try:
+        record = prep.data_config(model_path)
+    except ValueError:  # a model file with no record beside it: the package's recipe for it
+        record = prep.record_of_model(model)
+    return Predictor("keras", model_path, shape, names, fn, record)
 
 
 def _saved_model_predictor(folder: Path, trust: bool) -> Predictor:
@@ -111,7 +126,8 @@ def _saved_model_predictor(folder: Path, trust: bool) -> Predictor:
         or fn(np.zeros((1, *(d or 32 for d in shape[:2]), shape[2]), np.float32)).shape[-1]
     )
     names = class_names_or_indices(read_class_names(folder), num_classes)
-    return Predictor("saved_model", folder, shape, names, fn)
+    record = _metadata_record(metadata)
+    return Predictor("saved_model", folder, shape, names, fn, record, whole_images=True)
 
 
 def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
@@ -140,7 +156,43 @@ def _onnx_predictor(model_path: Path, folder: Path) -> Predictor:
         return session.run(None, {input_name: images})[0]
 
     names = class_names_or_indices(read_class_names(folder), num_classes)
-    return Predictor("onnx", model_path, shape, names, fn)
+    record = _metadata_record(metadata)
+    return Predictor("onnx", model_path, shape, names, fn, record, whole_images=True)
+
+
+def _metadata_record(metadata: dict) -> Preprocessing | None:
+    """An export's record (export.json); None for exports written before records, whose
+    graphs resize whole images themselves."""
+    values = metadata.get("preprocessing")
+    return Preprocessing.from_dict(values) if isinstance(values, dict) else None
+
+
+def _litert_predictor(model_path: Path, folder: Path) -> Predictor:
+    require_tensorflow("running a LiteRT model")
+    import tensorflow as tf
+
+    try:
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(model_path))
+        runner = interpreter.get_signature_runner()
+        inputs = interpreter.get_signature_list()["serving_default"]["inputs"]
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(
+            f"cannot load LiteRT model {os.fspath(model_path)!r}: {one_line(error)}"
+        ) from None
+    metadata = read_metadata(folder)
+    record = _metadata_record(metadata)
+    shape = tuple(metadata.get("image_shape") or (*record.image_size, record.channels))
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [next(iter(runner(**{inputs[0]: image[None]}).values())) for image in images]
+        )
+
+    num_classes = int(
+        metadata.get("num_classes") or fn(np.zeros((1, *shape), np.float32)).shape[-1]
+    )
+    names = class_names_or_indices(read_class_names(folder), num_classes)
+    return Predictor("litert", model_path, shape, names, fn, record)
 
 
 def load_predictor(path: str | os.PathLike, *, trust: bool = False) -> Predictor:
@@ -163,7 +215,7 @@ def load_predictor(path: str | os.PathLike, *, trust: bool = False) -> Predictor
     if not path.exists():
         raise ValueError(f"model not found, received model={os.fspath(path)!r}")
     if path.is_dir() and not any(
-        (path / f).exists() for f in ("saved_model.pb", KERAS_FILE, ONNX_FILE)
+        (path / f).exists() for f in ("saved_model.pb", KERAS_FILE, ONNX_FILE, LITERT_FILE)
     ):
         path = latest_version(path) or path
     if path.is_dir():
@@ -173,19 +225,23 @@ def load_predictor(path: str | os.PathLike, *, trust: bool = False) -> Predictor
             return _keras_predictor(path / KERAS_FILE, path)
         if (path / ONNX_FILE).is_file():
             return _onnx_predictor(path / ONNX_FILE, path)
+        if (path / LITERT_FILE).is_file():
+            return _litert_predictor(path / LITERT_FILE, path)
     elif path.suffix == ".keras":
         return _keras_predictor(path, path.parent)
     elif path.suffix == ".onnx":
         return _onnx_predictor(path, path.parent)
+    elif path.suffix == ".tflite":
+        return _litert_predictor(path, path.parent)
     raise ValueError(
-        "model must be a SavedModel directory, a .keras or .onnx file, or a directory holding "
-        f"one (a run directory, or a TF Serving base with version folders), received "
+        "model must be a SavedModel directory, a .keras, .onnx or .tflite file, or a directory "
+        f"holding one (a run directory, or a TF Serving base with version folders), received "
         f"model={os.fspath(path)!r}"
     )
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Converts an (H, W, C) image to `channels`: grayscale <-> RGB, alpha dropped.
+    """Converts an (H, W, C) array to `channels`: grayscale <-> RGB, alpha dropped.
 
     Grayscale from RGB uses ITU-R 601 luma (Pillow's 'L' conversion).
 
@@ -210,51 +266,6 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     )
 
 
-class ImageRangeError(ValueError):
-    """A float image whose values are neither 0-1 nor 0-255."""
-
-
-# Pillow modes of one channel holding more than 8 bits, and the factor to 0-255. 'I' (32-bit
-# signed) holds 16-bit PNGs in most Pillow versions, so its range is taken from the values.
-_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-
-
-def _wide_to_255(image, path: Path) -> np.ndarray:
-    """A 16-bit, 32-bit integer or float image as float32 0-255.
-
-    16-bit ('I;16*'): divided by 257 (65535 -> 255), the inverse of Pillow's 8 -> 16 bit
-    expansion. 'I' (32-bit integer; what Pillow makes of a 16-bit PNG): values within 0-65535
-    are 16-bit and scaled as such; wider ones by the type's maximum. 'F' (float): 0-1 images
-    are scaled by 255, 0-255 ones kept; other ranges are refused.
-    """
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode.startswith("I;16"):
-        return (array / 257.0).astype(np.float32)
-    if image.mode == "I":
-        if array.min() >= 0 and array.max() <= 65535:
-            return (array / 257.0).astype(np.float32)
-        return ((array - array.min()) / max(array.max() - array.min(), 1) * 255).astype(np.float32)
-    finite = array[np.isfinite(array)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if finite.size != array.size or low < 0 or high > 255:
-        raise ImageRangeError(
-            f"a float image must hold values in 0-1 or 0-255, received {low:g}..{high:g} "
-            f"in {os.fspath(path)!r}"
-        )
-    return (array * (255.0 if high <= 1.0 else 1.0)).astype(np.float32)
-
-
-def _to_array(image, path: Path) -> np.ndarray:
-    """A decoded Pillow image as float32 (H, W) or (H, W, C), 0-255."""
-    if image.mode in _WIDE_MODES:
-        return _wide_to_255(image, path)
-    # Palette and CMYK images become RGB or RGBA (8 bits per channel already).
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-        has_alpha = "A" in image.getbands() or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
-    return np.asarray(image, dtype=np.float32)
-
-
 def _read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
@@ -267,51 +278,62 @@ def _read_npy(path: Path) -> np.ndarray:
             f"an .npy image must be (H, W) or (H, W, C), received shape "
             f"{array.shape} in {os.fspath(path)!r}"
         )
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all() or values.min(initial=0) < 0 or values.max(initial=0) > 255:
+        raise ValueError(f"an .npy image must hold finite values in 0-255, in {os.fspath(path)!r}")
     return array.astype(np.float32)
 
 
 def read_image(
     path: str | os.PathLike,
+    record: Preprocessing | None = None,
     *,
-    size: tuple[int, int] | None = None,
     allow_large: bool = False,
 ) -> np.ndarray:
-    """Decodes a PNG, JPEG (or any Pillow format) to a float32 (H, W, C) array of 0-255 pixels,
-    or reads a `.npy` array of shape (H, W) or (H, W, C).
+    """Decodes an image file as the record's crops start from (`preprocessing.decode_image`:
+    8-bit, the record's channels, a JPEG at the reduced scale that still covers the crop), or
+    reads a `.npy` array of shape (H, W) or (H, W, C) of 0-255 values.
 
     Args:
         path: the file.
-        size: (height, width) the image will be resized to: a JPEG is decoded at the smallest
-            of Pillow's reduced scales (1/2, 1/4, 1/8) that stays at least this large
-            (`Image.draft`), which is faster and needs less memory. None: full size.
+        record: the model's preprocessing record (None: decode at full size, 3 channels
+            unless the file is grayscale).
         allow_large: decode images over Pillow's decompression-bomb limit
             (`PIL.Image.MAX_IMAGE_PIXELS`) instead of refusing them.
+
+    Returns:
+        float32 (H, W, C), 0-255, whole (not cropped).
 
     Raises:
         ValueError: one line, when the file is missing, cannot be decoded, or is over the limit.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image not found, received image={os.fspath(path)!r}")
     if path.suffix.lower() == ".npy":
         return _read_npy(path)
+    if record is None:
+        record = Preprocessing((1, 1), 3, "squash", 1.0)
     try:
-        with _pixel_limit(allow_large), Image.open(path) as image:
-            if size is not None and image.format == "JPEG":
-                image.draft(image.mode, (size[1], size[0]))
-            image.load()  # decode now: a truncated file fails here, not later
-            array = _to_array(image, path)
+        with _pixel_limit(allow_large):
+            image = prep.decode_image(path, record)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(
             f"image {os.fspath(path)!r} is over Pillow's decompression-bomb limit "
             f"({one_line(error)}); pass --allow-large-images if you trust it"
         ) from None
-    except ImageRangeError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except prep.ImageError as error:
+        if "decompression bomb" in str(error).lower():
+            raise ValueError(
+                f"image {os.fspath(path)!r} is over Pillow's decompression-bomb limit "
+                f"({one_line(error)}); pass --allow-large-images if you trust it"
+            ) from None
         raise ValueError(f"cannot decode image {os.fspath(path)!r}: {one_line(error)}") from None
+    except OSError as error:
+        raise ValueError(f"cannot decode image {os.fspath(path)!r}: {one_line(error)}") from None
+    array = np.asarray(image, dtype=np.float32)
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -334,19 +356,18 @@ def _pixel_limit(allow_large: bool) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = limit
 
 
-def prepare_image(image: np.ndarray, image_shape: Sequence[int | None]) -> np.ndarray:
-    """Converts channels and resizes one (H, W, C) 0-255 image to the model's `image_shape`."""
-    image = to_channels(np.asarray(image, dtype=np.float32), int(image_shape[-1]))
-    height, width = image_shape[0], image_shape[1]
-    if height is not None and width is not None and image.shape[:2] != (height, width):
-        # Bilinear without antialiasing: what the SavedModel's Resizing layer does, so a
-        # client that sends the original image gets the same answer.
-        image = keras.ops.convert_to_numpy(
-            keras.ops.image.resize(
-                image, (height, width), interpolation="bilinear", data_format="channels_last"
-            )
-        )
-    return image.astype(np.float32)
+def prepare_image(image: np.ndarray, predictor: Predictor) -> np.ndarray:
+    """One whole (H, W, C) 0-255 image as `predictor.fn` takes it: in the model's channels,
+    rounded to 8 bits as a decoded file is, and cropped by the record unless the model crops
+    itself (`whole_images`). A model without a record (an export written before records)
+    takes the whole image."""
+    channels = int(predictor.image_shape[-1])
+    image = to_channels(np.asarray(image, dtype=np.float32), channels)
+    if predictor.record is None or predictor.whole_images:
+        if predictor.record is None:
+            return image.astype(np.float32)
+        return np.clip(np.rint(image), 0, 255).astype(np.float32)
+    return prep.crop_array(image, predictor.record).astype(np.float32)
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 5) -> list[list[dict]]:
@@ -364,15 +385,24 @@ def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 5) -> 
 def predict_images(
     predictor: Predictor, images: Sequence[np.ndarray], *, batch_size: int = 64
 ) -> np.ndarray:
-    """Probabilities for (H, W, C) 0-255 images of any size and channel count."""
+    """Probabilities for whole (H, W, C) 0-255 images of any size and channel count, prepared
+    by the model's record (`prepare_image`)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, received batch_size={batch_size!r}")
-    prepared = [prepare_image(image, predictor.image_shape) for image in images]
+    prepared = [prepare_image(image, predictor) for image in images]
     outputs = []
-    sized = all(d is not None for d in predictor.image_shape[:2])
-    step = batch_size if sized else 1  # images of different sizes cannot share a batch
-    for start in range(0, len(prepared), step):
-        outputs.append(predictor(np.stack(prepared[start : start + step])))
+    start = 0
+    while start < len(prepared):
+        # Images of one size share a batch (crops always do).
+        stop = start + 1
+        while (
+            stop < len(prepared)
+            and stop - start < batch_size
+            and prepared[stop].shape == prepared[start].shape
+        ):
+            stop += 1
+        outputs.append(predictor(np.stack(prepared[start:stop])))
+        start = stop
     if not outputs:
         return np.zeros((0, len(predictor.class_names)), np.float32)
     return np.concatenate(outputs)

@@ -25,7 +25,8 @@ A run writes into `saved_models/<run>/` (or `output_dir`):
 
 Running the same command again after a crash resumes from the last completed epoch.
 
-Modules: `config` (TrainConfig, presets), `recipe` (model, optimizer, compile), `inputs` (what
+Modules: `config` (TrainConfig, presets), `plan` (`plan_run`: the options resolved once, with
+the data and the preprocessing record), `recipe` (model, optimizer, compile), `inputs` (what
 `fit` takes), `callbacks`, `devices`, `outputs` (the run folder), `run` (`train`).
 """
 
@@ -46,14 +47,14 @@ from keras_resnet.training.config import (
 from keras_resnet.training.devices import accelerators, device_description, distribution_scope
 from keras_resnet.training.inputs import FitData, fit_data, load_data, split_validation
 from keras_resnet.training.outputs import check_output_dir, plot_curves, read_history, time_to
+from keras_resnet.training.plan import FinishedRun, RunPlan, make_plan, open_data, plan_run
 from keras_resnet.training.recipe import (
     build_model,
     build_optimizer,
     compile_model,
-    model_config,
     one_hot,
 )
-from keras_resnet.training.run import train
+from keras_resnet.training.run import train, train_plan
 
 __all__ = [
     "DISTRIBUTE_MODES",
@@ -63,7 +64,9 @@ __all__ = [
     "PRESETS",
     "XLA_MODES",
     "EpochClock",
+    "FinishedRun",
     "FitData",
+    "RunPlan",
     "TrainConfig",
     "TrainingDiverged",
     "accelerators",
@@ -77,13 +80,16 @@ __all__ = [
     "distribution_scope",
     "fit_data",
     "load_data",
+    "make_plan",
     "merge_model",
-    "model_config",
     "one_hot",
+    "open_data",
+    "plan_run",
     "plot_curves",
     "preset",
     "read_history",
     "split_validation",
     "time_to",
     "train",
+    "train_plan",
 ]

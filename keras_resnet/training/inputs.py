@@ -161,11 +161,6 @@ def open_folder_data(config: TrainConfig, log_dir: str | os.PathLike | None = No
         OptionError: a folder that is no dataset (`field` 'dataset', the message names the
             path), or one with neither test/ nor a validation split.
     """
-    for name in ("train_size", "test_size"):
-        if getattr(config, name) is not None:
-            raise OptionError(
-                name, f"{name} is for named datasets, not folders (dataset={config.dataset!r})"
-            )
     channels = 3
     if config.model.input_shape is not None:
         channels = int(config.model.input_shape[-1])
@@ -300,78 +295,82 @@ def folder_stream(
 class FitData:
     """What `model.fit` and the test evaluation take; targets one-hot (float32).
 
-    Arrays (`x_train`, `y_train`; `validation` and `test` as (x, y) pairs), or for a folder
-    streams: `x_train` a dataset of batches, `y_train` None, `validation` and `test` 1-tuples
-    of a stream (so that `model.evaluate(*data.test)` reads the same either way).
+    `x_train` is a stream of training batches (arrays in memory are served in whole batches
+    of a new order every epoch, mixed with mixup or CutMix when asked: `MixedBatches`; a
+    streamed dataset's own stream otherwise), `validation` a 1-tuple of a stream or None, and
+    `test` an (images, targets) pair of arrays or a 1-tuple of a stream, so that
+    `model.evaluate(*data.test)` reads the same either way.
     """
 
     x_train: object
-    y_train: np.ndarray | None
     validation: tuple | None
     test: tuple
-    counts: dict[str, int] | None = None  # streams: images per split
+    counts: dict[str, int]
     report: dict | None = None  # streams: metrics.json's additions (skipped files, splits)
 
     @property
-    def streamed(self) -> bool:
-        return self.y_train is None
-
-    @property
     def train_images(self) -> int:
-        return self.counts["train"] if self.streamed else len(self.x_train)
+        return self.counts["train"]
 
     @property
     def val_images(self) -> int:
-        if self.validation is None:
-            return 0
-        return self.counts["val"] if self.streamed else len(self.validation[0])
+        return self.counts.get("val", 0) if self.validation is not None else 0
 
     @property
     def test_images(self) -> int:
-        return self.counts["test"] if self.streamed else len(self.test[0])
+        return self.counts["test"]
 
-    def fit_arguments(self, batch_size: int) -> dict:
-        """`model.fit`'s data arguments (streams are batched and shuffled already)."""
-        if self.streamed:  # batched and shuffled by the stream: fit must not reorder them
-            return {"x": self.x_train, "validation_data": self.validation, "shuffle": False}
+    @property
+    def test_arrays(self) -> bool:
+        """The test split is held as arrays (flip TTA can mirror them)."""
+        return len(self.test) == 2
+
+    def fit_arguments(self, batch_size: int | None = None) -> dict:
+        """`model.fit`'s data arguments (the streams are batched and shuffled already)."""
+        return {"x": self.x_train, "validation_data": self.validation, "shuffle": False}
+
+
+def train_count(data) -> int:
+    """Images a run (or a search trial) trains on before its validation hold-out: the
+    arrays' length, or a streamed dataset's count of training images."""
+    if isinstance(data, StreamedSource):
+        return data.counts["train"]
+    return len(data.x_train)
+
+
+def split_counts(config: TrainConfig, data) -> dict[str, int]:
+    """Images per part as the run uses them ('train', 'val', 'test'): the data's checks that
+    need no decoding (the validation hold-out leaves training images; `config` resolved)."""
+    if isinstance(data, StreamedSource):
+        counts = data.counts
         return {
-            "x": self.x_train,
-            "y": self.y_train,
-            "batch_size": batch_size,
-            "validation_data": self.validation,
-            "shuffle": True,
+            "train": counts["train"],
+            "val": counts.get("val", 0),
+            "test": counts[data.test_split],
         }
+    total = len(data.x_train)
+    try:
+        _, held = data_lib.split(total, config.val_size, seed=validation_seed(config.seed))
+    except ValueError as error:
+        raise OptionError("val_size", str(error)) from None
+    return {"train": total - len(held), "val": len(held), "test": len(data.x_test)}
 
 
-def streamed_fit_data(config: TrainConfig, data: StreamedSource) -> FitData:
+def streamed_fit_data(config: TrainConfig, data: StreamedSource, counts: dict) -> FitData:
     """The streams of a streamed dataset (a folder, a TFDS stream; `StreamedSource`): train
-    (shuffled, augmented), val and test (center crops); a folder without test/ is tested on
-    its validation split (`data.test_split`)."""
-    data.check_options(config)
-    counts = data.counts
-    if config.batch_size > counts["train"]:
-        raise OptionError(
-            "batch_size",
-            f"batch_size must be at most the {counts['train']} training images, "
-            f"received batch_size={config.batch_size}",
-        )
+    (shuffled, augmented), val and test (the preprocessing record's crops); a folder without
+    test/ is tested on its validation split (`data.test_split`)."""
 
     def stream(split, train=False):
         return data.fit_stream(
             split, config.batch_size, train=train, seed=config.seed, augment=config.augment
         )
 
-    test_split = data.test_split
     return FitData(
         x_train=stream("train", train=True),
-        y_train=None,
-        validation=(stream("val"),) if "val" in counts else None,
-        test=(stream(test_split),),
-        counts={
-            "train": counts["train"],
-            "val": counts.get("val", 0),
-            "test": counts[test_split],
-        },
+        validation=(stream("val"),) if "val" in data.counts else None,
+        test=(stream(data.test_split),),
+        counts=counts,
         report=data.fit_report(),
     )
 
@@ -381,43 +380,35 @@ def cached_count(folder: Path, split: str) -> int:
     return int(data_cache.cache_info(folder)["splits"][split]["count"])
 
 
-def fit_data(config: TrainConfig, dataset) -> FitData:
-    """The run's data: `dataset` (already subset) split into train and validation with
-    `config.val_size` and `config.seed`, or a streamed dataset's streams (`StreamedSource`:
-    a folder, a TFDS stream); raises OptionError for a batch larger than the train part."""
+def fit_data(plan) -> FitData:
+    """The run's data as `fit` takes it (a `RunPlan`'s): arrays split into train and
+    validation (`val_size`, seeded), served in whole batches (`MixedBatches`, mixed with
+    mixup/CutMix when asked; the last partial batch dropped, as the streams drop it), or a
+    streamed dataset's streams."""
+    config, dataset = plan.config, plan.data
     if isinstance(dataset, StreamedSource):
-        return streamed_fit_data(config, dataset)
+        return streamed_fit_data(config, dataset, plan.counts)
     (x_train, y_train), validation = split_validation(
         dataset.x_train, dataset.y_train, config.val_size, seed=config.seed
     )
-    if config.batch_size > len(x_train):
-        raise OptionError(
-            "batch_size",
-            f"batch_size must be at most the {len(x_train)} training images, "
-            f"received batch_size={config.batch_size}",
-        )
     classes = dataset.num_classes
-    validation = None if validation is None else (validation[0], one_hot(validation[1], classes))
-    test = (dataset.x_test, one_hot(dataset.y_test, classes))
-    if config.mixup or config.cutmix:
-        return mixed_fit_data(config, (x_train, one_hot(y_train, classes)), validation, test)
-    return FitData(
-        x_train=x_train, y_train=one_hot(y_train, classes), validation=validation, test=test
-    )
-
-
-def mixed_fit_data(config: TrainConfig, train: tuple, validation, test: tuple) -> FitData:
-    """In-memory arrays as streams: training batches mixed by `MixedBatches` (mixup/CutMix),
-    validation in plain batches of the run's size (`fit` would otherwise validate a stream's
-    arrays in batches of 32), test as arrays."""
-    counts = {"train": len(train[0]), "val": 0, "test": len(test[0])}
-    if validation is not None:
-        counts["val"] = len(validation[0])
-        validation = (MixedBatches(*validation, config.batch_size, shuffle=False),)
     batches = MixedBatches(
-        *train, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
+        x_train,
+        one_hot(y_train, classes),
+        config.batch_size,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        drop_remainder=True,
+        seed=config.seed,
     )
-    return FitData(x_train=batches, y_train=None, validation=validation, test=test, counts=counts)
+    if validation is not None:  # batches of the run's size, not fit's default 32
+        validation = (
+            MixedBatches(
+                validation[0], one_hot(validation[1], classes), config.batch_size, shuffle=False
+            ),
+        )
+    test = (dataset.x_test, one_hot(dataset.y_test, classes))
+    return FitData(x_train=batches, validation=validation, test=test, counts=plan.counts)
 
 
 def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, log_dir=None):

@@ -1,15 +1,28 @@
-"""The run folder: its check, history.csv read back, the curves, and metrics.json's figures."""
+"""The run folder: its file names, its check, history.csv read back, the curves, and the
+check that a resumed run has the same options."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from keras_resnet.config import ResNetConfig
 from keras_resnet.utils import OptionError, write_text_atomic
+
+# The run folder's files (see keras_resnet.training's docstring).
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+CLASS_NAMES_FILE = "class_names.txt"
+BEST_FILE = os.path.join("checkpoints", "best.keras")
+BACKUP_DIR = "backup"
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
@@ -86,17 +99,18 @@ def time_to(history: dict[str, list[float]], key: str, target: float) -> dict | 
     return None
 
 
-# Options that change how a run is watched or where its data is read, not what it trains.
-RESUME_HARMLESS = (
-    "verbose",
-    "tensorboard",
-    "source_dir",
-    "data_dir",
-    "loader",
-    "output_dir",
-    "run_name",
-    "restart",
-)
+def from_data_fields() -> tuple[str, ...]:
+    """The `ResNetConfig` fields a run fills from its data (classes, input shape,
+    normalization, data format): declared `from_data` in their metadata."""
+    return tuple(f.name for f in dataclasses.fields(ResNetConfig) if f.metadata.get("from_data"))
+
+
+def resume_safe_fields() -> tuple[str, ...]:
+    """The options that may change when a run resumes (how it is watched, where its data is
+    read): `TrainConfig` fields declared `resume="safe"`."""
+    from keras_resnet.training.config import field_names
+
+    return field_names("resume", "safe")
 
 
 def finished_metrics(metrics_file: Path, backup_dir: Path) -> dict | None:
@@ -121,34 +135,57 @@ def _flat(values: dict) -> dict:
     return flat
 
 
-def check_same_run(config_file: Path, new: dict, *, normalize) -> None:
+def check_same_run(config_file: Path, new: dict) -> None:
     """Refuses to resume (or to report as finished) a run whose config.json differs from `new`
-    in an option that changes the run (`RESUME_HARMLESS` may differ).
+    in an option that changes the run (`resume_safe_fields` may differ).
 
     Args:
         config_file: the run's config.json.
         new: the new run's `TrainConfig.to_dict()`.
-        normalize: maps config.json's values to `to_dict()` form (older layouts).
 
     Raises:
-        OptionError: naming the first changed option, its old and new values.
+        OptionError: naming the first changed option, its old and new values; for a model
+            field the run fills from the data, saying that the data changed.
     """
+    from keras_resnet.training.config import TrainConfig
+
     try:
-        old = normalize(json.loads(config_file.read_text()))
+        old = TrainConfig.from_dict(json.loads(config_file.read_text())).to_dict()
+        new = TrainConfig.from_dict(new).to_dict()
     except (OSError, ValueError, TypeError) as error:
         raise OptionError(
             "output_dir",
             f"cannot resume: {config_file} cannot be read ({error}); rerun with --restart to "
             f"start the run over",
         ) from None
-    old, new = _flat(old), _flat(new)
+    safe, from_data = resume_safe_fields(), from_data_fields()
+    fixes = (
+        f"rerun with its options (--config {config_file}), choose another --output-dir, or "
+        f"pass --restart to start it over"
+    )
     for key in sorted(set(old) | set(new)):
-        if key in RESUME_HARMLESS or old.get(key) == new.get(key):
+        if key == "model":
             continue
+        if key not in safe and old.get(key) != new.get(key):
+            raise OptionError(
+                key,
+                f"cannot resume the run in {config_file.parent} with a changed option: {key} "
+                f"was {old.get(key)!r} there, received {key}={new.get(key)!r}; {fixes}",
+            )
+    old_model, new_model = old.get("model") or {}, new.get("model") or {}
+    for key in sorted(set(old_model) | set(new_model)):
+        if old_model.get(key) == new_model.get(key):
+            continue
+        if key in from_data:
+            raise OptionError(
+                "dataset",
+                f"cannot resume the run in {config_file.parent}: its data changed (the model's "
+                f"{key}, which the run takes from the data, was {old_model.get(key)!r}, now "
+                f"{new_model.get(key)!r}); restore the data, choose another --output-dir, or "
+                f"pass --restart to start it over",
+            )
         raise OptionError(
             key,
             f"cannot resume the run in {config_file.parent} with a changed option: {key} was "
-            f"{old.get(key)!r} there, received {key}={new.get(key)!r}; rerun with its options "
-            f"(--config {config_file}), choose another --output-dir, or pass --restart to "
-            f"start it over",
+            f"{old_model.get(key)!r} there, received {key}={new_model.get(key)!r}; {fixes}",
         )

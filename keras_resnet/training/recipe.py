@@ -5,67 +5,38 @@ a head-only warm-up)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 
 import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet import finetune
-from keras_resnet.config import ResNetConfig
-from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.models import build_model as build_resnet
-from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
+from keras_resnet.training.config import TrainConfig
 from keras_resnet.utils import OptionError
 
-
-def is_folder_data(dataset) -> bool:
-    """A streamed source (a folder, `inputs.FolderData`, or a large TFDS dataset; see
-    `keras_resnet.data.streamed.StreamedSource`) rather than in-memory arrays."""
-    return isinstance(dataset, StreamedSource)
+log = logging.getLogger("keras_resnet")
 
 
-def model_config(config: TrainConfig, dataset) -> ResNetConfig:
-    """`config.model` completed from the data: classes, image shape (NHWC), and the training
-    images' per-channel mean and std as the model's input normalization (a folder's: measured
-    on a sample of its training images). For a folder, unless a stem was chosen
-    (`config.auto_stem`), the stem follows the image size: cifar up to `SMALL_IMAGE_MAX` px,
-    imagenet above."""
-    changes = {}
-    if is_folder_data(dataset):
-        mean, std = dataset.mean, dataset.std
-        if config.auto_stem:
-            changes["stem"] = "cifar" if dataset.image_shape[0] <= SMALL_IMAGE_MAX else "imagenet"
-    else:
-        mean, std = data_lib.channel_stats(dataset.x_train)
-    return config.model.replace(
-        num_classes=dataset.num_classes,
-        input_shape=tuple(int(d) for d in dataset.image_shape),
-        normalization=(tuple(mean), tuple(std)),
-        data_format="channels_last",  # the arrays are NHWC whatever Keras' global setting
-        **changes,
-    )
-
-
-def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool | None = None):
-    """The training model: raw 0-255 pixels -> augmentation (training only) -> normalization ->
-    ResNet -> softmax. Mean and std come from `dataset.x_train`.
+def build_model(plan, *, augment: bool | None = None):
+    """The training model of a `RunPlan`: raw 0-255 pixels -> augmentation (training only) ->
+    normalization -> ResNet -> softmax.
 
     Args:
-        config: the run's options (`config.model` is the architecture).
-        dataset: gives the classes, the image shape and the normalization.
+        plan: the run's plan (`plan.model` is the architecture, completed from the data).
         augment: False builds the same network without the augmentation layers (the inference
-            model: same layer names and weights); None follows `config.augment`.
+            model: same layer names and weights); None follows `plan.config.augment`.
 
     Returns:
         A `keras.Model` whose input layer is named 'image'.
     """
-    config = config.resolve()
-    architecture = model_config(config, dataset)
+    config, architecture = plan.config, plan.model
     inputs = keras.Input(shape=architecture.image_shape, name="image")
     x = inputs
     # Folders over SMALL_IMAGE_MAX px are augmented by the pipeline (random-resized crop, flip).
-    pipeline_augments = is_folder_data(dataset) and not dataset.small_images
-    if (config.augment if augment is None else augment) and not pipeline_augments:
+    if (config.augment if augment is None else augment) and not plan.pipeline_augments:
         layers = data_lib.augmentation(
             architecture.image_shape,
             pad=config.crop_padding,
@@ -78,46 +49,45 @@ def build_model(config: TrainConfig, dataset: data_lib.Dataset, *, augment: bool
     return build_resnet(architecture, input_tensor=x)
 
 
-def load_initial_weights(model, config: TrainConfig) -> None:
-    """Loads `config.weights` into the training `model`: through the builders' `weights=`
-    (a state dict gets a new classifier when the class count differs, and an adapted first
-    convolution for 1 or 4 channels; `keras_resnet.weights` logs both), into the bare network,
-    then copied layer by layer (the training model adds augmentation layers around it)."""
-    architecture = config.model
+def load_initial_weights(model, plan) -> None:
+    """Loads the plan's starting weights into the training `model`: through the builders'
+    `weights=` (a state dict gets a new classifier when the class count differs, and an adapted
+    first convolution for 1 or 4 channels; `keras_resnet.weights` logs both), into the bare
+    network, then copied layer by layer (the training model adds augmentation layers)."""
+    architecture = plan.model
     try:
-        loaded = build_resnet(architecture, weights=config.weights)
+        loaded = build_resnet(architecture, weights=os.fspath(plan.weights))
     except ValueError as error:
         raise OptionError("weights", str(error)) from None
     for layer in loaded.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
-    print(f"weights: {config.weights} loaded into {architecture.name}", flush=True)
+    log.info("weights: %s loaded into %s", plan.config.weights, architecture.name)
 
 
-def prepare_finetuning(model, config: TrainConfig, data=None, *, warm_up: bool = True) -> None:
-    """Fine-tuning before `compile_model`: the starting weights (`config.weights`), the
-    head-only warm-up (`config.head_epochs`, only when `warm_up` and `data` are given: a
-    resumed run has its weights from the backup), then the frozen stem and stages
-    (`config.freeze_stages`; batch norm of frozen layers runs in inference mode).
+def prepare_finetuning(model, plan, data=None, *, warm_up: bool = True) -> None:
+    """Fine-tuning before `compile_model`: the starting weights (`plan.weights`), the
+    head-only warm-up (`head_epochs`, only when `warm_up` and `data` are given: a resumed run
+    has its weights from the backup), then the frozen stem and stages (`freeze_stages`; batch
+    norm of frozen layers runs in inference mode).
 
     Args:
         model: the training model (`build_model`), not compiled yet.
-        config: the run's options, resolved.
+        plan: the run's plan.
         data: the run's `inputs.FitData`, for the warm-up.
         warm_up: False skips the warm-up.
     """
-    config = config.resolve()
-    if config.weights:
-        load_initial_weights(model, config)
+    config = plan.config
+    if plan.weights is not None:
+        load_initial_weights(model, plan)
     if config.head_epochs and warm_up and data is not None:
         trainable = [n for n in finetune.freeze_backbone(model) if model.get_layer(n).weights]
-        print(f"head-only warm-up: {config.head_epochs} epoch(s) training {trainable}", flush=True)
-        steps = -(-data.train_images // config.batch_size)
+        log.info("head-only warm-up: %d epoch(s) training %s", config.head_epochs, trainable)
         # No average over the warm-up: its end would otherwise be the head's averaged weights.
         warm = dataclasses.replace(config, epochs=config.head_epochs, warmup_epochs=0.0, ema=0.0)
-        compile_model(model, warm, steps)
+        compile_model(model, dataclasses.replace(plan, config=warm))
         model.fit(
-            **data.fit_arguments(config.batch_size),
+            **data.fit_arguments(),
             epochs=config.head_epochs,
             callbacks=[keras.callbacks.TerminateOnNaN(raise_error=True)],
             verbose=config.verbose,
@@ -128,10 +98,10 @@ def prepare_finetuning(model, config: TrainConfig, data=None, *, warm_up: bool =
             frozen = finetune.freeze_stages(model, config.freeze_stages)
         except ValueError as error:
             raise OptionError("freeze_stages", str(error)) from None
-        print(
-            f"frozen (batch norm in inference mode): {len(frozen)} layers, stem to "
-            f"stage {config.freeze_stages}",
-            flush=True,
+        log.info(
+            "frozen (batch norm in inference mode): %d layers, stem to stage %d",
+            len(frozen),
+            config.freeze_stages,
         )
 
 
@@ -146,8 +116,12 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, model=None):
     With `config.ema` the optimizer also keeps an exponential moving average of the trainable
     weights (Keras' `use_ema`, `ema_momentum=config.ema`; batch-norm statistics are not
     averaged); `training_callbacks` makes evaluation and checkpoints use it.
+
+    Args:
+        config: the run's options, resolved (`RunPlan.config`).
+        steps_per_epoch: training steps an epoch (`RunPlan.steps_per_epoch`).
+        model: the model whose rank <= 1 variables are kept out of weight decay.
     """
-    config = config.resolve()
     total = config.epochs * steps_per_epoch
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -226,12 +200,12 @@ def training_callbacks(config: TrainConfig, *, swap_on_epoch: bool = True) -> li
     return [SwapEMAWeights(swap_on_epoch=swap_on_epoch)]
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int):
-    """`model.compile` with the recipe: `build_optimizer`'s optimizer, cross-entropy on one-hot
-    targets with label smoothing, accuracy, XLA and steps per execution from `config`."""
-    config = config.resolve()
+def compile_model(model, plan):
+    """`model.compile` with the plan's recipe: `build_optimizer`'s optimizer, cross-entropy on
+    one-hot targets with label smoothing, accuracy, XLA and steps per execution."""
+    config = plan.config
     model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch, model),
+        optimizer=build_optimizer(config, plan.steps_per_epoch, model),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile={"auto": "auto", "on": True, "off": False}[config.xla],

@@ -3,9 +3,8 @@ the run folder's files are written is visible in `_run` and easy to change."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ import keras
 import numpy as np
 
 from keras_resnet import data as data_lib
+from keras_resnet import preprocessing as prep
 from keras_resnet.data import gpu_crop
-from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training.callbacks import (
     METADATA_FILE,
@@ -34,26 +33,25 @@ from keras_resnet.training.callbacks import (
 from keras_resnet.training.config import TrainConfig, TrainingDiverged
 from keras_resnet.training.devices import device_description, distribution_scope, process_count
 from keras_resnet.training.evaluation import flip_tta_accuracy
-from keras_resnet.training.inputs import (
-    FitData,
-    data_report,
-    fit_data,
-    load_data,
-    write_class_names,
-)
+from keras_resnet.training.inputs import FitData, data_report, fit_data, write_class_names
 from keras_resnet.training.outputs import (
-    check_output_dir,
+    BACKUP_DIR,
+    BEST_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
     check_same_run,
-    finished_metrics,
     plot_curves,
     read_history,
     time_to,
     write_json,
 )
+from keras_resnet.training.plan import FinishedRun, RunPlan, plan_run
 from keras_resnet.training.recipe import (
     build_model,
     compile_model,
-    model_config,
     prepare_finetuning,
     training_callbacks,
 )
@@ -66,12 +64,7 @@ from keras_resnet.utils import (
     write_text_atomic,
 )
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
-BEST_FILE = os.path.join("checkpoints", "best.keras")
-BACKUP_DIR = "backup"
+log = logging.getLogger("keras_resnet")
 
 
 def train(
@@ -85,7 +78,7 @@ def train(
     on return and on error.
 
     Args:
-        config: the options; `None` fields take their defaults (see `TrainConfig.resolve`).
+        config: the options; `None` fields take their defaults (`plan_run` resolves them).
         dataset: use these arrays instead of loading `config.dataset` (tests, custom data).
         callbacks: extra Keras callbacks, appended after the run's own.
 
@@ -98,29 +91,31 @@ def train(
         TrainingDiverged: the loss became NaN/Inf; the best checkpoint and the backup of the last
             completed epoch are kept.
     """
-    config.validate()
-    config = config.resolve()
-    finished = None if config.restart else _finished_run(config)
-    if finished is not None:
-        return finished
-    out = check_output_dir(config.output_dir)
+    with keras_globals():
+        plan = plan_run(config, dataset)
+        if isinstance(plan, FinishedRun):
+            print(plan.message())
+            return plan.metrics
+        return train_plan(plan, callbacks=callbacks)
+
+
+def train_plan(plan: RunPlan, *, callbacks: list | None = None) -> dict[str, Any]:
+    """Trains a planned run (`plan_run`) and writes its folder; see `train`."""
+    config, out = plan.config, plan.output_dir
     with keras_globals():
         keras.utils.set_random_seed(config.seed)
         keras.config.set_dtype_policy(config.precision)
         # The arrays are NHWC; the augmentation layers read the global format.
         keras.config.set_image_data_format("channels_last")
-        return _run(config, out, dataset, callbacks)
+        return _run(plan, out, callbacks)
 
 
-def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
-    dataset = load_data(config, dataset, log_dir=out)  # a folder logs skipped files there
-    data = fit_data(config, dataset)
-    # The architecture as built (classes, shape, normalization from the data): config.json
-    # rebuilds it with build_model(ResNetConfig.from_dict(config["model"])).
-    config = dataclasses.replace(config, model=model_config(config, dataset))
-    model, num_devices = _build(config, dataset, data)
+def _run(plan: RunPlan, out: Path, callbacks) -> dict[str, Any]:
+    config = plan.config
+    data = fit_data(plan)
+    model = _build(plan, data)
     # Read-only: a refused or unreadable resume leaves the folder as it was.
-    initial_epoch, rows, backup_best = _restore(model, config, out)
+    initial_epoch, rows, backup_best = _restore(model, plan)
     try:
         # The folder changes only now that the data, the model and its state are there.
         if config.restart:
@@ -129,18 +124,9 @@ def _run(config: TrainConfig, out: Path, dataset, callbacks) -> dict[str, Any]:
             # A new run: an older run's metrics.json would mark the folder finished.
             (out / METRICS_FILE).unlink(missing_ok=True)
         # restart=False: `--config RUN/config.json` or the same options continue this run.
-        write_json(out / CONFIG_FILE, dataclasses.replace(config, restart=False).to_dict())
-        write_class_names(out, dataset)
-        return _train_and_write(
-            model,
-            config,
-            out,
-            dataset,
-            data,
-            (initial_epoch, rows, backup_best),
-            callbacks,
-            num_devices,
-        )
+        write_json(out / CONFIG_FILE, plan.record())
+        write_class_names(out, plan.data)
+        return _train_and_write(model, plan, data, (initial_epoch, rows, backup_best), callbacks)
     except OSError as error:  # a full disk, a folder gone read-only: no traceback
         if not _write_error(error, out):
             raise
@@ -162,68 +148,30 @@ def _write_error(error: OSError, out: Path) -> bool:
     return "No space left on device" in str(error)
 
 
-def _restore(model, config: TrainConfig, out: Path) -> tuple[int, list[dict], Path | None]:
+def _restore(model, plan: RunPlan) -> tuple[int, list[dict], Path | None]:
     """The completed epochs and their history rows of an unfinished run, its state loaded into
     `model`, and the best epoch's model in its backup; (0, [], None) for a new run (or
     `restart`). Refuses a resume with changed options. Changes no file."""
+    config, out = plan.config, plan.output_dir
     backup_dir = out / BACKUP_DIR
     if not config.backup or config.restart:
         return 0, [], None
     started = any((backup_dir / name).exists() for name in (METADATA_FILE, METADATA_FILE + ".bkp"))
     if started and (out / CONFIG_FILE).exists():
-        check_same_run(
-            out / CONFIG_FILE,
-            config.to_dict(),
-            normalize=lambda values: TrainConfig.from_dict(values).to_dict(),
-        )
+        check_same_run(out / CONFIG_FILE, config.to_dict())
     epoch, rows, best = restore_backup(model, backup_dir)
     if rows is None:  # a backup written by Keras' BackupAndRestore: rows from history.csv
         rows = history_rows(out / HISTORY_FILE, epoch)
     return epoch, rows, best
 
 
-# The model's fields that `model_config` takes from the data.
-DATA_FIELDS = ("num_classes", "input_shape", "normalization", "data_format")
-
-
-def _finished_run(config: TrainConfig) -> dict | None:
-    """A finished run's metrics.json, once the options are checked against its config.json
-    (OptionError naming a changed option), after one line saying so; None when the run is not
-    finished. Reads only: the data is not loaded, so the model's fields it decides are the
-    run's own (the options they follow from are compared)."""
-    out = Path(config.output_dir)
-    metrics = finished_metrics(out / METRICS_FILE, out / BACKUP_DIR)
-    if metrics is None:
-        return None
-    config_file = out / CONFIG_FILE
-    try:
-        old = TrainConfig.from_dict(json.loads(config_file.read_text())).model
-        derived = {name: getattr(old, name) for name in DATA_FIELDS}
-        if config.is_folder and config.auto_stem:
-            derived["stem"] = old.stem
-        config = dataclasses.replace(config, model=config.model.replace(**derived))
-    except (OSError, ValueError, TypeError):
-        pass  # check_same_run says that config.json cannot be read
-    check_same_run(
-        config_file,
-        config.to_dict(),
-        normalize=lambda values: TrainConfig.from_dict(values).to_dict(),
-    )
-    accuracy = metrics.get("test_accuracy")
-    accuracy = f"{100 * accuracy:.2f}%" if isinstance(accuracy, (int, float)) else "unknown"
-    print(
-        f"run in {out} already finished: test accuracy {accuracy}, "
-        f"{metrics.get('epochs')} epochs; pass --restart to train it again"
-    )
-    return metrics
-
-
-def _train_and_write(model, config, out, dataset, data, state, callbacks, num_devices) -> dict:
+def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> dict:
     """Trains the epochs left, then writes model.keras, curves.png, metrics.json; the backup
     is removed last, so that a kill before lets the rerun finish without training again.
 
     `state` is `_restore`'s (completed epochs, their history rows, the best epoch's model in
     the backup); (0, [], None) for a new run."""
+    config, out = plan.config, plan.output_dir
     initial_epoch, rows, backup_best = state
     history_csv = out / HISTORY_FILE
     # history.csv agrees with the backup: rows of epochs it does not hold are trained again.
@@ -243,69 +191,52 @@ def _train_and_write(model, config, out, dataset, data, state, callbacks, num_de
         test_data=data.test if config.track_test else None,
         batch_size=config.batch_size,
     )
-    run_callbacks = _make_callbacks(config, out, data, clock, rows)
+    run_callbacks = _make_callbacks(plan, data, clock, rows)
     if initial_epoch < config.epochs:
-        _fit(model, config, data, run_callbacks + list(callbacks or []), initial_epoch)
+        _fit(model, plan, data, run_callbacks + list(callbacks or []), initial_epoch)
     else:  # killed after the last epoch: only the final files are missing
         clock.first_epoch = initial_epoch
     test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
-    if config.flip and not data.streamed:  # flip TTA: reported beside the plain figure
+    if config.flip and data.test_arrays:  # flip TTA: reported beside the plain figure
         test["flip_tta_accuracy"] = flip_tta_accuracy(model, *data.test, config.batch_size)
-    _save_model(model, config, dataset, out)
+    _save_model(model, plan)
     history = read_history(history_csv)
-    title = f"{config.model.name} on {dataset.name}: test accuracy {100 * test['accuracy']:.2f}%"
-    plot_curves(history, out / "curves.png", title=title)
-    metrics = _metrics(config, dataset, data, model, test, history, clock, num_devices)
+    name = "test accuracy" if plan.evaluated_on == "test" else "validation accuracy (no test split)"
+    title = f"{config.model.name} on {plan.data.name}: {name} {100 * test['accuracy']:.2f}%"
+    plot_curves(history, out / CURVES_FILE, title=title)
+    metrics = _metrics(plan, data, model, test, history, clock)
     write_json(out / METRICS_FILE, metrics)
     if config.backup:
         retire_backup(out / BACKUP_DIR)
     return metrics
 
 
-def _build(config: TrainConfig, dataset, data: FitData):
-    """The compiled training model, in the distribution's scope; and the device count."""
-    scope, num_devices = distribution_scope(config.distribute)
-    if data.streamed and process_count() > 1:
-        # Each process would read every batch of the stream: the global batch would repeat
-        # its images process after process. Refused rather than trained wrongly.
-        raise OptionError(
-            "dataset",
-            f"a folder is not trained over several processes yet (the streams are not sharded "
-            f"per process; KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}): train it on "
-            f"one host, which uses all of its GPUs; received dataset={config.dataset!r}",
-        )
-    if config.batch_size % num_devices:
-        raise OptionError(
-            "batch_size",
-            f"batch_size must be a multiple of the {num_devices} devices, "
-            f"received batch_size={config.batch_size}",
-        )
-    steps_per_epoch = -(-data.train_images // config.batch_size)
+def _build(plan: RunPlan, data: FitData):
+    """The compiled training model, in the distribution's scope."""
+    config = plan.config
+    scope, _ = distribution_scope(config.distribute)
     with scope:
-        model = build_model(config, dataset)
+        model = build_model(plan)
         # A resumed run takes its weights from the backup: no head-only warm-up again.
         resumed = (
-            config.backup
-            and not config.restart
-            and backup_epoch(Path(config.output_dir) / BACKUP_DIR) > 0
+            config.backup and not config.restart and backup_epoch(plan.output_dir / BACKUP_DIR) > 0
         )
-        prepare_finetuning(model, config, data, warm_up=not resumed)
-        if isinstance(dataset, StreamedSource) and dataset.cache is not None:
+        prepare_finetuning(model, plan, data, warm_up=not resumed)
+        if plan.streamed and plan.data.cache is not None:
             # Cache batches are squashed uint8 images and their original sizes: the
             # random-resized crop (training) or the stored center crop (evaluation) runs first.
             model = gpu_crop.training_model(model, seed=config.seed)
-        model = compile_model(model, config, steps_per_epoch)
-    return model, num_devices
+        model = compile_model(model, plan)
+    return model
 
 
 def _monitor(data: FitData) -> str:
     return "val_accuracy" if data.validation is not None else "accuracy"
 
 
-def _make_callbacks(
-    config: TrainConfig, out: Path, data: FitData, clock: EpochClock, rows: list[dict]
-) -> list:
+def _make_callbacks(plan: RunPlan, data: FitData, clock: EpochClock, rows: list[dict]) -> list:
     """The run's callbacks, in the order their epoch ends must run."""
+    config, out = plan.config, plan.output_dir
     callbacks = [
         # First: with EMA, the averaged weights are in the model before anything evaluates
         # or saves it.
@@ -335,11 +266,12 @@ def _make_callbacks(
     return callbacks
 
 
-def _fit(model, config: TrainConfig, data: FitData, callbacks: list, initial_epoch: int) -> None:
+def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: int) -> None:
     """`model.fit`; a NaN/Inf loss becomes TrainingDiverged, saying what was kept."""
+    config = plan.config
     try:
         model.fit(
-            **data.fit_arguments(config.batch_size),
+            **data.fit_arguments(),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
@@ -350,34 +282,41 @@ def _fit(model, config: TrainConfig, data: FitData, callbacks: list, initial_epo
             raise
         clock = next(c for c in callbacks if isinstance(c, EpochClock))
         epoch = (clock.first_epoch or 0) + clock.epochs_run + 1
-        out = Path(config.output_dir)
+        out = plan.output_dir
         best = out / BEST_FILE
         kept = f"The best checkpoint is kept: {best if best.exists() else 'none yet'}"
-        if config.backup:
+        backup = out / BACKUP_DIR
+        if config.backup and backup.exists() and backup_epoch(backup) > 0:
             kept += (
-                f"; the backup of the last completed epoch "
-                f"({backup_epoch(out / BACKUP_DIR)}) is in {out / BACKUP_DIR}"
+                f"; the backup of the last completed epoch ({backup_epoch(backup)}) is in "
+                f"{backup}: run the same command with a lower --learning-rate to resume from it"
             )
+        else:
+            kept += "; no epoch completed, so there is no backup to resume from"
         raise TrainingDiverged(
             f"the loss became NaN/Inf in epoch {epoch}, so training stopped ({error}). "
             f"{kept}. Lower --learning-rate or use --precision float32."
         ) from None
 
 
-def _save_model(model, config: TrainConfig, dataset, out: Path) -> None:
+def _save_model(model, plan: RunPlan) -> None:
     """model.keras: the trained network without the augmentation layers (inactive at inference
     anyway) and with Keras' own layers only, so that it loads where keras_resnet is not
-    installed. Written whole or not at all."""
-    inference = build_model(config, dataset, augment=False)
+    installed; the preprocessing record is stored in the file too (`add_record`). Written
+    whole or not at all."""
+    inference = build_model(plan, augment=False)
     network = gpu_crop.backbone_of(model)
     for layer in inference.layers:
         layer.set_weights(network.get_layer(layer.name).get_weights())
-    with atomic_path(out / MODEL_FILE) as tmp:
+    with atomic_path(plan.output_dir / MODEL_FILE) as tmp:
         plain_keras_model(inference).save(tmp)
+        prep.add_record(tmp, plan.preprocessing)
 
 
-def _metrics(config, dataset, data: FitData, model, test, history, clock, num_devices) -> dict:
-    """metrics.json's figures."""
+def _metrics(plan: RunPlan, data: FitData, model, test, history, clock) -> dict:
+    """metrics.json's figures. A folder without test/ is evaluated on its validation split:
+    its figure is named so (`evaluated_on`), never test accuracy."""
+    config, dataset = plan.config, plan.data
     monitor = _monitor(data)
     # images/s: the median epoch, so that compilation (epoch 1) does not count.
     images_per_s = float(np.median(history["images_per_s"])) if "images_per_s" in history else None
@@ -388,12 +327,21 @@ def _metrics(config, dataset, data: FitData, model, test, history, clock, num_de
             "monitor": monitor,
             "epoch": best_epoch + 1,
             "value": history[monitor][best_epoch],
-            "path": os.fspath(Path(config.output_dir) / BEST_FILE),
+            "path": os.fspath(plan.output_dir / BEST_FILE),
         }
     targets = (0.90, 0.95, 0.955)
+    tested = plan.evaluated_on == "test"
+    accuracy, loss = float(test["accuracy"]), float(test["loss"])
+    figures = (
+        {"test_accuracy": accuracy, "test_loss": loss}
+        if tested
+        else {"validation_accuracy": accuracy, "validation_loss": loss}
+    )
     return {
-        "test_accuracy": float(test["accuracy"]),
-        "test_loss": float(test["loss"]),
+        "accuracy": accuracy,
+        "evaluated_on": "test" if tested else "validation",
+        "evaluated_on_label": "test accuracy" if tested else "validation accuracy (no test split)",
+        **figures,
         # The mean of the softmax of each test image and its mirror image (in-memory data
         # trained with flips); the headline figure is test_accuracy, without it.
         "test_accuracy_flip_tta": test.get("flip_tta_accuracy"),
@@ -408,7 +356,8 @@ def _metrics(config, dataset, data: FitData, model, test, history, clock, num_de
         "best_checkpoint": best,
         "backend": keras.backend.backend(),
         "device": device_description(),
-        "num_devices": num_devices,
+        "num_devices": plan.num_devices,
+        "num_processes": process_count(),
         "precision": config.precision,
         "keras_version": keras.__version__,
         "dataset": dataset.name,
@@ -416,10 +365,12 @@ def _metrics(config, dataset, data: FitData, model, test, history, clock, num_de
         "train_images": data.train_images,
         "val_images": data.val_images,
         "test_images": data.test_images,
+        "steps_per_epoch": plan.steps_per_epoch,
         "input_shape": list(dataset.image_shape),
         "class_names": list(dataset.class_names),
+        "preprocessing": plan.preprocessing.to_dict(),
         "model": config.model.name,
         "params": int(model.count_params()),
-        "run_dir": os.fspath(config.output_dir),
+        "run_dir": os.fspath(plan.output_dir),
         **data_report(dataset, data),
     }

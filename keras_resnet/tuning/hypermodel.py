@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pickle
 import time
@@ -58,22 +57,15 @@ def trial_train_config(base: TrainConfig, values: dict, epochs: int | None = Non
     return config
 
 
-def train_count(dataset) -> int:
-    """Images a trial trains on: the arrays' length, or a folder's count of training files
-    (with a cache, the rows its build could decode)."""
-    if isinstance(dataset, StreamedSource):
-        return dataset.counts["train"]
-    return len(dataset.x_train)
-
-
 def trial_fit_data(config: TrainConfig, x, y=None, validation_data=None) -> dict:
     """`model.fit`'s data arguments of a trial.
 
-    Arrays: `x`, `y` (one-hot) and `validation_data` as given, shuffled by `fit` (mixed batches
-    with mixup or CutMix). A folder (`x` a `training.inputs.FolderParts` of parts 'train' and
-    'val'): streams of those parts built now, at the trial's batch size (tf.data on TensorFlow,
-    a PyDataset with worker threads elsewhere, or the cache's rows); only the file lists cross
-    into a trial's process, never images.
+    Arrays: `x`, `y` (one-hot) and `validation_data` as given, served as a run serves them
+    (`MixedBatches`: whole batches, mixed with mixup or CutMix). A folder (`x` a
+    `training.inputs.FolderParts` of parts 'train' and 'val'): streams of those parts built
+    now, at the trial's batch size (tf.data on TensorFlow, a PyDataset with worker threads
+    elsewhere, or the cache's rows); only the file lists cross into a trial's process, never
+    images.
     """
     if isinstance(x, StreamedSource):
 
@@ -84,21 +76,20 @@ def trial_fit_data(config: TrainConfig, x, y=None, validation_data=None) -> dict
 
         validation = validation_data if validation_data is not None else stream("val")
         return {"x": stream("train", train=True), "validation_data": validation, "shuffle": False}
-    if y is not None and (config.mixup or config.cutmix):
-        batches = MixedBatches(
-            x, y, config.batch_size, mixup=config.mixup, cutmix=config.cutmix, seed=config.seed
-        )
-        if validation_data is not None:  # batches of the trial's size, not fit's 32
-            validation_data = MixedBatches(*validation_data, config.batch_size, shuffle=False)
-        # Batches shuffled (and cached) by order.
-        return {"x": batches, "validation_data": validation_data, "shuffle": False}
-    return {
-        "x": x,
-        "y": y,
-        "batch_size": config.batch_size,
-        "validation_data": validation_data,
-        "shuffle": True,
-    }
+    # Arrays as a run serves them: whole batches in a new order every epoch (the last partial
+    # batch dropped, as the schedule counts), mixed with mixup or CutMix when asked.
+    batches = MixedBatches(
+        x,
+        y,
+        config.batch_size,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        drop_remainder=True,
+        seed=config.seed,
+    )
+    if validation_data is not None:  # batches of the trial's size, not fit's 32
+        validation_data = MixedBatches(*validation_data, config.batch_size, shuffle=False)
+    return {"x": batches, "validation_data": validation_data, "shuffle": False}
 
 
 class ResNetHyperModel(keras_tuner.HyperModel):
@@ -106,18 +97,19 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
     Args:
         space: the `SearchSpace`.
-        base: the `TrainConfig` every trial starts from (data, batch size, precision, recipe).
+        base: the search's `training.RunPlan` (`plan_run(..., search=True)`): the resolved
+            options every trial starts from (data, batch size, precision, recipe) and the
+            preprocessing record with the normalization statistics.
         dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part, or
-            for a folder its `training.inputs.FolderParts` (file lists and the normalization
-            measured on a sample): it gives the normalization statistics and the schedule's
-            length (the count of training images).
+            for a folder its `training.inputs.FolderParts` (file lists): it gives the
+            schedule's length (the count of training images).
         max_epochs: epochs of a trial when the tuner does not set them (random, bayesian).
     """
 
     def __init__(self, space: SearchSpace, base, dataset, *, max_epochs: int = 10):
         super().__init__(name="keras_resnet", tunable=True)
         self.space = space
-        self.base = base.resolve()
+        self.base = base.for_trial(base.config, dataset)  # holds the search's part only
         self.dataset = dataset
         self.max_epochs = int(max_epochs)
 
@@ -128,14 +120,14 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         initial_epoch, epochs = trial_epochs(values, self.max_epochs)
         # A continued Hyperband trial starts a new optimizer on its parent's weights; its
         # schedule spans only the epochs it trains (a warm restart, as in SGDR).
-        config = trial_train_config(self.base, values, epochs - initial_epoch)
-        steps_per_epoch = math.ceil(train_count(self.dataset) / config.batch_size)
+        config = trial_train_config(self.base.config, values, epochs - initial_epoch)
+        plan = self.base.for_trial(config)
         with dtype_policy(config.precision):
-            model = training.build_model(config, self.dataset)
-            if isinstance(self.dataset, StreamedSource) and self.dataset.cache is not None:
+            model = training.build_model(plan)
+            if plan.streamed and plan.data.cache is not None:
                 # Cache batches are squashed images and their sizes: cropped in the model.
                 model = gpu_crop.training_model(model, seed=config.seed)
-            return training.compile_model(model, config, steps_per_epoch)
+            return training.compile_model(model, plan)
 
     def fit(
         self,
@@ -160,8 +152,8 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         the trial's process, at the trial's batch size (`trial_fit_data`).
         """
         epochs = self.max_epochs if epochs is None else epochs
-        kwargs.setdefault("verbose", self.base.verbose)
-        config = trial_train_config(self.base, hp.values)
+        kwargs.setdefault("verbose", self.base.config.verbose)
+        config = trial_train_config(self.base.config, hp.values)
         callbacks = training_callbacks(config, swap_on_epoch=False) + list(callbacks or [])
         data = trial_fit_data(config, x, y, validation_data)
         start = time.perf_counter()
@@ -271,7 +263,6 @@ __all__ = [
     "ResNetHyperModel",
     "run_trial_file",
     "run_trial_in_process",
-    "train_count",
     "train_one_trial",
     "trial_epochs",
     "trial_fit_data",

@@ -25,15 +25,22 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet import training
-from keras_resnet.training import TrainConfig
+from keras_resnet.data.streamed import StreamedSource
+from keras_resnet.training import RunPlan, TrainConfig, plan_run
+from keras_resnet.training.config import field_names
 from keras_resnet.training.inputs import (
     FolderData,
     FolderParts,
     folder_parts,
     open_folder_cache,
-    open_folder_data,
 )
-from keras_resnet.training.recipe import is_folder_data
+from keras_resnet.training.outputs import (
+    BACKUP_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    finished_metrics,
+    from_data_fields,
+)
 from keras_resnet.tuning.hypermodel import (
     ResNetHyperModel,
     run_trial_in_process,
@@ -62,24 +69,10 @@ from keras_resnet.utils import (
 
 TUNERS = ("hyperband", "bayesian", "random")
 DEFINITION_FORMAT = 2
-# TrainConfig keys that may differ between a search and its resumption: paths, speed, verbosity
-# (and the epochs, which every trial sets).
-# ResNetConfig fields that the training fills from the data.
-DATA_MODEL_KEYS = ("num_classes", "input_shape", "normalization", "data_format")
-UNCHECKED_TRAIN_KEYS = (
-    "restart",
-    "verbose",
-    "output_dir",
-    "run_name",
-    "source_dir",
-    "data_dir",
-    "loader",
-    "epochs",
-    "steps_per_execution",
-)
-# Options added after searches were first stored (recipe levers, the folder cache): left out of
-# the definition while off, so that a search stored before they existed resumes.
-OFF_WHEN_ZERO_KEYS = ("ema", "mixup", "cutmix", "cache")
+# Values of an option declared search="off_when_zero" that leave it out of a stored definition
+# (options added after searches were first stored: recipe levers, the cache, the statistics'
+# source), so that a search stored before they existed resumes.
+OFF_VALUES = (0, 0.0, None, False, "data")
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,17 +287,23 @@ class SearchOptions:
         """The `TrainConfig` that every trial (and the final training) starts from."""
         return dataclasses.replace(self.train, tensorboard=False, track_test=False)
 
-    def definition(self, space: SearchSpace, image_shape) -> dict:
-        """What must not change between a search and its resumption (max_trials may grow)."""
-        train = self.base_config().resolve().to_dict()
+    def definition(self, space: SearchSpace, image_shape, resolved: TrainConfig) -> dict:
+        """What must not change between a search and its resumption (max_trials may grow).
+
+        Args:
+            space: the search space.
+            image_shape: the data's image shape.
+            resolved: the search's base options, resolved (`RunPlan.config`).
+        """
+        train = resolved.to_dict()
         model_keys, recipe_keys = space.searched_fields()
-        for key in (*UNCHECKED_TRAIN_KEYS, *recipe_keys):
+        for key in (*field_names("search", "unchecked"), *recipe_keys):
             train.pop(key, None)
-        for key in OFF_WHEN_ZERO_KEYS:
-            if not train.get(key, 1):
-                train.pop(key)
-        for key in model_keys:
-            train["model"].pop(key)
+        for key in field_names("search", "off_when_zero"):
+            if train.get(key, 1) in OFF_VALUES:
+                train.pop(key, None)
+        for key in (*model_keys, *from_data_fields()):
+            train["model"].pop(key, None)
         return {
             "format": DEFINITION_FORMAT,
             "space": space.to_dict(),
@@ -358,21 +357,29 @@ def search_split(
     return (x[rest], y[rest]), (x[val], y[val])
 
 
-def load_search_data(train: TrainConfig):
-    """The search's data: a named dataset loaded in memory, or a folder opened as the final
-    training opens it (`training.inputs.open_folder_data`: file lists, the `val_size` hold-out
-    of a folder without val/, and the normalization measured on a sample), never decoded whole.
-    Its cache (`train.cache`) is opened later, by `prepare_search`, once the search's checks
-    have passed.
+def plan_search(train: TrainConfig, dataset=None) -> RunPlan:
+    """The search's base plan: its options resolved and its data opened by the same function
+    as a run's (`training.plan_run(..., search=True)`: every data flag means the same), a
+    folder as file lists (its cache is opened later, by `prepare_search`, once the search's
+    checks have passed), the preprocessing record and its statistics.
 
-    Returns:
-        A `keras_resnet.data.Dataset`, or a `training.inputs.FolderData` for a folder.
+    Raises:
+        SearchSpaceError: a streamed TFDS dataset (trials take arrays or a folder's files).
     """
-    if not train.is_folder:
-        return data_lib.load_dataset(
-            train.dataset, source_dir=train.source_dir, loader=train.loader
+    plan = plan_run(dataclasses.replace(train, cache=None), dataset, search=True)
+    if isinstance(plan.data, StreamedSource) and not isinstance(plan.data, FolderData):
+        raise SearchSpaceError(
+            "dataset",
+            f"a streamed TFDS dataset cannot be searched yet (its trials take arrays or a "
+            f"folder's files), received dataset={train.dataset!r}",
         )
-    return open_folder_data(dataclasses.replace(train.resolve(), cache=None))
+    return plan
+
+
+def load_search_data(train: TrainConfig):
+    """The search's data (`plan_search`'s): a `keras_resnet.data.Dataset` in memory, or a
+    `training.inputs.FolderData` for a folder, never decoded whole."""
+    return plan_search(train).data
 
 
 def search_folder_parts(
@@ -401,8 +408,9 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
     and the stored definition.
 
     Returns:
-        `(project_dir, dataset, definition, split)`: `split` is `((x_train, y_train), (x_val,
-        y_val))` for arrays, a `training.inputs.FolderParts` (file lists) for a folder.
+        `(project_dir, plan, definition, split)`: `plan` the search's base `RunPlan`
+        (`plan_search`); `split` is `((x_train, y_train), (x_val, y_val))` for arrays, a
+        `training.inputs.FolderParts` (file lists) for a folder.
     """
     space.validate()
     options.validate()
@@ -410,17 +418,17 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
     if options.final_epochs > 0:
         check_writable(options.output_dir, "output_dir")
     project_dir = project_path(options.directory, options.project_name)
-    if dataset is None:
-        dataset = load_search_data(options.train)
+    plan = plan_search(options.base_config(), dataset)
+    dataset = plan.data
     space.check_input(dataset.image_shape)
-    definition = options.definition(space, dataset.image_shape)
+    definition = options.definition(space, dataset.image_shape, plan.config)
     check_definition(project_dir, definition)  # raises before anything is written
     fractions = dict(
         train_fraction=options.train_fraction,
         validation_fraction=options.validation_fraction,
         seed=options.train.seed,
     )
-    if is_folder_data(dataset):
+    if isinstance(dataset, FolderData):
         check_folder_search(space, options.train)
         if options.train.cache is not None:  # built (once) only now that the checks passed
             dataset = open_folder_cache(dataset, options.train.cache)
@@ -436,7 +444,7 @@ def prepare_search(space: SearchSpace, options: SearchOptions, dataset=None):
             f"batch_size must be at most the {n_train} images trials train on, "
             f"received batch_size={batch_size}",
         )
-    return project_dir, dataset, definition, split
+    return project_dir, dataclasses.replace(plan, data=dataset), definition, split
 
 
 def check_folder_search(space: SearchSpace, train: TrainConfig) -> None:
@@ -475,12 +483,11 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
         run's metrics when `options.final_epochs` > 0.
     """
     with keras_globals():
-        project_dir, dataset, definition, split = prepare_search(space, options, dataset)
+        project_dir, plan, definition, split = prepare_search(space, options, dataset)
+        dataset = plan.data
         write_definition(project_dir, definition)
         search_data, fit_args = search_inputs(dataset, split)
-        hypermodel = ResNetHyperModel(
-            space, options.base_config(), search_data, max_epochs=options.max_epochs
-        )
+        hypermodel = ResNetHyperModel(space, plan, search_data, max_epochs=options.max_epochs)
         tuner = make_tuner(
             options.tuner,
             hypermodel,
@@ -494,15 +501,17 @@ def run_search(space: SearchSpace, options: SearchOptions, *, dataset=None) -> d
         )
         tuner.search(**fit_args, epochs=options.max_epochs, verbose=options.train.verbose)
         summary: dict = {"project_dir": str(project_dir)}
-        if is_folder_data(dataset):  # files the trials could not read, and non-images
+        if isinstance(dataset, FolderData):  # files the trials could not read, non-images
             summary["data"] = {**search_data.skipped(), "images": search_data.part_counts}
         if is_distributed_worker():
             return summary
         summary.update(write_report(project_dir))
         if options.final_epochs > 0 and summary["best"] is not None:
             # A folder's final run opens (and streams) it again, as train.py does.
-            final_data = None if is_folder_data(dataset) else dataset
-            summary["final"] = train_best(project_dir, options, dataset=final_data)
+            final_data = None if isinstance(dataset, FolderData) else dataset
+            summary["final"] = train_best(
+                project_dir, options, dataset=final_data, base=plan.config
+            )
         return summary
 
 
@@ -510,7 +519,7 @@ def search_inputs(dataset, split) -> tuple:
     """The hypermodel's data and `tuner.search`'s fit arguments: for arrays the train part as
     a `Dataset` (its normalization) and the arrays with one-hot targets; for a folder its
     `FolderParts` as both, which each trial turns into streams (`hypermodel.trial_fit_data`)."""
-    if is_folder_data(dataset):
+    if isinstance(dataset, FolderData):
         return split, {"x": split}
     (x_train, y_train), (x_val, y_val) = split
     classes = dataset.num_classes
@@ -522,34 +531,45 @@ def search_inputs(dataset, split) -> tuple:
     return dataclasses.replace(dataset, x_train=x_train, y_train=y_train), fit_args
 
 
-def final_config(best, options: SearchOptions, project_dir: str | os.PathLike):
-    """The final run's `TrainConfig`: the best trial's values over the base configuration, the
-    recipe's own warmup, `final_epochs` on the whole train set (no validation part). A folder
-    keeps its splits as train.py takes them: val/ (or the `val_size` hold-out of a folder
-    without val/) validates, test/ (else val/) tests."""
+def final_config(
+    best, options: SearchOptions, project_dir: str | os.PathLike, base: TrainConfig
+) -> TrainConfig:
+    """The final run's `TrainConfig`: the best trial's values over the search's base options
+    (`base`, resolved), the recipe's own warmup, `final_epochs` on the whole train set (no
+    validation part). A folder keeps its splits as train.py takes them: val/ (or the
+    `val_size` hold-out of a folder without val/) validates, test/ (else val/) tests."""
     run_name = options.run_name or f"tuned_{Path(project_dir).name}"
-    config = trial_train_config(options.base_config().resolve(), best.values)
+    config = trial_train_config(base, best.values)
+    data_fields = {name: None for name in from_data_fields()}
     return dataclasses.replace(
         config,
+        model=config.model.replace(**{k: getattr(config.model, k) for k in data_fields}),
         epochs=max(1, options.final_epochs),
         val_size=config.val_size if config.is_folder else 0,
         run_name=run_name,
         output_dir=os.path.join(options.output_dir, run_name),
         track_test=True,
-    ).resolve()
+    )
 
 
 def same_run(stored: dict, config: TrainConfig) -> bool:
     """Whether a run folder's config.json (whose model the training completed from the data:
     classes, shape, normalization) holds `config`."""
     ours = config.to_dict()
+    stored = {k: v for k, v in stored.items() if k != "preprocessing"}
     for values in (stored, ours):
-        for key in DATA_MODEL_KEYS:
+        for key in from_data_fields():
             values.get("model", {}).pop(key, None)
     return stored == ours
 
 
-def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, dataset=None) -> dict:
+def train_best(
+    project_dir: str | os.PathLike,
+    options: SearchOptions,
+    *,
+    dataset=None,
+    base: TrainConfig | None = None,
+) -> dict:
     """Trains the best trial's configuration on the full train set with
     `keras_resnet.training.train` (epochs: `options.final_epochs`), into
     `<output_dir>/<run_name>/` (default run name `tuned_<project_name>`), a run folder that
@@ -562,10 +582,12 @@ def train_best(project_dir: str | os.PathLike, options: SearchOptions, *, datase
     best = best_trial(read_trials(project_dir))
     if best is None:
         raise ValueError(f"no completed trial in {project_dir}")
-    config = final_config(best, options, project_dir)
+    if base is None:
+        base = plan_search(options.base_config(), dataset).config
+    config = final_config(best, options, project_dir, base)
     out = Path(config.output_dir)
-    metrics_file, config_file = out / "metrics.json", out / "config.json"
-    if metrics_file.is_file() and config_file.is_file() and not (out / "backup").exists():
+    metrics_file, config_file = out / METRICS_FILE, out / CONFIG_FILE
+    if finished_metrics(metrics_file, out / BACKUP_DIR) is not None and config_file.is_file():
         if same_run(json.loads(config_file.read_text()), config):
             metrics = json.loads(metrics_file.read_text())
             return {**metrics, "trial_id": best.trial_id, "reused": True}
@@ -593,6 +615,7 @@ __all__ = [
     "final_config",
     "is_distributed_worker",
     "load_search_data",
+    "plan_search",
     "make_tuner",
     "prepare_search",
     "run_search",
