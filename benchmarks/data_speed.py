@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Input-pipeline speed on the GPU machine (issue 11, point 4): see docs/results/gpu_data.sh.
+"""Input-pipeline speed on the GPU machine: see tools/gpu/gpu_data.sh.
 
     data_speed.py generate DIR [--count 50000]   photo-like 500x375 q90 JPEGs, DIR/train, DIR/val
     data_speed.py decode DIR                     decode + random-resized crop rates, per method

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Training and inference throughput of keras_resnet models and their peers
-(see `keras-resnet benchmark --help` and docs/PERFORMANCE.md)."""
+"""Training and inference throughput of one keras_resnet model (see `keras-resnet benchmark
+--help`); the full harness with peers is `python benchmarks/run.py` (docs/PERFORMANCE.md)."""
 
 import sys
 

@@ -1,28 +1,39 @@
-"""The benchmark runs, and its figures are sane: positive, finite, consistent, ratios right.
+"""The benchmarks: `keras-resnet benchmark` (the package's small command) and the harness of the
+repository, `benchmarks/` (run from the repository root, which `python -m pytest` puts on the
+path). Their figures are sane: positive, finite, consistent; the ratios right.
 
 No timing assertions: the figures depend on the machine. Tiny models (width 0.25, 32 px), CPU.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import setuptools
 
-from keras_resnet import benchmark, count_flops, get_model
-from keras_resnet.benchmark import SuiteOptions, parse_model_spec, run_suite
+import keras_resnet
+from benchmarks import keras_paths, peers, report, suite, timing
+from benchmarks import run as harness
+from benchmarks.suite import SuiteOptions, parse_model_spec, run_suite
+from keras_resnet import count_flops, count_params, get_model
 from keras_resnet.cli import benchmark as cli_benchmark
+from keras_resnet.training.devices import device_description
 from keras_resnet.utils import OptionError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "--models",
     "resnet18",
@@ -43,6 +54,8 @@ TINY = [
     "--precision",
     "float32",
 ]
+# The small command's tiny model: the same network, one model.
+SMALL = ["--model", "resnet18", *TINY[2:]]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +66,8 @@ def tiny_model():
 def _result(
     name, img_per_s, *, task="train", data="synthetic", path="compiled", batch=8, shape=(32, 32, 3)
 ):
-    stats = benchmark.summarize([batch / img_per_s], 1, batch)
-    return benchmark.Result(
+    stats = timing.summarize([batch / img_per_s], 1, batch)
+    return timing.Result(
         name=name,
         framework="x",
         task=task,
@@ -67,7 +80,7 @@ def _result(
     )
 
 
-def _check_sane(result: benchmark.Result):
+def _check_sane(result: timing.Result):
     assert result.img_per_s > 0 and math.isfinite(result.img_per_s)
     assert result.step_ms > 0 and math.isfinite(result.step_ms)
     # img/s and the step time are one figure seen two ways.
@@ -76,32 +89,270 @@ def _check_sane(result: benchmark.Result):
     assert low <= result.step_ms <= high
 
 
+# --- keras-resnet benchmark: the package's small command -------------------------------------
+
+
+@pytest.mark.parametrize("training", ["step", "fit"])
+def test_command_times_a_tiny_model_and_writes_json(training, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [*SMALL, "--batch-size", "2", "--training", training, "--json", str(out)]
+    if training == "fit":
+        argv.append("--no-inference")
+    assert cli_benchmark.main(argv) == 0
+    stdout = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    model = get_model("resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3), num_classes=10)
+    assert record["model"]["name"] == "resnet18"
+    assert record["model"]["params"] == count_params(model)
+    assert record["model"]["flops_per_image"] == count_flops(model)
+    assert record["info"]["backend"] == keras.backend.backend()
+    assert record["info"]["device"] == device_description()
+    assert record["options"]["training"] == training and record["options"]["batch_size"] == 2
+    assert record["argv"] == argv
+    expected = {
+        "step": [("train", "train_on_batch"), ("infer", "predict_on_batch")],
+        "fit": [("train", "fit")],
+    }[training]
+    assert [(r["task"], r["path"]) for r in record["results"]] == expected
+    for r in record["results"]:
+        assert r["img_per_s"] > 0 and math.isfinite(r["img_per_s"])
+        assert r["img_per_s"] * r["step_ms"] / 1e3 == pytest.approx(2, rel=1e-9)
+        assert r["step_ms_spread"][0] <= r["step_ms"] <= r["step_ms_spread"][1]
+        assert r["timed_steps"] == 2 and r["batch_size"] == 2
+        assert r["input_shape"] == [32, 32, 3] and r["precision"] == "float32"
+        assert f"{r['task']:<6} {r['path']:<17} float32" in stdout
+    # Written whole through a temporary file in the same folder: nothing else is left there.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--batch-size", "0"],
+            "argument --batch-size: batch_size must be an integer >= 1, received batch_size=0",
+        ),
+        (["--steps", "two"], "argument --steps: invalid int value: 'two'"),
+        (["--model", "resnet19"], "argument --model: model must be one of"),
+        (["--width", "0"], "argument --width: width must be a number > 0, received width=0.0"),
+        (["--precision", "float16"], "argument --precision: invalid choice: 'float16'"),
+        (
+            ["--training", "none", "--no-inference"],
+            "argument --inference: nothing to measure: --training none with --no-inference",
+        ),
+        (
+            ["--models", "resnet50", "--peers", "none"],
+            "unrecognized arguments: --models resnet50 --peers none (the full harness's flags",
+        ),
+    ],
+)
+@pytest.mark.one_backend("tensorflow")
+def test_command_bad_option_exits_2_in_one_line(args, message, capsys, monkeypatch):
+    measured = []
+    monkeypatch.setattr(cli_benchmark, "measure", lambda *a: measured.append(a))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_benchmark.main([*SMALL, *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet benchmark: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert measured == []
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_command_failure_while_measuring_exits_1(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench.json"
+    out.write_text('{"previous": true}')
+
+    def out_of_memory(config):
+        raise RuntimeError("out of memory\nallocating 3.2 GiB")
+
+    monkeypatch.setattr(keras_resnet, "build_model", out_of_memory)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_benchmark.main([*SMALL, "--json", str(out)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "keras-resnet benchmark: error: RuntimeError: out of memory\n"
+    )
+    assert out.read_text() == '{"previous": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_command_refuses_an_unwritable_json_before_measuring(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "f.txt"
+    blocker.write_text("not a folder")
+    measured = []
+    monkeypatch.setattr(cli_benchmark, "measure", lambda *a: measured.append(a))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_benchmark.main([*SMALL, "--json", str(blocker / "out.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-resnet benchmark: error: argument --json: cannot write there")
+    assert len(err.splitlines()) == 1 and measured == []
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_suite_flag_runs_the_harness_of_the_checkout(monkeypatch):
+    ran = []
+
+    def fake_run(command):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(cli_benchmark.subprocess, "run", fake_run)
+    monkeypatch.chdir(ROOT / "docs")  # any folder of the checkout
+    assert cli_benchmark.main(["--models", "resnet50", "--suite", "--peers", "none"]) == 3
+    assert ran == [
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--models", "resnet50"]
+        + ["--peers", "none"]
+    ]
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_suite_flag_outside_a_checkout_points_to_the_harness(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli_benchmark.main(["--suite", "--models", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-resnet benchmark: error: argument --suite: ")
+    assert "python benchmarks/run.py" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend("jax")
+def test_suite_flag_end_to_end(tmp_path):
+    out = tmp_path / "suite.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_resnet", "benchmark", "--suite", *TINY]
+        + ["--peers", "none", "--no-inference", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert (result["name"], result["task"], result["path"]) == ("resnet18", "train", "compiled")
+
+
+# --- the harness, benchmarks/ ------------------------------------------------------------------
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_nothing_in_the_package_imports_the_harness():
+    imported = set()
+    for path in (ROOT / "keras_resnet").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+    assert [i for i in imported if i[1].split(".")[0] in ("benchmarks", "experiments")] == []
+    assert [i for i in imported if i[1].startswith("keras_resnet.benchmark")] == []
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_the_wheel_leaves_the_harness_out():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = setuptools.find_packages(str(ROOT), **settings["packages"]["find"])
+    assert "keras_resnet" in packages and "keras_resnet.cli" in packages
+    assert [p for p in packages if not p.startswith("keras_resnet")] == []
+    assert "keras_resnet.benchmark" not in packages
+
+
+@pytest.mark.one_backend("jax")
+def test_harness_imports_without_tensorflow():
+    # The GPU machine has no TensorFlow: no module of the harness may import it at its top.
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from benchmarks import jax_trainer, keras_paths, peers, report, run, suite, timing\n"
+        "from benchmarks import variants\n"
+        "run.make_parser()\n"
+        "print(timing.device_info()['device'])\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("cpu (")
+
+
+def test_device_record_comes_from_the_package_probe():
+    info = timing.device_info()
+    assert info["backend"] == keras.backend.backend()
+    assert info["device"] == device_description()
+    assert info["accelerator"] is None and info["device_count"] == 1  # the CPU of the tests
+    assert timing.peak_flops_for(info["accelerator"]) is None
+
+
+def _documented_commands(path: Path) -> list[tuple[str, list[str]]]:
+    """(script, arguments) of each benchmark command in a doc or a shell script: direct commands
+    (continuation lines joined), `B="... run.py ARGS"` definitions, and `$B ARGS` lines after
+    one. Shell plumbing (`2>&1`, pipes) is cut; placeholder commands ('...') are left out."""
+    pattern = re.compile(r"(benchmarks/run\.py|scripts/benchmark\.py|keras-resnet benchmark)(.*)")
+    commands, defined = [], None
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        match = pattern.search(line)
+        if match:
+            script, rest = match.groups()
+            rest = re.split(r"`| 2>&1| \|| >", rest)[0]
+            if line.lstrip().startswith('B="'):
+                rest = rest.rstrip().rstrip('"')
+                defined = (script, shlex.split(rest))
+            commands.append((script, shlex.split(rest)))
+        elif defined and line.strip().startswith("$B "):
+            commands.append((defined[0], defined[1] + shlex.split(line.strip()[3:])))
+    return [(script, args) for script, args in commands if "..." not in args]
+
+
+@pytest.mark.one_backend("tensorflow")
+def test_every_documented_command_parses():
+    paths = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "tools/gpu").glob("*.sh")]
+    commands = [(path.name, *c) for path in paths for c in _documented_commands(path)]
+    assert len([c for c in commands if c[1] == "benchmarks/run.py"]) >= 15
+    for name, script, args in commands:
+        try:
+            if script == "benchmarks/run.py" or "--suite" in args:
+                options = harness.options_from_args(
+                    harness.make_parser().parse_args([a for a in args if a != "--suite"])
+                )
+                suite.validate(options)
+            else:
+                parsed, unknown = cli_benchmark.make_parser().parse_known_args(args)
+                assert unknown == [], unknown
+                cli_benchmark.config_from_args(parsed)
+        except (SystemExit, ValueError, AssertionError) as error:
+            pytest.fail(f"{name}: {script} {shlex.join(args)}: {error!r}")
+
+
 @pytest.mark.one_backend("jax")
 def test_summarize_median_and_spread():
-    stats = benchmark.summarize([0.4, 0.1, 0.2], steps_per_window=2, batch_size=10)
+    stats = timing.summarize([0.4, 0.1, 0.2], steps_per_window=2, batch_size=10)
     assert stats["step_ms"] == pytest.approx(100.0)  # median 0.2 s over 2 steps
     assert stats["img_per_s"] == pytest.approx(100.0)
     assert stats["step_ms_spread"] == pytest.approx((50.0, 200.0))
     assert stats["timed_steps"] == 6
     with pytest.raises(ValueError, match="times must not be empty"):
-        benchmark.summarize([], 1, 1)
+        timing.summarize([], 1, 1)
 
 
 @pytest.mark.one_backend("jax")
 def test_mfu_counts_training_as_three_forward_passes():
-    assert benchmark.mfu(1e9, 1000.0, "train", 1e13) == pytest.approx(0.3)
-    assert benchmark.mfu(1e9, 1000.0, "infer", 1e13) == pytest.approx(0.1)
-    assert benchmark.mfu(1e9, 1000.0, "train", 1e13, devices=2) == pytest.approx(0.15)
-    assert benchmark.mfu(None, 1000.0, "train", 1e13) is None
-    assert benchmark.mfu(1e9, 1000.0, "train", None) is None
-    assert benchmark.peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12
-    assert benchmark.peak_flops_for("cpu") is None
+    assert timing.mfu(1e9, 1000.0, "train", 1e13) == pytest.approx(0.3)
+    assert timing.mfu(1e9, 1000.0, "infer", 1e13) == pytest.approx(0.1)
+    assert timing.mfu(1e9, 1000.0, "train", 1e13, devices=2) == pytest.approx(0.15)
+    assert timing.mfu(None, 1000.0, "train", 1e13) is None
+    assert timing.mfu(1e9, 1000.0, "train", None) is None
+    assert timing.peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12
+    assert timing.peak_flops_for("cpu") is None
 
 
 @pytest.mark.one_backend("jax")
 def test_time_windows_warms_up_then_times_each_window():
     calls, synced = [], []
-    times = benchmark.time_windows(
+    times = timing.time_windows(
         lambda: calls.append(1) or len(calls), synced.append, windows=3, warmup=2
     )
     assert len(calls) == 5 and synced == [1, 2, 3, 4, 5]
@@ -115,7 +366,7 @@ def test_ratios_pair_same_architecture_batch_and_size():
     other_depth = _result("resnet18", 900.0)
     peer = _result("torchvision.resnet50", 200.0, path="torch.compile", shape=(3, 32, 32))
     peer_other_batch = _result("keras.applications.ResNet50", 100.0, batch=16)
-    rows = benchmark.ratios([ours, ours_real, other_depth, peer, peer_other_batch])
+    rows = report.ratios([ours, ours_real, other_depth, peer, peer_other_batch])
     by_pair = {
         (r["ours"].split(" ")[0], r["peer"].split(" ")[0], r["ours"].split(" ")[3]): r["ratio"]
         for r in rows
@@ -127,7 +378,7 @@ def test_ratios_pair_same_architecture_batch_and_size():
 
 
 def test_train_and_infer_figures_are_sane(tiny_model):
-    train = benchmark.bench_keras_train(
+    train = keras_paths.bench_keras_train(
         tiny_model,
         name="resnet18",
         batch_size=4,
@@ -140,7 +391,7 @@ def test_train_and_infer_figures_are_sane(tiny_model):
     assert train.task == "train" and train.data == "synthetic" and train.timed_steps == 2
     assert train.flops_per_image == count_flops(tiny_model)
     assert train.mfu == pytest.approx(3 * train.flops_per_image * train.img_per_s / 1e12)
-    infer = benchmark.bench_keras_infer(
+    infer = keras_paths.bench_keras_infer(
         tiny_model, name="resnet18", batch_size=4, steps=2, warmup=1, precision="float32"
     )
     _check_sane(infer)
@@ -155,7 +406,7 @@ def test_compiled_step_trains_with_steps_per_execution_and_real_data(tiny_model)
     images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 64).astype(np.int32)
     before = [np.array(v) for v in tiny_model.trainable_variables]
-    result = benchmark.bench_keras_train(
+    result = keras_paths.bench_keras_train(
         tiny_model,
         name="resnet18",
         batch_size=8,
@@ -175,7 +426,7 @@ def test_compiled_step_trains_with_steps_per_execution_and_real_data(tiny_model)
 
 
 def test_fit_path_is_sane(tiny_model):
-    result = benchmark.bench_keras_fit(
+    result = keras_paths.bench_keras_fit(
         tiny_model, name="resnet18", batch_size=4, steps=2, precision="float32"
     )
     _check_sane(result)
@@ -186,7 +437,7 @@ def test_interleaved_inference_measures_each_model(tiny_model):
     other = get_model(
         "resnet18", width=0.25, stem="cifar", input_shape=(32, 32, 3), num_classes=10, name="other"
     )
-    results = benchmark.interleaved_inference(
+    results = keras_paths.interleaved_inference(
         {"a": tiny_model, "b": other}, batch_size=2, rounds=2, steps=2, warmup=1
     )
     assert [r.name for r in results] == ["a", "b"]
@@ -198,7 +449,7 @@ def test_interleaved_inference_measures_each_model(tiny_model):
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="no torchvision")
 @pytest.mark.one_backend("torch")
 def test_torchvision_peer_is_sane():
-    result = benchmark.bench_torchvision(
+    result = peers.bench_torchvision(
         "resnet18",
         batch_size=2,
         image_size=(32, 32),
@@ -228,7 +479,7 @@ def test_pipeline_runs_through_the_training_module(tmp_path):
         rng.integers(0, 10, 16),
         [str(i) for i in range(10)],
     )
-    result = benchmark.bench_pipeline(
+    result = keras_paths.bench_pipeline(
         "resnet18",
         dataset,
         batch_size=16,
@@ -257,13 +508,14 @@ TINY_OPTIONS = dict(
 )
 
 
-def test_script_prints_table_and_writes_json(tmp_path, capsys):
+def test_harness_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli_benchmark.main([*TINY, "--peers", "none", "--json", str(out)]) == 0
+    assert harness.main([*TINY, "--peers", "none", "--json", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "img/s" in stdout and "resnet18" in stdout
     record = json.loads(out.read_text())
     assert record["info"]["backend"] == keras.backend.backend()
+    assert record["info"]["device"] == device_description()
     assert [(r["task"], r["name"]) for r in record["results"]] == [
         ("train", "resnet18"),
         ("infer", "resnet18"),
@@ -283,6 +535,7 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
         (["--width", "0"], "argument --width: width must be a number > 0, received width=0.0"),
         (["--data", "synthetic", "--paths", "pipeline"], "the 'pipeline' path needs real data"),
         (["--peers", "mxnet"], "argument --peers: 'mxnet' is not one of"),
+        (["--variants", "fused"], "argument --variants: 'fused' is not one of keras-bn"),
         (["--data", "nowhere"], "argument --data: data must be one of"),
         (["--models", "resnet18:widht=2"], "unknown model option 'widht' in 'resnet18:widht=2'"),
         (["--models", "resnet18:width=wide"], "width must be float, received width='wide'"),
@@ -290,25 +543,27 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
     ],
 )
 @pytest.mark.one_backend("jax")
-def test_script_errors_are_one_line(args, message, capsys):
+def test_harness_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli_benchmark.main([*TINY, "--peers", "none", *args])
+        harness.main([*TINY, "--peers", "none", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("benchmarks/run.py: error: ") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.one_backend("tensorflow")
-def test_script_starts_on_tensorflow_with_torchvision_installed():
-    # torchvision imported after TensorFlow segfaults: the command must import it first.
+def test_harness_starts_as_a_script_on_tensorflow_with_torchvision_installed(tmp_path):
+    # torchvision imported after TensorFlow segfaults: the command must import it first. Run as
+    # `python benchmarks/run.py` from another folder: it finds `benchmarks` by its own path.
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--help"],
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"],
         capture_output=True,
         text=True,
         timeout=300,
         env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--models" in proc.stdout and "--width" in proc.stdout and "--peers" in proc.stdout
@@ -316,13 +571,13 @@ def test_script_starts_on_tensorflow_with_torchvision_installed():
 
 @pytest.mark.one_backend("jax")
 def test_folder_data_without_the_folder_pipeline_is_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(benchmark.suite, "FOLDER_SOURCE", ("keras_resnet.data.absent", "load"))
+    monkeypatch.setattr(suite, "FOLDER_SOURCE", ("keras_resnet.data.absent", "load"))
     with pytest.raises(SystemExit) as exit_info:
-        cli_benchmark.main([*TINY, "--peers", "none", "--data", "folder:/data/images"])
+        harness.main([*TINY, "--peers", "none", "--data", "folder:/data/images"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "keras-resnet benchmark: error: argument --data: --data folder:PATH is not available: "
+        "benchmarks/run.py: error: argument --data: --data folder:PATH is not available: "
         "this keras_resnet has no keras_resnet.data.absent.load (the image-folder pipeline)"
     )
 
@@ -377,12 +632,12 @@ def test_unwritable_json_is_refused_before_anything_runs(tmp_path, capsys, monke
     blocker = tmp_path / "f.txt"
     blocker.write_text("not a folder")
     ran = []
-    monkeypatch.setattr(benchmark.suite, "run_suite", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(suite, "run_suite", lambda *a, **k: ran.append(1))
     with pytest.raises(SystemExit) as exit_info:
-        cli_benchmark.main([*TINY, "--peers", "none", "--json", str(blocker / "out.json")])
+        harness.main([*TINY, "--peers", "none", "--json", str(blocker / "out.json")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("keras-resnet benchmark: error: argument --json: cannot write there")
+    assert err.startswith("benchmarks/run.py: error: argument --json: cannot write there")
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert ran == [] and blocker.read_text() == "not a folder"
 
@@ -395,7 +650,7 @@ def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     def broken_dumps(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    result = benchmark.Result(
+    result = timing.Result(
         "m",
         "x",
         "train",
@@ -409,17 +664,17 @@ def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         (1.0, 1.0),
         1,
     )
-    monkeypatch.setattr(benchmark.suite, "run_suite", lambda options: ([result], {}, []))
-    monkeypatch.setattr(cli_benchmark.json, "dumps", broken_dumps)
+    monkeypatch.setattr(suite, "run_suite", lambda options: ([result], {}, []))
+    monkeypatch.setattr(harness.json, "dumps", broken_dumps)
     with pytest.raises(RuntimeError, match="disk full"):
-        cli_benchmark.main([*TINY, "--peers", "none", "--json", str(out)])
+        harness.main([*TINY, "--peers", "none", "--json", str(out)])
     assert out.read_text() == '{"previous": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
 @pytest.mark.one_backend("jax")
 def test_suite_options_come_from_the_command_line():
-    parser = cli_benchmark.make_parser()
+    parser = harness.make_parser()
     args = parser.parse_args(
         [
             *TINY,
@@ -428,12 +683,15 @@ def test_suite_options_come_from_the_command_line():
             "--paths",
             "compiled,fit",
             "--no-inference",
+            "--variants",
+            "keras-bn,shifted-maxpool",
             "--data",
             "folder:/data/images",
         ]
     )
-    options = cli_benchmark.options_from_args(args)
+    options = harness.options_from_args(args)
     assert options.paths == ("compiled", "fit") and options.peers == ()
+    assert options.variants == ("keras-bn", "shifted-maxpool")
     assert options.inference is False and options.folder == "/data/images"
     assert options.model_options == {"width": 0.25, "stem": "cifar"}
     assert options.models == ("resnet18",) and options.batch_size == 4
@@ -460,28 +718,20 @@ def test_suite_restores_the_dtype_policy(capsys):
 
 
 @pytest.mark.one_backend("jax")
-def test_variants_need_the_checkout(monkeypatch):
-    monkeypatch.setitem(sys.modules, "experiments", None)
-    monkeypatch.setitem(sys.modules, "experiments.variants", None)
-    options = SuiteOptions(**{**TINY_OPTIONS, "variants": ("keras-bn",)})
-    with pytest.raises(OptionError, match="--variants needs experiments.variants"):
-        run_suite(options, on_result=lambda r: None)
-
-
-@pytest.fixture
-def variants(monkeypatch):
-    """experiments/variants.py of this checkout (not an installed module)."""
-    monkeypatch.syspath_prepend(ROOT)
-    from experiments import variants
-
-    return variants
+def test_conflicting_variants_are_refused_naming_the_option():
+    options = SuiteOptions(**{**TINY_OPTIONS, "variants": ("keras-bn", "bn-bf16-apply")})
+    with pytest.raises(OptionError, match="exclude each other") as info:
+        suite.validate(options)
+    assert info.value.field == "variants"
 
 
 @pytest.mark.parametrize(
     "names",
     [["keras-bn"], ["bn-bf16-apply"], ["shifted-maxpool"], ["keras-bn", "shifted-maxpool"]],
 )
-def test_layer_variants_compute_the_same_function(variants, names):
+def test_layer_variants_compute_the_same_function(names):
+    from benchmarks import variants
+
     model = get_model("resnet18", width=0.25, input_shape=(64, 64, 3), num_classes=10)
     variant = variants.with_variants(model, names)
     variant.set_weights(model.get_weights())
@@ -502,7 +752,7 @@ def test_layer_variants_compute_the_same_function(variants, names):
         variants.with_variants(model, ["keras-bn", "bn-bf16-apply"])
 
 
-def test_suite_runs_a_variant_from_the_checkout(variants, capsys):
+def test_suite_runs_a_variant(capsys):
     options = SuiteOptions(**{**TINY_OPTIONS, "variants": ("keras-bn",), "paths": ()})
     results, _, _ = run_suite(options, on_result=lambda r: None)
     assert [r.name for r in results] == ["resnet18+keras-bn"]
@@ -522,9 +772,7 @@ def test_data_parallel_on_two_host_devices(tmp_path, sync):
     proc = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "keras_resnet",
-            "benchmark",
+            str(ROOT / "benchmarks" / "run.py"),
             *args,
             *(["--sync-batch-norm"] if sync else []),
         ],

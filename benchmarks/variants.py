@@ -1,10 +1,8 @@
 """Experimental layer variants, measured with the benchmark to decide a model change.
 
-Not installed with keras_resnet: `keras-resnet benchmark --variants ...` finds this module when
-the checkout is on the import path, e.g. from the repository root:
+Part of the harness, not of the installed package; from the repository root:
 
-    PYTHONPATH=. KERAS_BACKEND=jax python scripts/benchmark.py --models resnet50 \
-        --variants keras-bn --peers none
+    KERAS_BACKEND=jax python benchmarks/run.py --models resnet50 --variants keras-bn --peers none
 
 'keras-bn': every batch norm back to `keras.layers.BatchNormalization` (the model before
 `keras_resnet.layers.BatchNormalization`); 'bn-bf16-apply': our batch norm computing `x * a + b`

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_resnet.benchmark.timing import Result, make_result, summarize, time_windows
+from benchmarks.timing import Result, make_result, summarize, time_windows
 
 KERAS_APPLICATIONS_NAME = "keras.applications.ResNet50"
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 11, points 4-5: scripts/train.py from a folder of photo-like JPEGs through --cache, on one
+# scripts/train.py from a folder of photo-like JPEGs through --cache, on one
 # GPU and on every GPU of the machine, beside the synthetic compiled step measured in the same call.
 # One `run` call from the project root with carry [".whl"] (../shared/gpu/prepare.sh fills it).
 # Keras on JAX (the GPU machine has no TensorFlow).
-#   bash docs/results/gpu_train_cache.sh [count] [epochs]   # default 50000 files, 3 epochs
+#   bash tools/gpu/gpu_train_cache.sh [count] [epochs]   # default 50000 files, 3 epochs
 # Files back ($OUT): rows.jsonl (generate + synthetic fit rows), train1.log/metrics1.json/history1.csv
 # (1 GPU) and trainN.* (all GPUs).
 set -uo pipefail

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Run once, cut short (docs/results/tuning/x2_partial/README.md). The distributed Hyperband search of
-# issue 13 on one machine with 4 H200s, resumable across device calls of at most 10 minutes:
+# Run once, cut short (docs/results/tuning/x2_partial/README.md). The distributed Hyperband search
+# on one machine with 4 H200s, resumable across device calls of at most 10 minutes:
 #   a KerasTuner chief (oracle only, on the CPU) + one worker per GPU (CUDA_VISIBLE_DEVICES=i),
 #   each trial in a process of its own on its worker's GPU (Keras on JAX, bf16; no TensorFlow
 #   on the GPU machine). After SEARCH_S seconds the workers and the chief are stopped; trials

@@ -1,5 +1,9 @@
 """Timing and the record of one measurement: windows closed by a device synchronization, the
-median step, model FLOPs utilization, the device, and the `Result` every path returns."""
+median step, model FLOPs utilization, the device, and the `Result` every path returns.
+
+The device is `keras_resnet.training.devices`' (`device_description`); only the accelerator's
+product name, which the MFU peak needs and TensorFlow's logical devices do not give, is probed
+here."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from keras_resnet.training.devices import accelerators, device_description
 from keras_resnet.utils import installed
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), for MFU.
@@ -142,8 +147,32 @@ def make_result(
     )
 
 
+def accelerator_name() -> str | None:
+    """The product name of the first accelerator Keras' backend sees ('NVIDIA H200'), None on CPU.
+
+    `device_description` words the set ('1 x NVIDIA H200') but, on TensorFlow, names a logical
+    device ('/device:GPU:0'); the datasheet peak of `peak_flops_for` needs the product's name.
+    """
+    devices = accelerators()
+    if not devices:
+        return None
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return devices[0].device_kind
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpu = tf.config.list_physical_devices("GPU")[0]
+        return tf.config.experimental.get_device_details(gpu).get("device_name")
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
 def device_info() -> dict:
-    """Backend, accelerator name and library versions, for the JSON record."""
+    """Backend, devices and library versions, for the JSON record: `device` is
+    `keras_resnet.training.devices.device_description()`, `accelerator` the product name (the
+    torch peers' GPU when Keras' backend sees none), or None on CPU."""
     backend = keras.backend.backend()
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -151,35 +180,31 @@ def device_info() -> dict:
         "keras": keras.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
-        "device": "cpu",
+        "device": device_description(),
+        "device_count": max(1, len(accelerators())),
+        "accelerator": accelerator_name(),
     }
     if backend == "jax":
         import jax
 
         info["jax"] = jax.__version__
-        devices = jax.devices()
-        info["device"] = devices[0].device_kind
-        info["device_count"] = len(devices)
     elif backend == "tensorflow":
         import tensorflow as tf
 
         info["tensorflow"] = tf.__version__
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            info["device"] = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
     if installed("torch"):
         import torch
 
         info["torch"] = torch.__version__
-        if torch.cuda.is_available() and info["device"] == "cpu":
-            info["device"] = torch.cuda.get_device_name(0)
+        if info["accelerator"] is None and torch.cuda.is_available():
+            info["accelerator"] = torch.cuda.get_device_name(0)
     return info
 
 
-def peak_flops_for(device: str) -> float | None:
+def peak_flops_for(device: str | None) -> float | None:
     """Datasheet bf16 peak for a device name such as 'NVIDIA H100 80GB HBM3'; None if unknown."""
     for key, value in PEAK_BF16_FLOPS.items():
-        if key in device.upper():
+        if device and key in device.upper():
             return value
     return None
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 6, one device call: ResNet-18 (CIFAR stem) on Fashion-MNIST, wall time to 95% test
+# One device call: ResNet-18 (CIFAR stem) on Fashion-MNIST, wall time to 95% test
 # accuracy with short schedules of the default recipe (train.py; all 60k training images, no
 # validation split, the test split evaluated after every epoch), then the real-data throughput
 # of the training module beside the device-resident synthetic step, with the recipe's extras
@@ -9,7 +9,7 @@
 # XLA's persistent cache: a repeated configuration measures a warm start.
 set -u
 OUT=${OUT:-/tmp/t95_out}; PY=${PY:-python3}; mkdir -p "$OUT"
-# The scripts are thin shims over the package: run from the checkout's root, which goes on the path.
+# Run from the checkout's root, which goes on the path (scripts/ and benchmarks/ import keras_resnet).
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 RUNS=${RUNS:-"30:256:0.2 40:256:0.2 30:512:0.4"}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo cpu) | tee "$OUT/device.txt"
@@ -26,7 +26,7 @@ for r in $RUNS; do
 done
 [ "${THROUGHPUT:-1}" = 0 ] && exit 0
 # Throughput: synthetic and real data in the compiled step, and the training module (pipeline).
-timeout 150 "$PY" scripts/benchmark.py --models resnet18 --stem cifar --image-size 28 --num-classes 10 \
+timeout 150 "$PY" benchmarks/run.py --models resnet18 --stem cifar --image-size 28 --num-classes 10 \
   --batch-size 256 --precision mixed_bfloat16 --data both --paths compiled,pipeline --no-inference \
   --peers none --steps 40 --pipeline-epochs 3 --steps-per-execution 8 --json "$OUT/realdata.json" 2>&1 \
   | grep -v cuInit | tail -14 | tee -a "$OUT/log.txt"

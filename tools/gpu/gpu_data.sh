@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Input-pipeline speed on the GPU machine (issue 11, point 4). One `run` call, from the project root,
+# Input-pipeline speed on the GPU machine. One `run` call, from the project root,
 # with carry [".whl"] (../shared/gpu/prepare.sh fills it). Keras on JAX: that machine has no TensorFlow.
-#   bash docs/results/gpu_data.sh [count] [devices]   # default 50000 files, 1 GPU; Markdown table
+#   bash tools/gpu/gpu_data.sh [count] [devices]   # default 50000 files, 1 GPU; Markdown table
 # With devices N > 1 (a machine of N GPUs), `fit` runs again on N GPUs (DataParallel, global batch
 # 256 N) for synthetic and cache inputs, so one call gives the scaling too. About 5 minutes at 50000.
 set -uo pipefail

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from keras_resnet.analysis import count_flops
-from keras_resnet.benchmark.timing import (
+from benchmarks.timing import (
     Result,
     Timing,
     make_result,
@@ -23,12 +22,13 @@ from keras_resnet.benchmark.timing import (
     synthetic_data,
     time_windows,
 )
+from keras_resnet.analysis import count_flops
 from keras_resnet.utils import check_int
 
 
 def _jax_trainer():
     """The JAX-only module, imported where it is used: JAX is optional on the other backends."""
-    from keras_resnet.benchmark import jax_trainer
+    from benchmarks import jax_trainer
 
     return jax_trainer
 

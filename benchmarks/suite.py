@@ -1,5 +1,5 @@
-"""The suite of `keras-resnet benchmark`: our models on each training path, then the peers, from
-one `SuiteOptions`.
+"""The suite of `python benchmarks/run.py`: our models on each training path, then the peers,
+from one `SuiteOptions`.
 
 `SuiteOptions` is the suite's whole input (the command line builds it; its fields' metadata are
 the flags' help). Model specs `name:key=value,...` set `ResNetConfig` fields for one model.
@@ -13,11 +13,11 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from benchmarks import keras_paths, peers, variants
+from benchmarks.report import format_table, inference_ratios, ratios
+from benchmarks.timing import Result, device_info, peak_flops_for
 from keras_resnet import data as data_lib
 from keras_resnet.analysis import count_flops
-from keras_resnet.benchmark import keras_paths, peers
-from keras_resnet.benchmark.report import format_table, inference_ratios, ratios
-from keras_resnet.benchmark.timing import Result, device_info, peak_flops_for
 from keras_resnet.config import ResNetConfig
 from keras_resnet.models import build_model
 from keras_resnet.utils import (
@@ -47,8 +47,6 @@ POSITIVE_INTS = (
 )
 # The image-folder pipeline of `--data folder:PATH`: module and function, looked up when asked.
 FOLDER_SOURCE = ("keras_resnet.data.folders", "folder_dataset")
-# The experimental layer variants live outside the installed package, in a source checkout.
-VARIANTS_MODULE = "experiments.variants"
 
 
 def _opt(default, text: str, **extra):
@@ -80,7 +78,7 @@ class SuiteOptions:
     )
     steps_per_execution: int = _opt(1, "training steps per compiled program")
     variants: tuple[str, ...] = _opt(
-        (), "experimental layers in our models (experiments/variants.py)", cli=False
+        (), f"experimental layers in our models: {', '.join(variants.VARIANTS)}", cli=False
     )
     inference: bool = _opt(True, "measure inference throughput too (--no-inference: skip it)")
     peers: tuple[str, ...] = _opt(
@@ -248,20 +246,15 @@ def _folder_source() -> Callable:
     return source
 
 
-def _variant_transform(variants: Sequence[str]) -> Callable | None:
+def _variant_transform(names: Sequence[str]) -> Callable | None:
     """`model -> model` with the experimental layers swapped in, or None for no variants."""
-    if not variants:
+    if not names:
         return None
     try:
-        module = importlib.import_module(VARIANTS_MODULE)
-    except ImportError:
-        raise OptionError(
-            "variants",
-            f"--variants needs {VARIANTS_MODULE} from a source checkout on the import path "
-            f"(PYTHONPATH=<checkout>), received variants={','.join(variants)}",
-        ) from None
-    module.check_variants(variants)
-    return lambda model: module.with_variants(model, variants)
+        variants.check_variants(names)
+    except ValueError as error:
+        raise OptionError("variants", str(error)) from None
+    return lambda model: variants.with_variants(model, names)
 
 
 def validate(options: SuiteOptions) -> list[ModelSpec]:
@@ -461,7 +454,7 @@ def _peer_suite(options: SuiteOptions, peak, on_result) -> None:
 def run_suite(
     options: SuiteOptions, *, on_result: Callable[[Result], None] = print_row
 ) -> tuple[list[Result], dict, list[dict]]:
-    """Everything `keras-resnet benchmark` measures, in its order: our models on each path, then
+    """Everything `benchmarks/run.py` measures, in its order: our models on each path, then
     the peers. Keras' global dtype policy is `options.precision` meanwhile, and restored after,
     also on error.
 
@@ -478,7 +471,11 @@ def run_suite(
     specs = validate(options)
     with dtype_policy(options.precision):
         info = device_info()
-        peak = options.peak_tflops * 1e12 if options.peak_tflops else peak_flops_for(info["device"])
+        peak = (
+            options.peak_tflops * 1e12
+            if options.peak_tflops
+            else peak_flops_for(info["accelerator"])
+        )
         info["peak_flops"] = peak
         if options.interleave_rounds:
             results, ratio_rows = _interleaved_suite(specs, options, on_result)

@@ -1,8 +1,9 @@
 #!/bin/bash
-# Issue 13, point 3: the search's best configuration trained at full length with several seeds,
+# The search's best configuration trained at full length with several seeds,
 # several runs per GPU at once (a Fashion-MNIST step leaves an H200 partly idle), beside the
 # default recipe. One `run` call, carry [".data/fashion-mnist", ".whl"], from the project root.
-# Env: CONFIG (the search's best_config.json, default docs/results/tuning/x2/best_config.json),
+# Env: CONFIG (the search's best_config.json, default
+#   docs/results/tuning/h200x2_search/best_config.json),
 #   EPOCHS (default 100), SEEDS (default "0 1 2"), DEFAULT_SEEDS (default recipe seeds, default
 #   none), OUT, PY, GPUS (default every GPU).
 # Each run: scripts/train.py --config CONFIG --seed S --epochs EPOCHS (validation: 5,000 images
@@ -11,7 +12,7 @@
 # metrics.json with the flip-TTA test accuracy, history.csv, curves.png, train.log) and log.txt.
 # BUDGET (s, default 560): runs still going then are stopped, and what they wrote is packed.
 set -u
-CONFIG=${CONFIG:-docs/results/tuning/x2/best_config.json}; EPOCHS=${EPOCHS:-100}
+CONFIG=${CONFIG:-docs/results/tuning/h200x2_search/best_config.json}; EPOCHS=${EPOCHS:-100}
 SEEDS=${SEEDS:-0 1 2}; DEFAULT_SEEDS=${DEFAULT_SEEDS:-}; OUT=${OUT:-/tmp/final_out}; PY=${PY:-python3}
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; BUDGET=${BUDGET:-560}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} KERAS_BACKEND=jax

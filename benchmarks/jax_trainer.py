@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from keras_resnet.benchmark.timing import (
+from benchmarks.timing import (
     Timing,
     mean_sparse_ce,
     sgd_momentum,

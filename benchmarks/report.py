@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from keras_resnet.benchmark.timing import Result
+from benchmarks.timing import Result
 
 PEER_PREFIXES = ("keras.applications", "torchvision")
 
