@@ -1,9 +1,10 @@
 """In-memory datasets: train and test splits as numpy arrays (Fashion-MNIST, MNIST, small TFDS).
 
-`load_dataset("fashion_mnist")` returns uint8 NHWC images, int labels and the class names:
-through tensorflow-datasets where TensorFlow is installed (`tfds_source`), else straight from the
-IDX files with numpy (`idx`). For folders of images and large datasets, see `open_dataset`, which
-streams from disk instead.
+`load_dataset("fashion_mnist")` returns uint8 NHWC images, int labels and the class names, from
+the first of: the IDX files on disk (through tensorflow-datasets where TensorFlow is installed,
+`tfds_source`, else with numpy, `idx`), a prepared tensorflow-datasets copy, and keras.datasets
+(`keras_datasets`: its cache, else one download). For folders of images and large datasets, see
+`open_dataset`, which streams from disk instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.data.idx import IDX_DATASETS, find_source_dir, read_idx_dataset
+from keras_resnet.data.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from keras_resnet.data.tfds_source import (
     DataNotFoundError,
     default_data_dir,
@@ -35,8 +37,8 @@ class Dataset:
         x_train, x_test: uint8 images, shape (N, height, width, channels).
         y_train, y_test: int64 labels in [0, num_classes).
         class_names: one name per label.
-        source: where the arrays came from, e.g. 'tfds:/root/tensorflow_datasets' or
-            'idx:/usr/share/datasets/fashion-mnist'.
+        source: where the arrays came from, e.g. 'tfds:/root/tensorflow_datasets',
+            'idx:/usr/share/datasets/fashion-mnist' or 'keras.datasets:/root/.keras/datasets'.
     """
 
     name: str
@@ -72,22 +74,32 @@ def load_dataset(
 ) -> Dataset:
     """Loads a dataset's train and test splits into memory.
 
+    With `loader='auto'` the first of these that holds the data serves it: the IDX files of
+    mnist/fashion_mnist (`source_dir`, else `$KERAS_RESNET_DATA_DIR`,
+    `/usr/share/datasets/<name>`, `./.data/<name>`), read through tensorflow-datasets when
+    TensorFlow is installed; a prepared tensorflow-datasets copy in `data_dir`; then
+    keras.datasets for mnist, fashion_mnist, cifar10 and cifar100 (its cache in
+    `$KERAS_HOME/datasets`, else one download; one line on stderr says so). A `source_dir` that
+    is given is the only place the IDX files are looked for: without them, an error. TFDS never
+    downloads here.
+
     Args:
         name: a tensorflow-datasets name: 'fashion_mnist' (default), 'mnist', 'cifar10',
             'cifar100', or any TFDS dataset with 'image' and 'label' features.
-        source_dir: folder of the IDX files of 'mnist'/'fashion_mnist' (see the module docstring
-            for where they are looked for when this is None).
+        source_dir: folder of the IDX files of 'mnist'/'fashion_mnist'.
         data_dir: TFDS' data folder, where prepared datasets are cached (default
             $TFDS_DATA_DIR or ~/tensorflow_datasets).
-        loader: 'auto' (TFDS when TensorFlow is installed, else the IDX reader), 'tfds' or
-            'idx' (read the IDX files with numpy; mnist and fashion_mnist only).
+        loader: 'auto' (above), 'tfds' (tensorflow-datasets only: the IDX files or a prepared
+            copy) or 'idx' (read the IDX files with numpy; mnist and fashion_mnist only).
 
     Returns:
-        A `Dataset` with uint8 NHWC images, int64 labels and the class names.
+        A `Dataset` with uint8 NHWC images, int64 labels and the class names; its `source`
+        says where they came from.
 
     Raises:
         ValueError: unknown dataset or loader; an IDX file that fails its checks (`IdxError`).
-        DataNotFoundError: no local data; the message says how to get it.
+        DataNotFoundError: no data found, none downloaded; the message (one line) says how to
+            get it.
 
     Example:
         >>> data = load_dataset("fashion_mnist")
@@ -108,9 +120,24 @@ def load_dataset(
             "loader='tfds' needs tensorflow and tensorflow-datasets installed, "
             "received loader='tfds'"
         )
+    # keras.datasets comes last, and only for 'auto' without a source_dir named.
+    keras_fallback = loader == "auto" and source_dir is None and name in KERAS_DATASETS
     if use_tfds:
-        return load_tfds(name, folder, os.fspath(data_dir or default_data_dir()))
-    if name not in IDX_DATASETS:
+        try:
+            return load_tfds(name, folder, os.fspath(data_dir or default_data_dir()))
+        except DataNotFoundError as error:
+            if not keras_fallback:
+                raise
+            missing = str(error)
+    elif folder is not None:
+        return read_idx_dataset(name, folder)
+    elif keras_fallback:
+        missing = (
+            missing_message(name)
+            if name in IDX_DATASETS
+            else f"no local {name} data (tensorflow-datasets is not installed)"
+        )
+    elif name not in IDX_DATASETS:
         hint = (
             ""
             if loader == "idx"
@@ -120,9 +147,12 @@ def load_dataset(
             f"dataset must be one of {sorted(IDX_DATASETS)} without TensorFlow"
             f"{hint}, received dataset={name!r}"
         )
-    if folder is None:
+    else:
         raise DataNotFoundError(missing_message(name))
-    return read_idx_dataset(name, folder)
+    try:
+        return load_keras_dataset(name)
+    except DataNotFoundError as error:
+        raise DataNotFoundError(f"{missing}; {error}") from None
 
 
 def subset(

@@ -27,7 +27,7 @@ from keras_resnet.utils import installed
 
 
 class DataNotFoundError(FileNotFoundError):
-    """No local data for a dataset; the message says how to get it."""
+    """No data for a dataset, neither local nor downloaded; the message says how to get it."""
 
 
 def tfds_available() -> bool:
