@@ -66,3 +66,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(
                 pytest.mark.skip(reason=f"backend-agnostic: runs on {name} only (CI time)")
             )
+
+
+def plan_of(config, dataset=None):
+    """The `RunPlan` of `config` over `dataset` (or its own data), without a run folder: what
+    a run resolves and checks before it trains."""
+    from keras_resnet import training
+
+    return training.plan_run(config, dataset, folder=False)

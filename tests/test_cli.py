@@ -84,7 +84,7 @@ def test_every_training_option_has_a_flag():
     from keras_resnet.cli import train as train_cli
     from keras_resnet.training import TrainConfig
 
-    grouped = [name for names in train_cli.GROUPS.values() for name in names]
+    grouped = [name for names in train_cli.groups().values() for name in names]
     offered = [
         f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli") is not False
     ]

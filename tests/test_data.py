@@ -192,7 +192,7 @@ def test_tfds_unknown_or_unprepared(tmp_path):
         data_lib.load_dataset("no_such_dataset", data_dir=tmp_path)
     # Not prepared and no local source: a message, never a download attempt.
     with pytest.raises(data_lib.DataNotFoundError, match="no prepared cifar10 data under"):
-        data_lib.load_dataset("cifar10", data_dir=tmp_path)
+        data_lib.load_dataset("cifar10", data_dir=tmp_path, loader="tfds")
 
 
 # --- augmentation (runs on the current backend) ---

@@ -27,6 +27,7 @@ import keras_resnet
 from keras_resnet.cli import export as export_cli
 from keras_resnet.cli import predict as predict_cli
 from keras_resnet.data.idx import IDX_DATASETS
+from keras_resnet.preprocessing import Preprocessing
 from keras_resnet.serving import convert, files
 from keras_resnet.serving import export as export_lib
 from keras_resnet.serving import predict as inference
@@ -585,7 +586,11 @@ def test_predict_cli_json_top_k(kind, run_dir, model, tmp_path, capsys, request)
     )
     document = json.loads(capsys.readouterr().out)
     assert document["kind"] == kind and len(document["results"]) == 2
-    x = [inference.prepare_image(inference.read_image(p), (32, 32, 1)) for p in (rgb, gray)]
+    predictor = inference.load_predictor(run_dir)
+    x = [
+        inference.prepare_image(inference.read_image(p, predictor.record), predictor)
+        for p in (rgb, gray)
+    ]
     expected = _predict(model, np.stack(x))
     for row, entry in zip(expected, document["results"], strict=True):
         # The same 4 highest probabilities, each with its class. Indices are compared through
@@ -968,6 +973,14 @@ def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path):
     rgb = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
     Image.fromarray(rgb, "RGB").save(tmp_path / "big.jpg", quality=90)
     assert inference.read_image(tmp_path / "big.jpg").shape == (512, 512, 3)
-    # Pillow's JPEG draft: the smallest 1/2, 1/4 or 1/8 scale still >= the model's size.
-    assert inference.read_image(tmp_path / "big.jpg", size=(32, 32)).shape == (64, 64, 3)
-    assert inference.read_image(tmp_path / "big.jpg", size=(200, 100)).shape == (256, 256, 3)
+    # Pillow's JPEG draft: the smallest 1/2, 1/4 or 1/8 scale still >= what the crop needs.
+    small = Preprocessing((32, 32), 3, "squash", 1.0)
+    assert inference.read_image(tmp_path / "big.jpg", small).shape == (64, 64, 3)
+    wide = Preprocessing((200, 100), 3, "squash", 1.0)
+    assert inference.read_image(tmp_path / "big.jpg", wide).shape == (256, 256, 3)
+    # The ImageNet recipe's crop at 224 needs a shorter side of 256 before it crops.
+    assert inference.read_image(tmp_path / "big.jpg", Preprocessing.for_images(224, 3)).shape == (
+        512,
+        512,
+        3,
+    )

@@ -130,9 +130,21 @@ def test_every_export_gives_the_runs_figure(trained, tmp_path):
         info = json.loads((version / "assets" / "export.json").read_text())
         assert info["preprocessing"] == record.to_dict()
         out = subprocess.run(
-            [sys.executable, "-m", "keras_resnet", "predict", os.fspath(version),
-             *map(os.fspath, files), "--json", "--top-k", "3"],
-            capture_output=True, text=True, cwd=REPO, check=True,
+            [
+                sys.executable,
+                "-m",
+                "keras_resnet",
+                "predict",
+                os.fspath(version),
+                *map(os.fspath, files),
+                "--json",
+                "--top-k",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
         )
         results = json.loads(out.stdout)["results"]
         got = np.zeros_like(expected)

@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 from idx_files import make_idx_folder
 from test_train import read_csv, tiny
 
@@ -119,7 +120,8 @@ def folder_stat(run: Path) -> dict[str, tuple]:
 
 def val_accuracy(model_file: Path, config, stripes) -> float:
     """A saved model's accuracy on the run's validation images (what best.keras is chosen by)."""
-    x_val, y_val = training.fit_data(config.resolve(), stripes).validation
+    (batches,) = training.fit_data(plan_of(config, stripes)).validation
+    x_val, y_val = batches.images, batches.targets
     model = keras.saving.load_model(model_file)
     predicted = model.predict(x_val.astype("float32"), verbose=0).argmax(-1)
     return float(np.mean(predicted == y_val.argmax(-1)))

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 from idx_files import make_idx_folder
 from PIL import Image
 
@@ -47,10 +48,10 @@ def split_folder(tmp_path_factory) -> Path:
     return root
 
 
-def folder_config(folder: Path, **options) -> TrainConfig:
+def folder_plan(folder: Path, **options):
     values = dict(dataset=str(folder), image_size=32, val_size=6, batch_size=4, seed=0)
     values.update(options)
-    return TrainConfig.create(**values).resolve()
+    return plan_of(TrainConfig.create(**values))
 
 
 def one_batch(stream):
@@ -60,15 +61,16 @@ def one_batch(stream):
     return np.asarray(x), np.asarray(y)
 
 
-def check_streamed(source, config: TrainConfig, *, counts: dict, test_split: str) -> None:
-    """`source` is a StreamedSource and `fit_data`/`data_report` read it through the interface."""
-    assert isinstance(source, StreamedSource)
+def check_streamed(plan, *, counts: dict, test_split: str) -> None:
+    """The plan's data is a StreamedSource and `fit_data`/`data_report` read it through the
+    interface."""
+    source, config = plan.data, plan.config
+    assert isinstance(source, StreamedSource) and plan.streamed
     assert source.num_classes == len(source.class_names)
     assert len(source.mean) == len(source.std) == source.image_shape[-1]
     assert source.counts == counts
     assert source.test_split == test_split
-    data = training.fit_data(config, source)
-    assert data.streamed
+    data = training.fit_data(plan)
     assert (data.train_images, data.val_images, data.test_images) == (
         counts["train"],
         counts.get("val", 0),
@@ -85,14 +87,15 @@ def check_streamed(source, config: TrainConfig, *, counts: dict, test_split: str
 
 @pytest.mark.one_backend("tensorflow")
 def test_folder_data_and_parts_are_streamed_sources(split_folder):
-    config = folder_config(split_folder)
-    folder = training.load_data(config)
+    plan = folder_plan(split_folder)
+    folder = plan.data
     assert type(folder) is inputs.FolderData
     assert (folder.name, folder.source) == ("fmnist", f"folder:{split_folder}")
     assert folder.class_names == list(CLASSES)
     assert folder.image_shape == (32, 32, 3) and folder.small_images
-    check_streamed(folder, config, counts={"train": 18, "val": 6, "test": 9}, test_split="test")
-    report = inputs.data_report(folder, training.fit_data(config, folder))
+    assert folder.folder.preprocessing == plan.preprocessing  # the pipelines crop by it
+    check_streamed(plan, counts={"train": 18, "val": 6, "test": 9}, test_split="test")
+    report = inputs.data_report(folder, training.fit_data(plan))
     assert report["test_split"] == "test" and report["image_size"] == 32
     assert report["skipped"] == 0 and report["ignored_non_images"] == 0
     # The search's parts of the training split: a StreamedSource too, with their own counts.
@@ -105,11 +108,10 @@ def test_folder_data_and_parts_are_streamed_sources(split_folder):
 
 @pytest.mark.one_backend("tensorflow")
 def test_folder_refusals_are_unchanged(split_folder):
-    folder = training.load_data(folder_config(split_folder))
     with pytest.raises(ValueError, match=r"mixup is for datasets in memory, not folders"):
-        training.fit_data(folder_config(split_folder, mixup=0.2), folder)
+        folder_plan(split_folder, mixup=0.2)
     with pytest.raises(ValueError, match=r"batch_size must be at most the 18 training images"):
-        training.fit_data(folder_config(split_folder, batch_size=19), folder)
+        folder_plan(split_folder, batch_size=19)
 
 
 def photos(count: int, seed: int):
@@ -158,22 +160,24 @@ def tfds_dir(tmp_path_factory) -> str:
 
 @pytest.mark.one_backend("tensorflow")
 def test_tfds_stream_is_a_streamed_source(tfds_dir):
-    config = TrainConfig.create(
-        dataset="keras_resnet_streamed_photos",
-        data_dir=tfds_dir,
-        image_size=32,
-        val_size=6,
-        batch_size=4,
-    ).resolve()
-    stream = training.load_data(config)
+    plan = plan_of(
+        TrainConfig.create(
+            dataset="keras_resnet_streamed_photos",
+            data_dir=tfds_dir,
+            image_size=32,
+            val_size=6,
+            batch_size=4,
+        )
+    )
+    stream = plan.data
     assert type(stream) is tfds_stream.TfdsStream
     assert stream.name == "keras_resnet_streamed_photos"
     assert stream.source == f"tfds-stream:{tfds_dir}"
     assert stream.class_names == ["red", "green", "blue"]
     assert stream.image_shape == (32, 32, 3) and not stream.small_images
     assert stream.cache is None and stream.skipped() == {}
-    check_streamed(stream, config, counts={"train": 18, "val": 6, "test": 9}, test_split="test")
-    report = inputs.data_report(stream, training.fit_data(config, stream))
+    check_streamed(plan, counts={"train": 18, "val": 6, "test": 9}, test_split="test")
+    report = inputs.data_report(stream, training.fit_data(plan))
     assert report == {
         "image_size": 32,
         "tfds_splits": {"train": ("train[6:]", 18), "val": ("train[:6]", 6), "test": ("test", 9)},
@@ -185,9 +189,9 @@ def test_arrays_are_not_streamed_sources():
     y = np.arange(20) % 2
     arrays = data_lib.Dataset("toy", x[:16], y[:16], x[16:], y[16:], ["a", "b"])
     assert not isinstance(arrays, StreamedSource)
-    config = TrainConfig.create(val_size=4, batch_size=4).resolve()
-    data = training.fit_data(config, arrays)
-    assert not data.streamed and data.train_images == 12
+    plan = plan_of(TrainConfig.create(val_size=4, batch_size=4), arrays)
+    data = training.fit_data(plan)
+    assert not plan.streamed and data.train_images == 12 and data.test_arrays
     assert inputs.data_report(arrays, data) == {}
 
 
@@ -222,14 +226,14 @@ def test_a_new_streamed_source_needs_no_change_in_training():
     """What a maintainer adding a loader writes: a subclass; fit_data, data_report and the
     model's config read it as they read a folder."""
     source = ListStream()
-    config = TrainConfig.create(batch_size=2).resolve()
-    data = training.fit_data(config, source)
+    plan = plan_of(TrainConfig.create(batch_size=2), source)
+    data = training.fit_data(plan)
     assert data.x_train is source.batches["train"]
     assert data.validation == (source.batches["val"],)
     assert data.test == (source.batches["test"],)
     assert data.counts == {"train": 2, "val": 2, "test": 2}
     assert inputs.data_report(source, data) == {"kind": "lists"}
-    model = training.model_config(config, source)
+    model = plan.model
     assert model.num_classes == 2 and model.input_shape == (8, 8, 1)
     assert model.normalization == ((1.0,), (2.0,))
     with pytest.raises(TypeError, match="abstract"):

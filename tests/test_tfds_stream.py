@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -144,9 +145,9 @@ def test_train_streams_a_tfds_dataset(data_dir, tmp_path):
 def test_streamed_options_are_checked(data_dir, tmp_path):
     base = dict(dataset="keras_resnet_test_photos", data_dir=data_dir, output_dir=str(tmp_path))
     with pytest.raises(OptionError, match="train_size is for datasets in memory"):
-        training.load_data(TrainConfig.create(**base, train_size=10).resolve())
+        plan_of(TrainConfig.create(**base, train_size=10))
     with pytest.raises(OptionError, match="val_size must leave training examples"):
-        training.load_data(TrainConfig.create(**base, val_size=TRAIN).resolve())
+        plan_of(TrainConfig.create(**base, val_size=TRAIN))
     with pytest.raises(OptionError, match="image_size is for folders"):
         TrainConfig.create(dataset="mnist", image_size=32)
     # The stream cannot mix batches nor train without its crops: refused, not ignored.
@@ -155,7 +156,7 @@ def test_streamed_options_are_checked(data_dir, tmp_path):
         (dict(cutmix=1.0), "received cutmix=1.0"),
         (dict(augment=False), "always trains on random-resized crops"),
     ]:
-        config = TrainConfig.create(**base, image_size=48, val_size=15, **option).resolve()
+        config = TrainConfig.create(**base, image_size=48, val_size=15, **option)
         with pytest.raises(OptionError, match=message) as refused:
-            training.fit_data(config, training.load_data(config))
+            plan_of(config)
         assert refused.value.field == next(iter(option))

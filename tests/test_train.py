@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 from idx_files import make_idx_folder
 
 from keras_resnet import data as data_lib
@@ -32,6 +33,7 @@ from keras_resnet.models import build_model as build_resnet
 from keras_resnet.training import TrainConfig
 from keras_resnet.training import recipe as recipe_lib
 from keras_resnet.training.evaluation import flip_tta_accuracy
+from keras_resnet.training.outputs import from_data_fields
 from keras_resnet.utils import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,15 +84,21 @@ def read_csv(path: Path) -> list[dict]:
 # --- the recipe ---
 
 
-@pytest.mark.one_backend("jax")
-def test_config_resolves_defaults():
-    config = TrainConfig().resolve()
-    assert config.model == ResNetConfig.named("resnet18", stem="cifar")
+def test_config_resolves_defaults(stripes):
+    config = plan_of(TrainConfig(val_size=100), stripes).config
+    expected = ResNetConfig.named("resnet18", stem="cifar").to_dict()
+    got = config.model.to_dict()
+    for key in from_data_fields():  # completed from the data
+        expected.pop(key), got.pop(key)
+    assert got == expected
     assert config.learning_rate == pytest.approx(0.1 * 256 / 128)
     assert config.weight_decay == pytest.approx(5e-3)  # decoupled; = L2 5e-4 under momentum 0.9
     assert config.output_dir == os.path.join("saved_models", "resnet18_fashion_mnist")
-    assert TrainConfig(optimizer="adamw").resolve().weight_decay == pytest.approx(0.05)
-    assert TrainConfig(dataset="mnist").resolve().flip is False  # digits are not mirror-symmetric
+    assert config.normalization == "data"
+    adamw = plan_of(TrainConfig(optimizer="adamw", val_size=100), stripes).config
+    assert adamw.weight_decay == pytest.approx(0.05)
+    # digits are not mirror-symmetric
+    assert plan_of(TrainConfig(dataset="mnist", val_size=100), stripes).config.flip is False
 
 
 @pytest.mark.parametrize(
@@ -118,7 +126,9 @@ def test_config_errors_name_the_option(field, value, message):
 
 @pytest.mark.one_backend("jax")
 def test_config_round_trips_and_reads_the_old_flat_form():
-    config = TrainConfig.create(model="resnet50", width=0.5, dropout_rate=0.2, epochs=7).resolve()
+    config = TrainConfig.create(
+        model="resnet50", width=0.5, dropout_rate=0.2, epochs=7, run_name="resnet50_fashion_mnist"
+    )
     assert config.model.block == "bottleneck" and config.model.stem == "cifar"
     assert config.run_name == "resnet50_fashion_mnist"
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -148,9 +158,14 @@ def test_split_validation_is_the_seeded_split_of_earlier_runs():
 
 
 def test_optimizer_schedule_and_weight_decay_exclusions(stripes):
-    config = TrainConfig.create(width=0.125, epochs=10, warmup_epochs=2, learning_rate=0.4)
-    model = training.build_model(config, stripes)
-    optimizer = training.build_optimizer(config, steps_per_epoch=100, model=model)
+    plan = plan_of(
+        TrainConfig.create(
+            width=0.125, epochs=10, warmup_epochs=2, learning_rate=0.4, val_size=100
+        ),
+        stripes,
+    )
+    model = training.build_model(plan)
+    optimizer = training.build_optimizer(plan.config, steps_per_epoch=100, model=model)
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
     schedule = optimizer._learning_rate  # the schedule object
     lr = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 100, 200, 600, 1000)]
@@ -164,13 +179,14 @@ def test_optimizer_schedule_and_weight_decay_exclusions(stripes):
     assert not any("_bn/" in p or p.endswith("bias") for p in decayed)
     n_kernels = sum(1 for v in model.trainable_variables if len(v.shape) > 1)
     assert len(decayed) == n_kernels
-    adamw = training.build_optimizer(TrainConfig(optimizer="adamw"), steps_per_epoch=10)
+    adamw_config = plan_of(TrainConfig(optimizer="adamw", val_size=100), stripes).config
+    adamw = training.build_optimizer(adamw_config, steps_per_epoch=10)
     assert isinstance(adamw, keras.optimizers.AdamW)
 
 
 def test_model_takes_raw_pixels_and_augments_only_in_training(stripes):
-    config = TrainConfig.create(width=0.125, seed=0)
-    model = training.build_model(config, stripes)
+    plan = plan_of(TrainConfig.create(width=0.125, seed=0, val_size=100), stripes)
+    model = training.build_model(plan)
     names = [layer.name for layer in model.layers]
     assert names[:3] == ["image", "augment", "normalize"]
     normalize = model.get_layer("normalize")
@@ -180,7 +196,7 @@ def test_model_takes_raw_pixels_and_augments_only_in_training(stripes):
         np.sqrt(keras.ops.convert_to_numpy(normalize.variance)).ravel(), std, rtol=1e-5
     )
     x = stripes.x_test[:4].astype("float32")
-    inference = training.build_model(config, stripes, augment=False)
+    inference = training.build_model(plan, augment=False)
     for layer in inference.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())
     np.testing.assert_allclose(
@@ -209,7 +225,7 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
     assert float(history[-1]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
     assert json.loads((run / "metrics.json").read_text()) == metrics
     saved_config = json.loads((run / "config.json").read_text())
-    resolved = config.resolve()
+    resolved = plan_of(config, stripes).config
     built = resolved.model.replace(
         num_classes=10,
         input_shape=(28, 28, 1),
@@ -217,6 +233,10 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
         data_format="channels_last",
     )
     assert TrainConfig.from_dict(saved_config) == TrainConfig.create(base=resolved, model=built)
+    # The preprocessing record beside the options: whole 28 px images, the data's statistics.
+    record = saved_config["preprocessing"]
+    assert record["crop_mode"] == "squash" and record["image_size"] == [28, 28]
+    assert record["mean"] == pytest.approx(list(built.normalization[0]))
     for name in ("model.keras", "curves.png", "checkpoints/best.keras"):
         assert (run / name).stat().st_size > 0
     assert not (run / "backup").exists()  # removed once the run is complete
@@ -378,7 +398,9 @@ def test_config_file_precedence(tmp_path):
     assert config.augment is False and config.label_smoothing == 0.0  # the preset's
     assert config.momentum == 0.9 and config.model.stem == "cifar"  # the defaults
     # A whole run's config.json is the same config again; --model keeps the other options.
-    full = TrainConfig.create(model="resnet34", width=0.25, epochs=5, output_dir="x").resolve()
+    full = TrainConfig.create(
+        model="resnet34", width=0.25, epochs=5, output_dir="x", learning_rate=0.2, flip=True
+    )
     file.write_text(json.dumps(full.to_dict()))
     assert train_cli.config_from_args(parser.parse_args(["--config", str(file)])) == full
     args = parser.parse_args(["--config", str(file), "--model", "resnet50", "--stem", "imagenet"])
@@ -693,13 +715,14 @@ def test_recipe_lever_errors_name_the_option(field, value, message):
 
 
 def test_ema_optimizer_and_callbacks():
-    config = TrainConfig(ema=0.999)
+    config = TrainConfig(ema=0.999, learning_rate=0.1, weight_decay=5e-3)
     optimizer = training.build_optimizer(config, steps_per_epoch=10)
     assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.999)
     (swap,) = recipe_lib.training_callbacks(config)
     assert isinstance(swap, keras.callbacks.SwapEMAWeights) and swap.swap_on_epoch
     assert not recipe_lib.training_callbacks(config, swap_on_epoch=False)[0].swap_on_epoch
-    assert not training.build_optimizer(TrainConfig(), steps_per_epoch=10).use_ema
+    plain = TrainConfig(learning_rate=0.1, weight_decay=5e-3)
+    assert not training.build_optimizer(plain, steps_per_epoch=10).use_ema
     assert recipe_lib.training_callbacks(TrainConfig()) == []
 
 
@@ -789,19 +812,20 @@ def test_ema_checkpoint_and_test_see_the_averaged_weights(tmp_path, stripes, mon
 
 def test_mixup_and_cutmix_train_on_mixed_batches(tmp_path, stripes):
     config = tiny(tmp_path, epochs=1, mixup=0.4, cutmix=1.0, track_test=True)
-    data = training.fit_data(config.resolve(), stripes)
+    data = training.fit_data(plan_of(config, stripes))
     assert isinstance(data.x_train, MixedBatches) and data.x_train.mixing
     assert (data.train_images, data.val_images, data.test_images) == (400, 100, 200)
+    assert len(data.x_train) == 400 // 32  # whole batches: the last partial one dropped
     assert len(data.validation[0]) == 4  # batches of 32, not fit's default
     metrics = training.train(config, dataset=stripes)
     assert metrics["train_images"] == 400 and metrics["val_images"] == 100
     assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
     saved = json.loads((Path(config.output_dir) / "config.json").read_text())
     assert (saved["mixup"], saved["cutmix"], saved["ema"]) == (0.4, 1.0, 0.0)
-    # both off: the arrays go to fit as before
-    plain = training.fit_data(tiny(tmp_path).resolve(), stripes)
-    assert plain.x_train is not None and isinstance(plain.x_train, np.ndarray)
-    assert plain.fit_arguments(32)["shuffle"] is True
+    # both off: the same whole batches, unmixed
+    plain = training.fit_data(plan_of(tiny(tmp_path), stripes))
+    assert isinstance(plain.x_train, MixedBatches) and not plain.x_train.mixing
+    assert plain.fit_arguments()["shuffle"] is False  # the batches are shuffled per epoch
 
 
 def test_flip_tta_equals_accuracy_for_a_flip_invariant_model(stripes):

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 from test_train_folders import needs_fashion_mnist, short_run, write_image_folder
 
 from keras_resnet import training
@@ -52,7 +53,7 @@ def test_cached_run_trains_saves_the_network_and_reuses_the_cache(folder, tmp_pa
     model = keras.saving.load_model(run / "model.keras", compile=False)
     assert tuple(model.input_shape) == (None, SIZE, SIZE, 3)
     assert not any(type(layer).__name__ == "RandomResizedCrop" for layer in model.layers)
-    source = training.load_data(TrainConfig.create(**{**options, "cache": None}).resolve())
+    source = plan_of(TrainConfig.create(**{**options, "cache": None})).data
     stream = OneHotBatches(source.folder, "test", 32, train=False)
     correct = sum(
         int((np.argmax(model.predict(x, verbose=0), 1) == np.argmax(y, 1)).sum())
@@ -74,9 +75,7 @@ def test_cached_run_trains_saves_the_network_and_reuses_the_cache(folder, tmp_pa
 def test_cache_of_other_data_is_refused_before_the_run_starts(folder, tmp_path):
     cache = tmp_path / "cache"
     data_cache.open_cache(
-        training.load_data(
-            TrainConfig.create(dataset=str(folder), image_size=SIZE).resolve()
-        ).folder,
+        plan_of(TrainConfig.create(dataset=str(folder), image_size=SIZE)).data.folder,
         cache,
         log=lambda _: None,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 from PIL import Image
 
 import keras_resnet
@@ -134,35 +135,39 @@ def test_folder_trains_like_the_same_images_in_memory(image_folder, tmp_path):
 @pytest.mark.one_backend("tensorflow")
 def test_large_folder_gets_imagenet_stem_and_no_pad_crop(image_folder):
     config = TrainConfig.create(dataset=str(image_folder), image_size=96, width=0.125)
-    data = training.load_data(config.resolve())
-    assert data.image_shape == (96, 96, 3) and not data.small_images
-    model = training.build_model(config, data)
-    assert config.resolve().model.stem == "cifar"  # the default, replaced from the image size:
-    assert training.model_config(config, data).stem == "imagenet"
+    plan = plan_of(config)
+    assert plan.data.image_shape == (96, 96, 3) and not plan.data.small_images
+    model = training.build_model(plan)
+    assert config.model.stem == "cifar"  # the default, replaced from the image size:
+    assert plan.model.stem == "imagenet"
+    # The ImageNet recipe's evaluation crop, recorded for export and predict.
+    assert plan.preprocessing.crop_mode == "center" and plan.preprocessing.resize_size == 109
     # The pipeline crops and flips: the raw pixels go straight to the normalization.
     assert [layer.name for layer in model.layers[:2]] == ["image", "normalize"]
-    small = TrainConfig.create(dataset=str(image_folder), image_size=32, width=0.125)
-    small_model = training.build_model(small, training.load_data(small.resolve()))
+    small = plan_of(TrainConfig.create(dataset=str(image_folder), image_size=32, width=0.125))
+    assert small.preprocessing.crop_mode == "squash"  # small images: whole, as they train
+    small_model = training.build_model(small)
     assert small_model.layers[1].name != "normalize"  # the small-image recipe's layers
     argv = ["--dataset", str(image_folder), "--image-size", "96", "--stem", "cifar"]
     typed = train_cli.config_from_args(train_cli.make_parser().parse_args(argv))
-    assert training.model_config(typed, data).stem == "cifar"  # a stem typed is kept
+    assert plan_of(typed).model.stem == "cifar"  # a stem typed is kept
     assert TrainConfig.create(val_size=0.0).val_size == 0  # --val-size 0 arrives as 0.0
     # Normalization measured on the sampled training images, in pixel units.
-    mean, std = training.model_config(config, data).normalization
+    mean, std = plan.model.normalization
     assert len(mean) == 3 and 40 < mean[0] < 120 and 40 < std[0] < 120
+    assert plan.preprocessing.mean == mean
 
 
 @pytest.mark.one_backend("tensorflow")
 def test_folder_validation_split_is_the_seeded_split(image_folder):
     config = TrainConfig.create(dataset=str(image_folder), image_size=32, val_size=0.25, seed=3)
-    data = training.load_data(config.resolve())
+    data = plan_of(config).data
     counts = data.folder.counts
     assert counts == {"train": 450, "val": 150, "test": 10 * TEST_PER_CLASS + 1}
     kept, held = data_lib.split(600, 0.25, seed=training.inputs.validation_seed(3))
     assert len(held) == 150 and len(kept) == 450
-    assert TrainConfig(dataset=str(image_folder)).resolve().val_size == 0.1
-    assert TrainConfig(dataset=str(image_folder)).resolve().image_size == 224
+    defaults = plan_of(TrainConfig(dataset=str(image_folder))).config
+    assert defaults.val_size == 0.1 and defaults.image_size == 224
     assert TrainConfig(val_size=5000.0).val_size == 5000  # a flag's float is a count
 
 
@@ -245,3 +250,39 @@ def test_two_trial_search_on_a_folder(image_folder, tmp_path):
         block="basic", width=0.125, stem="cifar", num_classes=10, input_shape=(32, 32, 3)
     )
     assert all(r.params == keras_resnet.count_params(reference) for r in records)
+
+
+@needs_fashion_mnist
+@pytest.mark.one_backend("tensorflow")
+def test_folder_without_test_split_reports_validation_accuracy(tmp_path, capsys):
+    """No test/: the figure is the validation split's, and is named so: metrics.json has no
+    test_accuracy, the command's last line says "validation accuracy (no test split)"."""
+    root = write_image_folder(tmp_path / "only_train", {"train": 8})
+    argv = [
+        "--dataset",
+        str(root),
+        "--image-size",
+        "28",
+        "--width",
+        "0.125",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--val-size",
+        "0.25",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--verbose",
+        "0",
+        "--no-tensorboard",
+    ]
+    assert train_cli.main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "test_accuracy" not in metrics and "test_loss" not in metrics
+    assert metrics["evaluated_on"] == "validation" and metrics["test_images"] == 20
+    assert metrics["validation_accuracy"] == metrics["accuracy"]
+    out = capsys.readouterr().out
+    assert "validation accuracy (no test split):" in out and "test accuracy" not in out
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
+    assert "test_accuracy" not in history  # no per-epoch figure under a false name

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from conftest import plan_of
 
 import keras_resnet
 from keras_resnet import tuning
@@ -207,8 +208,8 @@ def test_recipe_ranges_reach_the_trial_config():
     assert (config.label_smoothing, config.erasing) == (0.05, 0.25)
     assert (config.epochs, config.warmup_epochs) == (5, 1.0)  # warmup <= a fifth of the epochs
     options = tuning.SearchOptions(train=base)
-    pinned = options.definition(tuning.SearchSpace(**TINY_SPACE), (28, 28, 1))["train_config"]
-    searched = options.definition(space, (28, 28, 1))["train_config"]
+    pinned = definition_of(options, tuning.SearchSpace(**TINY_SPACE), (28, 28, 1))["train_config"]
+    searched = definition_of(options, space, (28, 28, 1))["train_config"]
     assert pinned["label_smoothing"] == 0.1 and pinned["erasing"] == 0.5
     assert "label_smoothing" not in searched and "erasing" not in searched
     assert "width" not in searched["model"] and searched["model"]["dropout_rate"] == 0.2
@@ -772,3 +773,18 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     records = tuning.read_trials(tmp_path / "dist")
     assert [r.status for r in records] == ["COMPLETED"] * 2
     assert (tmp_path / "dist" / "report" / "trials.md").is_file()  # the chief reported
+
+
+def definition_of(options, space, image_shape):
+    """`options.definition` with its base options resolved as a search resolves them (over
+    stand-in images of `image_shape`)."""
+    import numpy as np
+
+    from keras_resnet.data import Dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6000, *image_shape), dtype=np.uint8)
+    labels = np.arange(6000) % 10
+    data = Dataset("fashion_mnist", images, labels, images[:10], labels[:10], list("0123456789"))
+    resolved = plan_of(options.base_config(), data).config
+    return options.definition(space, image_shape, resolved)

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras_tuner as kt
 import numpy as np
 import pytest
+from conftest import plan_of
 
 import keras_resnet
 from keras_resnet.cli import train as train_cli
@@ -183,7 +184,7 @@ def test_a_trial_with_every_new_field_builds():
 def test_definition_round_trips_and_refuses_a_changed_space(tmp_path):
     options = SearchOptions(train=TrainConfig(batch_size=64))
     searched = SearchSpace(**NEW_FIELDS)
-    definition = options.definition(searched, (32, 32, 3))
+    definition = definition_of(options, searched, (32, 32, 3))
     stored = json.loads(json.dumps(definition))
     assert stored["space"]["custom_stages"] == ["4-4-4"]
     assert stored["space"]["downsamples"] == ["conv", "avg"]
@@ -197,7 +198,7 @@ def test_definition_round_trips_and_refuses_a_changed_space(tmp_path):
 
     project = tmp_path / "search"
     store.write_definition(project, definition)
-    assert store.check_definition(project, options.definition(searched, (32, 32, 3))) is True
+    assert store.check_definition(project, definition_of(options, searched, (32, 32, 3))) is True
     for change in (
         dict(drop_path_rate_max=0.3),
         dict(downsamples=("avg",)),
@@ -206,10 +207,10 @@ def test_definition_round_trips_and_refuses_a_changed_space(tmp_path):
     ):
         other = SearchSpace(**{**NEW_FIELDS, **change})
         with pytest.raises(store.SearchMismatchError) as info:
-            store.check_definition(project, options.definition(other, (32, 32, 3)))
+            store.check_definition(project, definition_of(options, other, (32, 32, 3)))
         assert "different definition" in str(info.value)
     # unsearched: the base model's values are part of the definition
-    plain = options.definition(SearchSpace(), (28, 28, 1))["train_config"]["model"]
+    plain = definition_of(options, SearchSpace(), (28, 28, 1))["train_config"]["model"]
     assert (plain["downsample"], plain["drop_path_rate"]) == ("conv", 0.0)
 
 
@@ -262,8 +263,10 @@ def _search_folder(tmp_path: Path) -> Path:
     against FLOPs 0, 2, 3; against parameters 1, 2, 3 (trial 1 has few parameters, many FLOPs:
     a 3-stage net at full resolution)."""
     project = tmp_path / "runs" / "fake"
-    definition = SearchOptions(train=TrainConfig(batch_size=128, erasing=0.25)).definition(
-        SearchSpace(**NEW_FIELDS), (32, 32, 3)
+    definition = definition_of(
+        SearchOptions(train=TrainConfig(batch_size=128, erasing=0.25)),
+        SearchSpace(**NEW_FIELDS),
+        (32, 32, 3),
     )
     store.write_definition(project, definition)
     _fake_trial(project, "0", 0.80, 900_000, 10_000_000)
@@ -501,13 +504,13 @@ def test_invalid_recipe_levers_name_the_field(kwargs, field):
 @pytest.mark.one_backend("jax")
 def test_definition_without_levers_is_the_one_stored_before_them(tmp_path):
     """A search stored before ema/mixup/cutmix existed resumes: off, they are left out."""
-    definition = SearchOptions().definition(SearchSpace(), (28, 28, 1))
+    definition = definition_of(SearchOptions(), SearchSpace(), (28, 28, 1))
     assert not {"ema", "mixup", "cutmix"} & set(definition["train_config"])
-    searched = SearchOptions().definition(SearchSpace(**LEVERS), (28, 28, 1))
+    searched = definition_of(SearchOptions(), SearchSpace(**LEVERS), (28, 28, 1))
     assert not {"ema", "mixup", "cutmix"} & set(searched["train_config"])
     assert searched["space"]["emas"] == [0.0, 0.999, 0.9995]
     # on in the base configuration and not searched: part of the definition
-    fixed = SearchOptions(train=TrainConfig(ema=0.999)).definition(SearchSpace(), (28, 28, 1))
+    fixed = definition_of(SearchOptions(train=TrainConfig(ema=0.999)), SearchSpace(), (28, 28, 1))
     assert fixed["train_config"]["ema"] == 0.999
 
 
@@ -516,8 +519,8 @@ def test_best_config_with_levers_trains_them(tmp_path, tiny_idx):
     """best_config.json holds the best trial's EMA decay and alphas, and `keras-resnet train
     --config best_config.json` trains with them (1 epoch, width 0.125)."""
     project = tmp_path / "runs" / "levers"
-    definition = SearchOptions(train=TrainConfig(batch_size=32)).definition(
-        SearchSpace(**LEVERS), (28, 28, 1)
+    definition = definition_of(
+        SearchOptions(train=TrainConfig(batch_size=32)), SearchSpace(**LEVERS), (28, 28, 1)
     )
     store.write_definition(project, definition)
     _fake_trial(project, "0", 0.80, 900_000, 10_000_000, ema=0.0, mixup=0.1, cutmix=0.0)
@@ -569,3 +572,18 @@ def test_trial_with_ema_and_mixing_validates_the_average(tiny_idx):
     assert metrics["epochs"] == 1 and 0 <= metrics["val_accuracy"] <= 1
     loss = model.evaluate(x_val, y_val, batch_size=16, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(metrics["val_loss"], rel=1e-4)
+
+
+def definition_of(options, space, image_shape):
+    """`options.definition` with its base options resolved as a search resolves them (over
+    stand-in images of `image_shape`)."""
+    import numpy as np
+
+    from keras_resnet.data import Dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6000, *image_shape), dtype=np.uint8)
+    labels = np.arange(6000) % 10
+    data = Dataset("fashion_mnist", images, labels, images[:10], labels[:10], list("0123456789"))
+    resolved = plan_of(options.base_config(), data).config
+    return options.definition(space, image_shape, resolved)

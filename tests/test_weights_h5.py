@@ -13,6 +13,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from conftest import plan_of
 
 import keras_resnet
 from keras_resnet import data as data_lib
@@ -266,7 +267,8 @@ def test_train_fine_tunes_a_ten_class_model_on_five_classes(tmp_path, caplog, ca
     )
     ten = training.TrainConfig.create(output_dir=str(tmp_path / "ten"), **options)
     # What a 10-class run writes as model.keras (its network, Keras' own layers).
-    network = _randomized(training.build_model(ten, _random_images(10, 64, 0), augment=False), 2)
+    ten_plan = plan_of(ten, _random_images(10, 64, 0))
+    network = _randomized(training.build_model(ten_plan, augment=False), 2)
     pretrained = tmp_path / "model.keras"
     keras_resnet.layers.plain_keras_model(network).save(pretrained)
 

@@ -15,9 +15,9 @@ import sys
 COMMANDS = {
     "train": "train a model with model.fit and write a run folder",
     "tune": "search architectures and recipes with KerasTuner",
-    "export": "export a run as SavedModel, ONNX or .keras",
+    "export": "export a run as SavedModel, ONNX, .keras or LiteRT",
     "predict": "classify images with a run or an export",
-    "benchmark": "time training and inference steps against peers",
+    "benchmark": "time a model's training and inference steps (--suite: the harness with peers)",
     "summary": "print the walkthrough table of a model",
 }
 BACKENDS = ("tensorflow", "jax", "torch")

@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(_summary(metrics))
-    print(f"saved: {metrics['run_dir']}/model.keras, metrics.json, curves.png")
+    curves = (
+        ", curves.png" if os.path.exists(os.path.join(metrics["run_dir"], "curves.png")) else ""
+    )
+    print(f"saved: {metrics['run_dir']}/model.keras, metrics.json{curves}")
     return 0
 
 

@@ -5,7 +5,8 @@ the same skips and the same 16-bit handling on every backend; evaluation crops f
 model's preprocessing record (`keras_resnet.preprocessing`), as `keras-resnet predict` does.
 TensorFlow's own decoders are not used: inside a tf.data graph a decode error can only be
 dropped (`ignore_errors`), never counted nor traced to its file, and `decode_image` neither
-draft-decodes nor maps 16-bit PNGs the way predict.py does. Pillow releases the GIL while it decodes and resizes, so threads scale.
+draft-decodes nor maps 16-bit PNGs the way predict.py does. Pillow releases the GIL while it
+decodes and resizes, so threads scale.
 """
 
 from __future__ import annotations

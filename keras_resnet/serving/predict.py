@@ -314,8 +314,8 @@ def read_image(
         raise ValueError(f"image not found, received image={os.fspath(path)!r}")
     if path.suffix.lower() == ".npy":
         return _read_npy(path)
-    if record is None:
-        record = Preprocessing((1, 1), 3, "squash", 1.0)
+    if record is None:  # the file's own channels: one for grayscale and wide images
+        record = Preprocessing((1, 1), 1 if _grayscale(path) else 3, "squash", 1.0)
     try:
         with _pixel_limit(allow_large):
             image = prep.decode_image(path, record)
@@ -335,6 +335,18 @@ def read_image(
         raise ValueError(f"cannot decode image {os.fspath(path)!r}: {one_line(error)}") from None
     array = np.asarray(image, dtype=np.float32)
     return array[..., None] if array.ndim == 2 else array
+
+
+def _grayscale(path: Path) -> bool:
+    """Whether a file holds one channel (grayscale, 16-bit, 32-bit or float); False when it
+    cannot be read (decoding says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as probe:
+            return probe.mode in ("1", "L", "LA", "I", "F") or probe.mode.startswith("I;16")
+    except Exception:  # noqa: BLE001 - decode_image reports the file's problem in one line
+        return False
 
 
 @contextlib.contextmanager

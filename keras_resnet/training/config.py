@@ -199,6 +199,7 @@ class TrainConfig:
         "(torchvision's); default weights with --weights, else data",
         "data",
         choices=NORMALIZATIONS,
+        search="off_when_zero",
     )
     # fine-tuning
     weights: str | None = _opt(

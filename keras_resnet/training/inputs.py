@@ -31,7 +31,7 @@ from keras_resnet.data import tfds_stream
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
 from keras_resnet.data.streamed import StreamedSource, channel_stats_of
-from keras_resnet.data.tfds_source import default_data_dir, tfds_available
+from keras_resnet.data.tfds_source import DataNotFoundError, default_data_dir, tfds_available
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
 from keras_resnet.utils import OptionError, one_line, write_text_atomic
@@ -414,7 +414,10 @@ def fit_data(plan) -> FitData:
 def load_data(config: TrainConfig, dataset: data_lib.Dataset | None = None, *, log_dir=None):
     """`dataset`, or `config.dataset` loaded, reduced to `train_size`/`test_size`; a folder
     becomes a `FolderData` (streamed; `log_dir` keeps its skipped-files log), a large TFDS
-    dataset a `TfdsStream` (`keras_resnet.data.tfds_stream`)."""
+    dataset a `TfdsStream` (`keras_resnet.data.tfds_stream`). A streamed source given
+    (`StreamedSource`) is used as it is."""
+    if isinstance(dataset, StreamedSource):
+        return dataset
     if dataset is None and config.is_folder:
         return open_folder_data(config, log_dir=log_dir)
     if dataset is None:
@@ -449,7 +452,10 @@ def open_tfds_stream(config: TrainConfig) -> tfds_stream.TfdsStream | None:
         return None
     data_dir = os.fspath(config.data_dir or default_data_dir())
     try:
-        builder = tfds_stream.prepared_builder(name, data_dir)
+        try:
+            builder = tfds_stream.prepared_builder(name, data_dir)
+        except DataNotFoundError:  # not prepared: the in-memory loaders look elsewhere
+            return None
         if not tfds_stream.should_stream(builder):
             return None
         for option in ("train_size", "test_size"):

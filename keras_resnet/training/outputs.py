@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_resnet.config import ResNetConfig
-from keras_resnet.utils import OptionError, write_text_atomic
+from keras_resnet.utils import OptionError, installed, write_text_atomic
 
 # The run folder's files (see keras_resnet.training's docstring).
 CONFIG_FILE = "config.json"
@@ -62,8 +62,11 @@ def read_history(history_csv: str | os.PathLike) -> dict[str, list[float]]:
     return columns
 
 
-def plot_curves(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> None:
-    """Loss and accuracy per epoch (train, validation, test) into one PNG."""
+def plot_curves(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> bool:
+    """Loss and accuracy per epoch (train, validation, test) into one PNG. Returns False, and
+    writes nothing, without matplotlib (the `plots` extra); history.csv holds the figures."""
+    if not installed("matplotlib"):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,6 +91,7 @@ def plot_curves(history: dict[str, list[float]], path: str | os.PathLike, title:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True
 
 
 def time_to(history: dict[str, list[float]], key: str, target: float) -> dict | None:

@@ -136,14 +136,14 @@ class FinishedRun:
 
 
 def plan_run(
-    config: TrainConfig, dataset: data_lib.Dataset | None = None, *, search: bool = False
+    config: TrainConfig, dataset: data_lib.Dataset | None = None, *, folder: bool = True
 ) -> RunPlan | FinishedRun:
     """Resolves and checks a run: the one place a `TrainConfig` is resolved.
 
     Args:
         config: the options as given.
         dataset: arrays to train on instead of loading `config.dataset` (tests, custom data).
-        search: plan a search's base (`keras_resnet.tuning`): no run folder is made or read.
+        folder: False plans without making or reading a run folder (a search's base, a check).
 
     Returns:
         The `RunPlan`; or, when the run folder holds a finished run of the same options (and
@@ -154,7 +154,7 @@ def plan_run(
         DataNotFoundError: no local copy of the dataset.
     """
     options = config.resolve()
-    if search:
+    if not folder:
         weights, weights_record = resolve_weights(options)
         data = open_data(options, dataset)
         return make_plan(
@@ -213,6 +213,10 @@ def make_plan(
             f"batch_size must be a multiple of the {num_devices} devices, "
             f"received batch_size={options.batch_size}",
         )
+    if getattr(data, "test_split", "test") != "test" and options.track_test:
+        # No test split: the validation split is evaluated every epoch already, and a
+        # per-epoch "test" column would be the same figure under a false name.
+        options = dataclasses.replace(options, track_test=False)
     model = complete_model(options, data, record)
     return RunPlan(
         config=dataclasses.replace(options, model=model),

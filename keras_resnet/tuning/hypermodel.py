@@ -97,9 +97,10 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
     Args:
         space: the `SearchSpace`.
-        base: the search's `training.RunPlan` (`plan_run(..., search=True)`): the resolved
+        base: the search's `training.RunPlan` (`plan_run(..., folder=False)`): the resolved
             options every trial starts from (data, batch size, precision, recipe) and the
-            preprocessing record with the normalization statistics.
+            preprocessing record with the normalization statistics; or a `TrainConfig`,
+            planned here over `dataset`.
         dataset: a `keras_resnet.data.Dataset` whose `x_train` is the search's train part, or
             for a folder its `training.inputs.FolderParts` (file lists): it gives the
             schedule's length (the count of training images).
@@ -109,6 +110,10 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     def __init__(self, space: SearchSpace, base, dataset, *, max_epochs: int = 10):
         super().__init__(name="keras_resnet", tunable=True)
         self.space = space
+        if isinstance(base, TrainConfig):  # options alone: planned over the search's part
+            base = training.plan_run(
+                dataclasses.replace(base, val_size=0), dataset, folder=False
+            )
         self.base = base.for_trial(base.config, dataset)  # holds the search's part only
         self.dataset = dataset
         self.max_epochs = int(max_epochs)

@@ -28,7 +28,7 @@ from keras_resnet.training import TrainConfig
 from keras_resnet.tuning.hypermodel import trial_train_config
 from keras_resnet.tuning.space import config_from_values, describe
 from keras_resnet.tuning.store import DEFINITION_FILE, OBJECTIVE
-from keras_resnet.utils import atomic_path, write_text_atomic
+from keras_resnet.utils import atomic_path, installed, write_text_atomic
 
 CSV_COLUMNS = ("trial_id", "status", "val_accuracy", "params", "flops", "seconds", "epochs")
 BEST_CONFIG_FILE = "best_config.json"
@@ -217,7 +217,10 @@ def _plot_panel(ax, records: Sequence[TrialRecord], cost: str, scale: float, lab
 
 def plot_pareto(records: Sequence[TrialRecord], path: str | os.PathLike, title: str = "") -> None:
     """PNG of validation accuracy against parameters (left) and FLOPs (right), each Pareto front
-    drawn and the best trial starred; written whole."""
+    drawn and the best trial starred; written whole. Nothing without matplotlib (the `plots`
+    extra): the report's JSON and CSV hold the figures."""
+    if not installed("matplotlib"):
+        return
     import matplotlib
 
     matplotlib.use("Agg")

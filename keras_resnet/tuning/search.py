@@ -366,7 +366,7 @@ def plan_search(train: TrainConfig, dataset=None) -> RunPlan:
     Raises:
         SearchSpaceError: a streamed TFDS dataset (trials take arrays or a folder's files).
     """
-    plan = plan_run(dataclasses.replace(train, cache=None), dataset, search=True)
+    plan = plan_run(dataclasses.replace(train, cache=None), dataset, folder=False)
     if isinstance(plan.data, StreamedSource) and not isinstance(plan.data, FolderData):
         raise SearchSpaceError(
             "dataset",
