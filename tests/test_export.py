@@ -147,17 +147,24 @@ def test_saved_model_layout_signature_and_parity(saved_model_dir, model, images)
 
 
 @needs_tf
-def test_saved_model_resizes_other_sizes_inside_the_signature(saved_model_dir, model):
+def test_saved_model_crops_other_sizes_inside_the_signature(saved_model_dir, model):
+    """The signature takes whole images of any size and crops them by the model's record: the
+    same pixels as the Pillow crop a run evaluates on (`preprocessing.crop_array`)."""
     import tensorflow as tf
 
-    x = np.random.default_rng(3).uniform(0, 255, (3, 45, 20, 1)).astype("float32")
-    expected = _predict(model, keras.ops.image.resize(x, (32, 32), interpolation="bilinear"))
+    from keras_resnet import preprocessing as prep
+
+    record = prep.data_config(saved_model_dir)
+    x = np.random.default_rng(3).integers(0, 256, (3, 45, 20, 1)).astype("float32")
+    crops = np.stack([prep.crop_array(image, record) for image in x]).astype("float32")
+    expected = _predict(model, crops)
     loaded = tf.saved_model.load(os.fspath(saved_model_dir))  # keep it: it owns the variables
     got = loaded.serve(tf.constant(x)).numpy()
     assert np.abs(got - expected).max() <= 1e-5
-    # predict's client-side resize is the same one.
+    # predict sends the whole image and gets the same answer.
     predictor = inference.load_predictor(saved_model_dir.parent)  # base dir: latest version
     assert predictor.path == saved_model_dir and predictor.class_names == CLASS_NAMES
+    assert predictor.whole_images and predictor.record == record
     assert np.abs(inference.predict_images(predictor, list(x)) - expected).max() <= 1e-5
 
 

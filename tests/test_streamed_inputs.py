@@ -185,7 +185,7 @@ def test_tfds_stream_is_a_streamed_source(tfds_dir):
 
 
 def test_arrays_are_not_streamed_sources():
-    x = np.zeros((20, 8, 8, 1), np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
     y = np.arange(20) % 2
     arrays = data_lib.Dataset("toy", x[:16], y[:16], x[16:], y[16:], ["a", "b"])
     assert not isinstance(arrays, StreamedSource)

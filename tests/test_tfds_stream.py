@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 from keras_resnet import training  # noqa: E402
 from keras_resnet.data import tfds_stream  # noqa: E402
+from keras_resnet.preprocessing import Preprocessing, crop_array  # noqa: E402
 from keras_resnet.training import TrainConfig  # noqa: E402
 from keras_resnet.utils import OptionError  # noqa: E402
 
@@ -98,10 +99,12 @@ def test_photos_stream_and_arrays_do_not(data_dir):
 def test_eval_crop_is_the_center_of_the_resized_image():
     image = np.zeros((100, 200, 3), np.uint8)
     image[:, 100:] = 255  # right half white
-    crop = tfds_stream.eval_crop(tf.constant(image), 56).numpy()
-    # resize 64 x 128, central 56 x 56 covers columns 36..92: left half black, right white
-    assert crop.shape == (56, 56, 3)
-    assert crop[:, :26].max() == 0 and crop[:, 30:].min() == 255
+    record = Preprocessing.for_images(72, 3)  # resize 82 x 164, central 72: columns 46..118
+    crop = tfds_stream.eval_crop(tf.constant(image), record).numpy()
+    assert crop.shape == (72, 72, 3)
+    assert crop[:, :33].max() == 0 and crop[:, 39:].min() == 255
+    # The Pillow implementation of the record, pixel for pixel (what predict gives).
+    np.testing.assert_array_equal(crop, crop_array(image, record))
 
 
 def test_train_streams_a_tfds_dataset(data_dir, tmp_path):

@@ -53,7 +53,7 @@ def test_cached_run_trains_saves_the_network_and_reuses_the_cache(folder, tmp_pa
     model = keras.saving.load_model(run / "model.keras", compile=False)
     assert tuple(model.input_shape) == (None, SIZE, SIZE, 3)
     assert not any(type(layer).__name__ == "RandomResizedCrop" for layer in model.layers)
-    source = plan_of(TrainConfig.create(**{**options, "cache": None})).data
+    source = plan_of(short_run(tmp_path, "plain", **{**options, "cache": None})).data
     stream = OneHotBatches(source.folder, "test", 32, train=False)
     correct = sum(
         int((np.argmax(model.predict(x, verbose=0), 1) == np.argmax(y, 1)).sum())

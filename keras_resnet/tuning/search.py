@@ -27,7 +27,7 @@ from keras_resnet import data as data_lib
 from keras_resnet import training
 from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.training import RunPlan, TrainConfig, plan_run
-from keras_resnet.training.config import field_names
+from keras_resnet.training.config import DEFAULT_VAL_SIZE, field_names
 from keras_resnet.training.inputs import (
     FolderData,
     FolderParts,
@@ -366,7 +366,14 @@ def plan_search(train: TrainConfig, dataset=None) -> RunPlan:
     Raises:
         SearchSpaceError: a streamed TFDS dataset (trials take arrays or a folder's files).
     """
-    plan = plan_run(dataclasses.replace(train, cache=None), dataset, folder=False)
+    if train.is_folder:
+        plan = plan_run(dataclasses.replace(train, cache=None), dataset, folder=False)
+    else:
+        # Arrays: the search holds out its own validation part (`validation_fraction`); the
+        # run's val_size is the final run's, which trains on the whole train set (final_config).
+        plan = plan_run(dataclasses.replace(train, val_size=0), dataset, folder=False)
+        val_size = train.val_size if train.val_size is not None else DEFAULT_VAL_SIZE
+        plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, val_size=val_size))
     if isinstance(plan.data, StreamedSource) and not isinstance(plan.data, FolderData):
         raise SearchSpaceError(
             "dataset",
