@@ -32,6 +32,7 @@ convolutions instead (the first block of such a stage with the previous dilation
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import keras
@@ -70,6 +71,8 @@ __all__ = [
     "get_model",
     "total_stride",
 ]
+
+logger = logging.getLogger("keras_resnet")
 
 # PyTorch's BatchNorm defaults: eps=1e-5, and its momentum 0.1 is Keras' momentum 0.9.
 BN_EPSILON = 1e-5
@@ -359,11 +362,16 @@ def build_model(config: ResNetConfig, *, input_tensor=None, weights=None) -> ker
         input_tensor: a Keras tensor to build on, e.g. the output of augmentation layers applied
             to a `keras.Input`; the model's input is then that tensor's source input (as in
             keras.applications). Its shape must be `config.image_shape`.
-        weights: None, or the path of a torchvision/timm state dict (`.pth`, `.pt`,
+        weights: None; the path of a torchvision/timm state dict (`.pth`, `.pt`, `.bin`,
             `.safetensors`) or a Keras `.weights.h5` or `.keras` file to load
-            (`weights.load_weights`): a classifier of another size, or no top, keeps the new
-            head; 1 or 4 input channels
-            adapt `conv1` by timm's rule; both are logged. Any other mismatch is a ValueError.
+            (`weights.load_weights`; suffixes in any case); or pretrained weights by name
+            (`keras_resnet.pretrained`): 'imagenet' (the architecture's best), a registered
+            name ('resnet50.a1_in1k') or its tag ('a1_in1k', 'IMAGENET1K_V2'), downloaded into
+            Keras' cache on first use. A classifier of another size, or no top, keeps the new
+            head; 1 or 4 input channels adapt `conv1` by timm's rule; both are logged. Any
+            other mismatch is a ValueError that says what to pass. Here `config.normalization`
+            is used as given; the builders (`ResNet50(weights="imagenet")`, `get_model`,
+            `ResNet`) also set it from named weights.
 
     Returns:
         A `keras.Model` named `config.name`.
@@ -371,6 +379,54 @@ def build_model(config: ResNetConfig, *, input_tensor=None, weights=None) -> ker
     Example:
         >>> model = build_model(ResNetConfig.named("resnet18", num_classes=10))
     """
+    return _build_with_weights(config, input_tensor, weights, set_normalization=False)
+
+
+def _build_with_weights(
+    config: ResNetConfig, input_tensor, weights, *, set_normalization: bool
+) -> keras.Model:
+    """Resolves `weights` (a name is downloaded before any layer is built), sets the model's
+    normalization from named weights when `set_normalization`, builds, then loads."""
+    path, entry = (None, None) if weights is None else _resolve_weights(weights, config)
+    if entry is not None and set_normalization:
+        config = _entry_normalization(config, entry)
+    model = _build_network(config, input_tensor)
+    if path is not None:
+        from keras_resnet.weights import load_weights  # torch/safetensors only when asked
+
+        try:
+            load_weights(model, path)
+        except ValueError as error:
+            if entry is None:
+                raise
+            raise ValueError(f"weights={weights!r} ({entry.name}): {error}") from None
+    return model
+
+
+def _resolve_weights(weights, config: ResNetConfig):
+    from keras_resnet.pretrained import resolve_weights
+
+    return resolve_weights(weights, config)
+
+
+def _entry_normalization(config: ResNetConfig, entry) -> ResNetConfig:
+    """`config` with the entry's mean and std (0-255 units) as its normalization; unchanged, with
+    a warning, for a model of other than the entry's input channels."""
+    channels = config.image_shape[-1 if config.resolved_data_format == "channels_last" else 0]
+    if channels != entry.data_config["input_size"][0]:
+        logger.warning(
+            "%s: normalization not set from the weights %s (%s input channels, the weights' "
+            "statistics have %s): pass normalization=(mean, std)",
+            config.name,
+            entry.name,
+            channels,
+            entry.data_config["input_size"][0],
+        )
+        return config
+    return config.replace(normalization=entry.normalization)
+
+
+def _build_network(config: ResNetConfig, input_tensor) -> keras.Model:
     data_format = config.resolved_data_format
     channel_axis = -1 if data_format == "channels_last" else 1
     inputs, x = _inputs(config, input_tensor)
@@ -402,12 +458,7 @@ def build_model(config: ResNetConfig, *, input_tensor=None, weights=None) -> ker
         x = layers.Dense(config.num_classes, name="fc")(x)
         # float32 whatever the dtype policy, so that softmax and the loss are stable in bf16/fp16.
         x = layers.Activation(config.classifier_activation, dtype="float32", name="predictions")(x)
-    model = keras.Model(inputs, x, name=config.name)
-    if weights is not None:
-        from keras_resnet.weights import load_weights  # torch/safetensors only when asked
-
-        load_weights(model, weights)
-    return model
+    return keras.Model(inputs, x, name=config.name)
 
 
 def _stages(x, config: ResNetConfig, block_fn, data_format: str):
@@ -459,7 +510,9 @@ def ResNet(
             stride-2 block.
         block: 'basic' (two 3x3) or 'bottleneck' (1x1, 3x3, 1x1).
         input_tensor: a Keras tensor to build on (see `build_model`).
-        weights: a weights file to load (see `build_model`).
+        weights: a weights file, or pretrained weights by name (see `build_model`); named
+            weights also set `normalization` to their mean and std (0-255 units: the model
+            takes raw pixels) unless `normalization` is given (None: no normalization layer).
         **options: any field of `ResNetConfig` (num_classes, input_shape, include_top, pooling,
             classifier_activation, dropout_rate, width, expansion, groups, width_per_group,
             stem, stride_in, zero_init_residual, data_format, normalization, name).
@@ -471,14 +524,20 @@ def ResNet(
         >>> model = ResNet((2, 2, 2, 2), "basic", num_classes=10, input_shape=(32, 32, 3),
         ...                stem="cifar")
     """
+    set_normalization = "normalization" not in options
     config = _config_for(input_tensor, options, stage_blocks=stage_blocks, block=block)
-    return build_model(config, input_tensor=input_tensor, weights=weights)
+    return _build_with_weights(config, input_tensor, weights, set_normalization=set_normalization)
 
 
 def get_model(name_or_depth, *, input_tensor=None, weights=None, **options) -> keras.Model:
     """Builds a model by name ('resnet18', 'resnet50', ..., 'resnet18d' ... 'resnet152d',
     'wide_resnet50_2', 'resnext50_32x4d') or by depth (18, 34, 50, 101, 152), with any
-    `ResNetConfig` field as a keyword argument and `weights` (see `build_model`)."""
+    `ResNetConfig` field as a keyword argument and `weights`: a file or pretrained weights by
+    name, which set `normalization` unless it is given (see `ResNet`).
+
+    Example:
+        >>> model = get_model("resnet50", weights="imagenet")  # raw 0-255 RGB pixels in
+    """
     if isinstance(name_or_depth, int) and not isinstance(name_or_depth, bool):
         if name_or_depth not in DEPTHS:
             raise ValueError(
@@ -487,8 +546,9 @@ def get_model(name_or_depth, *, input_tensor=None, weights=None, **options) -> k
         name_or_depth = f"resnet{name_or_depth}"
     if options.get("input_shape") is None and input_tensor is not None:
         options["input_shape"] = tuple(input_tensor.shape[1:])
+    set_normalization = "normalization" not in options
     config = ResNetConfig.named(name_or_depth, **options)
-    return build_model(config, input_tensor=input_tensor, weights=weights)
+    return _build_with_weights(config, input_tensor, weights, set_normalization=set_normalization)
 
 
 def ResNet18(**options) -> keras.Model:

@@ -18,6 +18,9 @@ Files are read as data: `torch.load(weights_only=True)` or safetensors, never by
 Keras files (`.weights.h5`, or the weights inside a `.keras` archive) are matched by layer name,
 the `name` Keras (3.10 and later) records beside each layer's variables, so that a file of
 another class count, or with or without a top, gives a new head and the rest of the network.
+
+File suffixes are matched in any case (`R50.PTH` is a `.pth`). A state dict that does not fit
+says what to pass to build the network it holds (`stem='imagenet'`, `--stem imagenet`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -35,6 +40,7 @@ import h5py
 import keras
 import numpy as np
 
+from keras_resnet.config import ARCHITECTURES, ResNetConfig
 from keras_resnet.utils import one_line
 
 logger = logging.getLogger("keras_resnet")
@@ -49,6 +55,18 @@ _DEEP_STEM = {
 }
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 KERAS_SUFFIXES = (".h5", ".keras")
+# The builders' options that a state dict shows, in the order a fix is suggested.
+_ARCHITECTURE_OPTIONS = (
+    "stem",
+    "downsample",
+    "width",
+    "block",
+    "stage_blocks",
+    "groups",
+    "width_per_group",
+)
+# Those that only another architecture changes: the hint names it.
+_BLOCK_OPTIONS = ("block", "stage_blocks", "groups", "width_per_group")
 # Where Keras' saving_lib puts the weights inside a `.keras` archive.
 _KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 
@@ -98,7 +116,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"state_dict file not found, received state_dict={path!r}")
     if os.path.getsize(path) == 0:
         raise ValueError(f"state_dict file {path!r} is empty")
-    if path.endswith(".safetensors"):
+    if path.lower().endswith(".safetensors"):
         loaded = _read_safetensors(path)
     else:
         loaded = _read_torch(path)
@@ -116,7 +134,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def _read_torch(path: str):
     import pickle
 
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(
+            f"state_dict file {path!r} is a PyTorch file, which needs torch: pip install torch "
+            "(a .safetensors file needs only safetensors)"
+        ) from None
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -133,8 +157,14 @@ def _read_torch(path: str):
 
 
 def _read_safetensors(path: str):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise ValueError(
+            f"state_dict file {path!r} is a safetensors file, which needs safetensors: "
+            "pip install safetensors"
+        ) from None
 
     try:
         return load_file(path)
@@ -183,7 +213,9 @@ def load_torchvision_weights(model: keras.Model, state_dict, *, adapt: bool = Fa
         >>> model = keras_resnet.ResNet50(classifier_activation=None)
         >>> load_torchvision_weights(model, torchvision.models.resnet50().state_dict())
     """
+    label = "state_dict"
     if isinstance(state_dict, (str, os.PathLike)):
+        label = f"weights file {os.fspath(state_dict)!r}"
         state_dict = read_state_dict(state_dict)
     if not isinstance(state_dict, Mapping):
         raise ValueError(
@@ -198,11 +230,114 @@ def load_torchvision_weights(model: keras.Model, state_dict, *, adapt: bool = Fa
         shown = "; ".join(problems[:5]) + (
             f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         )
+        hint = _architecture_hint(model, state_dict)
         raise ValueError(
-            f"state_dict does not match model {model.name!r} ({len(problems)} problems; the model "
-            f"was left unchanged): {shown}"
+            f"{label} does not match model {model.name!r}{f'; {hint}' if hint else ''} "
+            f"({_count(problems)}; the model was left unchanged): {shown}"
         )
     return _assign(model, pending, notes)
+
+
+def _count(problems: list) -> str:
+    return f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+
+
+def _shape(value) -> tuple:
+    return tuple(int(d) for d in value.shape)
+
+
+def _state_dict_architecture(state_dict: Mapping) -> dict:
+    """The builder options a torchvision/timm ResNet state dict shows (those it shows)."""
+    found: dict = {}
+    if "conv1.0.weight" in state_dict:
+        found["stem"] = "deep"
+    elif "conv1.weight" in state_dict:
+        kernel = _shape(state_dict["conv1.weight"])[-1]
+        found["stem"] = {7: "imagenet", 3: "cifar"}.get(kernel)
+    if any(".downsample." in key for key in state_dict):
+        avg = any(".downsample.2." in key for key in state_dict)
+        found["downsample"] = "avg" if avg else "conv"
+    if "bn1.weight" in state_dict:
+        found["width"] = _shape(state_dict["bn1.weight"])[0] / 64
+    blocks: dict[int, int] = {}
+    for key in state_dict:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    if blocks:
+        found["stage_blocks"] = tuple(blocks[s] for s in sorted(blocks))
+        bottleneck = "layer1.0.conv3.weight" in state_dict
+        found["block"] = "bottleneck" if bottleneck else "basic"
+        if bottleneck and "layer1.0.conv2.weight" in state_dict:
+            inner, in_per_group = _shape(state_dict["layer1.0.conv2.weight"])[:2]
+            found["groups"] = inner // max(in_per_group, 1)
+            if "width" in found:  # torchvision: inner = int(64 * width * wpg / 64) * groups
+                found["width_per_group"] = round(inner / found["groups"] / found["width"])
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _model_architecture(model: keras.Model) -> dict:
+    """The same options, read from a keras_resnet model's layers."""
+    layers = {layer.name: layer for layer in model.layers}
+    found: dict = {}
+    if "conv1a_conv" in layers:
+        found["stem"] = "deep"
+    elif "conv1_conv" in layers:
+        found["stem"] = "imagenet" if "pool1_pool" in layers else "cifar"
+    if any(re.fullmatch(r"conv\d+_block\d+_0_conv", name) for name in layers):
+        avg = any(re.fullmatch(r"conv\d+_block\d+_0_pool", name) for name in layers)
+        found["downsample"] = "avg" if avg else "conv"
+    if "conv1_bn" in layers and layers["conv1_bn"].weights:
+        found["width"] = _shape(layers["conv1_bn"].weights[0])[0] / 64
+    blocks: dict[int, int] = {}
+    for name in layers:
+        match = re.fullmatch(r"conv(\d+)_block(\d+)_1_conv", name)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block)
+    if blocks:
+        found["stage_blocks"] = tuple(blocks[s] for s in sorted(blocks))
+        bottleneck = "conv2_block1_3_conv" in layers
+        found["block"] = "bottleneck" if bottleneck else "basic"
+        if bottleneck and "conv2_block1_2_conv" in layers:
+            conv = layers["conv2_block1_2_conv"]
+            found["groups"] = int(getattr(conv, "groups", 1))
+            if "width" in found:
+                found["width_per_group"] = round(conv.filters / found["groups"] / found["width"])
+    return found
+
+
+def _architecture_hint(model: keras.Model, state_dict: Mapping) -> str:
+    """What to pass to build the network `state_dict` holds, e.g. "the weights are for
+    stem='imagenet': pass stem='imagenet' (--stem imagenet)"; "" when nothing it shows
+    differs."""
+    theirs, ours = _state_dict_architecture(state_dict), _model_architecture(model)
+    differ = [
+        k for k in _ARCHITECTURE_OPTIONS if k in theirs and k in ours and theirs[k] != ours[k]
+    ]
+    if not differ:
+        return ""
+    if any(k in differ for k in _BLOCK_OPTIONS):
+        named = [
+            name
+            for name in ARCHITECTURES
+            if all(
+                getattr(ResNetConfig.named(name), k) == theirs[k]
+                for k in ("stem", "downsample", *_BLOCK_OPTIONS)
+                if k in theirs
+            )
+        ]
+        if named:
+            return (
+                f"the weights are for {named[0]}: build that architecture "
+                f"(get_model({named[0]!r}), --model {named[0]})"
+            )
+    given = [f"{k}={theirs[k]!r}" for k in differ]
+    flags = " ".join(f"--{k.replace('_', '-')} {theirs[k]}" for k in differ if k != "stage_blocks")
+    return f"the weights are for {', '.join(given)}: pass {' and '.join(given)}" + (
+        f" ({flags})" if flags else ""
+    )
 
 
 def _assign(model: keras.Model, pending: dict, notes: list[str]) -> keras.Model:
@@ -349,14 +484,15 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> keras.Model:
             be read or does not match; the model's weights are then unchanged.
     """
     path = os.fspath(path)
-    if path.endswith(KERAS_SUFFIXES):
+    if path.lower().endswith(KERAS_SUFFIXES):
         return _load_keras_file(model, path)
-    if not path.endswith(STATE_DICT_SUFFIXES):
+    if not path.lower().endswith(STATE_DICT_SUFFIXES):
         raise ValueError(
             f"weights must be a .weights.h5 or .keras file or a state dict "
-            f"({', '.join(STATE_DICT_SUFFIXES)}), received weights={path!r}"
+            f"({', '.join(STATE_DICT_SUFFIXES)}), a registered name or 'imagenet' "
+            f"(keras_resnet.pretrained), received weights={path!r}"
         )
-    return load_torchvision_weights(model, read_state_dict(path), adapt=True)
+    return load_torchvision_weights(model, path, adapt=True)
 
 
 def _load_keras_file(model: keras.Model, path: str) -> keras.Model:
@@ -377,9 +513,8 @@ def _load_keras_file(model: keras.Model, path: str) -> keras.Model:
     pending, problems, notes = plan
     if problems:
         raise ValueError(
-            f"weights file {path!r} does not fit model {model.name!r} ({len(problems)} "
-            f"problem{'s' if len(problems) > 1 else ''}; the model was left unchanged), the "
-            f"first: {problems[0]}"
+            f"weights file {path!r} does not fit model {model.name!r} ({_count(problems)}; the "
+            f"model was left unchanged), the first: {problems[0]}"
         )
     return _assign(model, pending, notes)
 
@@ -395,15 +530,36 @@ def _load_same_architecture(model: keras.Model, path: str) -> keras.Model:
     try:
         # Keras only warns when part of the file matches no layer ("Skipping ...", those
         # layers keep their fresh weights): a half-loaded model is an error here.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _lower_case_suffix(path) as readable:
             warnings.simplefilter("error", UserWarning)
-            model.load_weights(path)
+            model.load_weights(readable)
     except Exception as error:  # Keras raises ValueError, OSError or KeyError by case
         model.set_weights(before)
         raise ValueError(
             f"weights file {path!r} does not fit model {model.name!r}: {one_line(error)}"
         ) from None
     return model
+
+
+@contextlib.contextmanager
+def _lower_case_suffix(path: str) -> Iterator[str]:
+    """`path`, or a link to it whose suffix is in lower case: Keras picks its reader by the
+    suffix, in lower case only (`R18.WEIGHTS.H5`)."""
+    lower = path.lower()
+    suffix = ".weights.h5" if lower.endswith(".weights.h5") else os.path.splitext(lower)[1]
+    if path.endswith(suffix):
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="keras-resnet-weights-")
+    try:
+        link = os.path.join(folder, "weights" + suffix)
+        try:
+            os.symlink(os.path.abspath(path), link)
+        except OSError:  # no symbolic links (some Windows accounts): a copy
+            shutil.copyfile(path, link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -418,7 +574,7 @@ def _keras_weight_groups(path: str) -> Iterator[tuple[dict | None, list[str]]]:
     with contextlib.ExitStack() as stack:
         try:
             source = path
-            if path.endswith(".keras"):
+            if path.lower().endswith(".keras"):
                 archive = stack.enter_context(zipfile.ZipFile(path))
                 source = stack.enter_context(archive.open(_KERAS_ARCHIVE_WEIGHTS))
             h5 = stack.enter_context(h5py.File(source, "r"))

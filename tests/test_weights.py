@@ -189,3 +189,67 @@ def test_other_mismatches_still_fail_and_leave_the_model_unchanged(tmp_path):
     # ResNet-D weights (deep stem) into a plain ResNet: refused, not half-loaded.
     with pytest.raises(ValueError, match=r"conv1\.0\.weight"):
         keras_resnet.load_timm_weights(model, _timm("resnet18d").state_dict(), adapt=True)
+
+
+def test_upper_case_suffixes_load_like_lower_case(resnet18d_files, tmp_path):
+    _, folder = resnet18d_files  # its reference may have lost its head to another test
+    reference = timm.create_model("resnet18d", pretrained=False).eval()
+    reference.load_state_dict(torch.load(folder / "r18d.pth", weights_only=True))
+    x = _images(seed=4)
+    expected = _run_torch(reference, x)
+    for source, upper in (("r18d.pth", "R18D.PTH"), ("r18d.safetensors", "R18D.SafeTensors")):
+        path = tmp_path / upper
+        path.write_bytes((folder / source).read_bytes())
+        model = keras_resnet.ResNet18D(
+            input_shape=(SIZE, SIZE, 3), classifier_activation=None, weights=str(path)
+        )
+        _close(_run_keras(model, x), expected)
+
+
+@pytest.mark.one_backend("torch")
+def test_upper_case_keras_suffix_round_trip(tmp_path):
+    model = keras_resnet.ResNet18(input_shape=(32, 32, 3), stem="cifar", width=0.125)
+    lower = tmp_path / "tiny.weights.h5"
+    model.save_weights(lower)
+    upper = tmp_path / "TINY.WEIGHTS.H5"
+    upper.write_bytes(lower.read_bytes())
+    loaded = keras_resnet.ResNet18(
+        input_shape=(32, 32, 3), stem="cifar", width=0.125, weights=str(upper)
+    )
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TINY.WEIGHTS.H5", "tiny.weights.h5"]
+
+
+@pytest.mark.one_backend("torch")
+def test_state_dict_mismatch_says_what_to_pass(resnet18d_files, tmp_path):
+    _, folder = resnet18d_files
+    plain = keras_resnet.ResNet18(input_shape=(SIZE, SIZE, 3))
+    with pytest.raises(ValueError) as error:
+        keras_resnet.load_weights(plain, folder / "r18d.pth")
+    text = str(error.value)
+    assert "\n" not in text and repr(str(folder / "r18d.pth")) in text
+    assert (
+        "the weights are for stem='deep', downsample='avg': pass stem='deep' and "
+        "downsample='avg' (--stem deep --downsample avg) (11 problems;" in text
+    )
+
+    # One problem is "1 problem".
+    r18 = tmp_path / "r18.pth"
+    torch.save(_timm("resnet18").state_dict(), r18)
+    cifar = keras_resnet.ResNet18(input_shape=(32, 32, 3), stem="cifar")
+    with pytest.raises(ValueError) as error:
+        keras_resnet.load_weights(cifar, r18)
+    text = str(error.value)
+    assert "pass stem='imagenet' (--stem imagenet) (1 problem; the model was left" in text
+    assert "conv1_conv/kernel: shape (3, 3, 3, 64) in the model, (7, 7, 3, 64)" in text
+
+    # Another depth and block: the architecture to build.
+    r50 = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), r50)
+    with pytest.raises(
+        ValueError,
+        match=r"the weights are for resnet50: build that architecture "
+        r"\(get_model\('resnet50'\), --model resnet50\) \(188 problems;",
+    ):
+        keras_resnet.load_weights(plain, r50)

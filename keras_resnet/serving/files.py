@@ -113,9 +113,15 @@ def latest_version(base: str | os.PathLike) -> Path | None:
 
 
 def class_names_or_indices(names: list[str] | None, num_classes: int) -> list[str]:
-    """`names` when there is one per class, else the class indices as strings."""
+    """`names` when there is one per class; else ImageNet's for a 1000-class model (one
+    trained on ImageNet, as every registered pretrained model is); else the class indices as
+    strings."""
     if names is not None and len(names) == num_classes:
         return names
+    if num_classes == 1000:
+        from keras_resnet.pretrained import imagenet_classes
+
+        return list(imagenet_classes())
     return [str(i) for i in range(num_classes)]
 
 
