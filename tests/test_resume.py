@@ -2,7 +2,7 @@
 on resume and a full disk never lose an epoch, train one twice, or leave a wrong or half-written
 file. Kills are simulated in the process: `Killed` (a BaseException, which no `except Exception`
 catches) raised from an audit hook at a chosen file event, or from a callback. The real-SIGKILL
-soak test is scripts/soak_kills.py (its short form runs at the end of this module)."""
+soak test is tests/soak_kills.py (its short form runs at the end of this module)."""
 
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ def test_fallback_to_bkp_puts_the_best_kept_epoch_in_best_keras(tmp_path, stripe
     run = Path(config.output_dir)
     # Epochs 0 and 1 end with a zeroed classifier: epoch 2 is the best so far, and best.keras
     # holds the epoch about to be lost.
-    spoil = SpoilEpoch({0, 1}, last_batch=400 // 32)
+    spoil = SpoilEpoch({0, 1}, last_batch=400 // 32 - 1)  # the last of 12 whole batches
     with pytest.raises(Killed):
         training.train(config, dataset=stripes, callbacks=[spoil, EpochLog(kill_at=3)])
     accuracies = [float(row["val_accuracy"]) for row in read_csv(run / "history.csv")]
@@ -326,7 +326,7 @@ def test_best_checkpoint_is_the_best_epoch_across_restarts(tmp_path, stripes):
     config = tiny(tmp_path, epochs=3)
     run = Path(config.output_dir)
     killed_run(config, stripes, kill_at=2)
-    spoil = SpoilEpoch(2, last_batch=400 // 32)  # 13 batches of 32
+    spoil = SpoilEpoch(2, last_batch=400 // 32 - 1)  # 12 whole batches of 32
     metrics = training.train(config, dataset=stripes, callbacks=[spoil])
     history = read_csv(run / "history.csv")
     accuracies = [float(row["val_accuracy"]) for row in history]
@@ -404,8 +404,38 @@ def test_full_disk_is_one_line_and_keeps_the_last_epoch(tmp_path, stripes, trigg
     assert metrics["resumed_from_epoch"] == 1
 
 
+@file_logic
+def test_a_kill_while_the_finished_backup_is_removed_leaves_nothing_for_good(
+    tmp_path, stripes, trigger
+):
+    """The finished run's backup is renamed to `.backup-finished`, then removed: a kill half
+    way through the removal leaves part of it, which nothing reads. The same command then
+    reports the finished run and removes that part (it stayed for good before)."""
+    config = tiny(tmp_path, epochs=1)
+    run = Path(config.output_dir)
+    removing = {}
+
+    def kill_inside_the_removal(event, args):
+        if event == "shutil.rmtree" and os.fspath(args[0]).endswith(".backup-finished"):
+            removing["started"] = True
+        elif removing.get("started") and event == "os.remove":
+            disarm()
+            raise Killed(event)
+
+    trigger(kill_inside_the_removal)
+    with pytest.raises(Killed):
+        training.train(config, dataset=stripes)
+    disarm()
+    assert (run / "metrics.json").exists() and not (run / "backup").exists()
+    assert (run / ".backup-finished").is_dir()
+    log = EpochLog()
+    metrics = training.train(config, dataset=stripes, callbacks=[log])
+    assert log.begun == [] and metrics["epochs"] == 1
+    assert not (run / ".backup-finished").exists()
+
+
 def soak_harness():
-    spec = importlib.util.spec_from_file_location("soak_kills", REPO / "scripts" / "soak_kills.py")
+    spec = importlib.util.spec_from_file_location("soak_kills", REPO / "tests" / "soak_kills.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -495,7 +525,7 @@ def test_soak_short_form(tmp_path):
     are in docs/RELIABILITY.md. Not marked slow: issue 14 asks for it in CI."""
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "soak_kills.py"), "--kills", "2"]
+        [sys.executable, str(REPO / "tests" / "soak_kills.py"), "--kills", "2"]
         + ["--workdir", str(tmp_path), "--epochs", "2", "--seed", "3"],
         env=env,
         capture_output=True,

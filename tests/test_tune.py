@@ -228,12 +228,15 @@ def test_every_tuner_takes_the_space_without_building_a_model(kind, tmp_path, mo
         raise AssertionError("a model was built to populate the search space")
 
     monkeypatch.setattr(tuning.ResNetHyperModel, "build", no_build)
-    images, labels = np.zeros((20, 28, 28, 1), np.uint8), np.arange(20) % 10
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(20) % 10
     dataset = keras_resnet.data.Dataset(
         "tiny", images, labels, images, labels, [str(i) for i in range(10)], "zeros"
     )
     space = tuning.SearchSpace(depths=(18,), width_min=0.25, width_max=0.5)
-    options = tuning.SearchOptions(directory=str(tmp_path), project_name="p")
+    options = tuning.SearchOptions(
+        directory=str(tmp_path), project_name="p", train=TrainConfig(batch_size=4)
+    )
     assert tuning.ResNetHyperModel.build is no_build
     hypermodel = tuning.ResNetHyperModel(space, options.base_config(), dataset, max_epochs=3)
     tuner = tuning.make_tuner(
