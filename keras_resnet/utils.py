@@ -4,10 +4,13 @@ error text, optional-package probes, and context managers that restore Keras' gl
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import importlib.util
 import math
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -120,20 +123,41 @@ def dtype_policy(policy: str | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 
 
+def create_new_file(folder: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """Creates an empty file `folder/<prefix><8 random characters><suffix>` that did not exist.
+
+    Its mode is 0o666 less the umask, as `open()` gives a new file (`tempfile.mkstemp` gives
+    0o600 whatever the umask, and a file renamed into place keeps it).
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    folder = Path(folder)
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(folder / prefix))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yields a temporary path in `path`'s folder; on success it replaces `path` in one
     `os.replace` (after an fsync), on error it is removed and `path` is left as it was.
 
     The temporary name keeps `path`'s suffix (Keras chooses the format by it: `.keras`,
-    `.weights.h5`).
+    `.weights.h5`), and the file is created with the mode a new file gets (0o666 less the
+    umask; folders made on the way get 0o777 less the umask), so that what is moved into place
+    has the permissions of any other file the user writes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = create_new_file(path.parent, f".{path.name}.", suffix)
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -145,6 +169,45 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` whole or not at all."""
+    """Writes `text` to `path` (UTF-8) whole or not at all."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (a process of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_name(prefix: str) -> str:
+    """`<prefix><pid>-<8 hex digits>`: a temporary name that `remove_stale_temps` can tell
+    from those of running processes."""
+    return f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_stale_temps(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Removes the temporary files and folders `folder/<prefix><pid>-...` (`temp_name`) whose
+    process is gone: what a kill left behind. Those of running processes, this one included,
+    are kept.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for entry in Path(folder).glob(glob.escape(prefix) + "*"):
+        pid = entry.name[len(prefix) :].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed

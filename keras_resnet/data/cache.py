@@ -17,16 +17,37 @@ to crop inside the model (the fast path: docs/DATA.md).
 
 The cost is disk: side 256 takes 192 KiB an image (9.4 GiB for 50,000, 235 GiB for ImageNet's
 1.28 M), and the crops are taken from a 256-px copy rather than the full-size file.
+
+**Safe to share and to interrupt** (`open_cache`):
+
+- one build at a time: the build, and the check of an existing cache, hold an exclusive
+  `fcntl.flock` on `DIR/.lock`; a second run waits, then checks the cache against its own data
+  and refuses one built for other data;
+- build-then-rename: every file is written into a hidden `DIR/.build-<pid>-<id>/` folder, then
+  renamed into place, `cache.json` last; a kill leaves the hidden folder, which the next open
+  removes once its process is gone; the decoding workers die with the process that started
+  them (`subprocess_utils.die_with_parent`);
+- the room is checked first (the decoded size is known: rows x side x side x channels), and the
+  workers write with `pwrite`, so a disk that fills all the same is an error, not a SIGBUS;
+- `cache.json` records each file's size and a digest of a seeded sample of rows (and of the
+  labels file whole): a cache whose files are missing, cut short or changed is refused in one
+  line naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import math
 import multiprocessing
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import keras
@@ -35,9 +56,26 @@ from PIL import Image
 
 from keras_resnet.data.decode import BadImage, open_scaled, recipe_crop, to_channels
 from keras_resnet.data.recipe import random_resized_crop_box
-from keras_resnet.utils import atomic_path, write_text_atomic
+from keras_resnet.subprocess_utils import die_with_parent
+from keras_resnet.utils import one_line, remove_stale_temps, temp_name, write_text_atomic
 
-CACHE_VERSION = 1
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one run at a time is then the user's care)
+    fcntl = None
+
+# 2: the record holds each file's size and the digests checked at open.
+CACHE_VERSION = 2
+RECORD_FILE = "cache.json"
+LOCK_FILE = ".lock"
+BUILD_PREFIX = ".build-"
+# Rows of a split whose pixels the record's digest covers (drawn from a seed of the build).
+DIGEST_ROWS = 64
+_SPLIT_NAMES = ("train", "val", "test")
+
+
+class CacheError(ValueError):
+    """A cache that cannot be built or used; the one-line message names the folder or file."""
 
 
 def opencv_module():
@@ -99,57 +137,239 @@ def squash(
     return np.asarray(out, np.uint8).reshape(side, side, channels), (height, width)
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written
+
+
 def _decode_rows(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decodes rows `rows` of a split into the memory-mapped file (runs in a worker).
+    """Decodes rows `rows` of a split into its `.npy` file (runs in a worker). Written with
+    `pwrite`, not through a memory map: a full disk is then an OSError, not a SIGBUS.
 
     Returns:
         The rows, their original (height, width) (train) and whether each was readable.
     """
-    source, split, file, rows, side, opencv = job
-    images = np.load(file, mmap_mode="r+")
+    source, split, file, offset, rows, side, opencv = job
+    size = _split_size(source, split, side)
+    row_bytes = size * size * source.channels
     paths = source.files[split][0]
     sizes = np.zeros((len(rows), 2), np.int32)
     ok = np.zeros(len(rows), bool)
-    for n, i in enumerate(rows):
-        path = source.path(paths[i])
-        try:
-            if split == "train":
-                images[i], sizes[n] = squash(path, side, source.channels, opencv=opencv)
-            else:
-                images[i] = recipe_crop(path, source.image_size, source.channels, train=False)
-                sizes[n] = source.image_size
-        except BadImage as error:
-            source.skip_log.record(path, str(error))
-            continue
-        ok[n] = True
-    images.flush()
+    fd = os.open(file, os.O_WRONLY)
+    try:
+        for n, i in enumerate(rows):
+            path = source.path(paths[i])
+            try:
+                if split == "train":
+                    image, sizes[n] = squash(path, side, source.channels, opencv=opencv)
+                else:
+                    image = recipe_crop(
+                        path,
+                        source.image_size,
+                        source.channels,
+                        train=False,
+                        record=getattr(source, "preprocessing", None),
+                    )
+                    sizes[n] = source.image_size
+            except BadImage as error:
+                source.skip_log.record(path, str(error))
+                continue
+            _pwrite_all(fd, np.ascontiguousarray(image, np.uint8).tobytes(), offset + i * row_bytes)
+            ok[n] = True
+    finally:
+        os.close(fd)
     return rows, sizes, ok
 
 
 def _pool(workers: int, processes: bool):
     # fork: the workers run only Pillow/OpenCV/numpy, and need not import Keras again (spawn
     # would re-import the package, seconds per worker). Threads where fork is unavailable.
+    # Each worker dies with this process: a killed build leaves no orphan decoding.
     if processes and "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
     return ThreadPoolExecutor(workers)
+
+
+def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
+    """A uint8 `.npy` file of `shape` (zeros, sparse); returns the offset of its data."""
+    with open(path, "wb") as f:
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        f.truncate(offset + math.prod(shape))
+    return offset
+
+
+def _split_size(source, split: str, side: int) -> int:
+    return side if split == "train" else source.image_size
+
+
+def cache_bytes(source, side: int) -> int:
+    """The bytes a cache of `source` takes on disk: every split's rows x size x size x
+    channels, the labels files and the headers."""
+    total = 0
+    for split, (paths, _) in source.files.items():
+        size = _split_size(source, split, side)
+        total += len(paths) * (size * size * source.channels + 4 * 8) + 2 * 128
+    return total + 64 * 1024  # cache.json and the lock file
 
 
 def _write_split(source, split, folder: Path, side: int, workers: int, processes: bool) -> dict:
     paths, labels = source.files[split]
-    size = side if split == "train" else source.image_size
-    shape = (len(paths), size, size, source.channels)
+    size = _split_size(source, split, side)
     sizes = np.zeros((len(paths), 2), np.int32)
     ok = np.zeros(len(paths), bool)
     opencv = opencv_module() is not None
-    with atomic_path(folder / f"{split}.u8") as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        chunks = np.array_split(np.arange(len(paths)), max(1, min(len(paths), 8 * workers)))
-        jobs = [(source, split, tmp, rows, side, opencv) for rows in chunks if len(rows)]
-        with _pool(workers, processes) as pool:
-            for rows, chunk_sizes, chunk_ok in pool.map(_decode_rows, jobs):
-                sizes[rows], ok[rows] = chunk_sizes, chunk_ok
+    file = folder / f"{split}.u8"
+    offset = _create_npy(file, (len(paths), size, size, source.channels))
+    chunks = np.array_split(np.arange(len(paths)), max(1, min(len(paths), 8 * workers)))
+    jobs = [(source, split, file, offset, rows, side, opencv) for rows in chunks if len(rows)]
+    with _pool(workers, processes) as pool:
+        for rows, chunk_sizes, chunk_ok in pool.map(_decode_rows, jobs):
+            sizes[rows], ok[rows] = chunk_sizes, chunk_ok
     np.save(folder / f"{split}.meta.npy", np.column_stack([labels, sizes, ok]).astype(np.int64))
     return {"count": int(ok.sum()), "size": size}
+
+
+def _digests(folder: Path, split: str, seed: int) -> dict[str, str]:
+    """sha256 of a split's labels file whole, and of its `.npy` header with `DIGEST_ROWS`
+    rows drawn with `seed` (all rows of a smaller split)."""
+    images = np.load(folder / f"{split}.u8", mmap_mode="r")
+    count = len(images)
+    rows = np.random.default_rng(seed).choice(count, min(count, DIGEST_ROWS), replace=False)
+    pixels = hashlib.sha256()
+    with open(folder / f"{split}.u8", "rb") as f:
+        pixels.update(f.read(images.offset))
+    for row in np.sort(rows):
+        pixels.update(np.ascontiguousarray(images[row]).tobytes())
+    labels = hashlib.sha256((folder / f"{split}.meta.npy").read_bytes())
+    return {"rows": pixels.hexdigest(), "labels": labels.hexdigest()}
+
+
+def _delete_hint(folder: Path) -> str:
+    return f"delete the cache folder {folder} to rebuild it (or give another --cache folder)"
+
+
+@contextlib.contextmanager
+def cache_lock(
+    folder: str | os.PathLike, log: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Holds an exclusive `fcntl.flock` on `folder/.lock` for the block: one build or check of
+    the cache at a time, across processes. `log` is told when another process holds it (this
+    one then waits). A folder where the lock file cannot be made (read-only) is not locked: no
+    build can happen there."""
+    path = Path(folder) / LOCK_FILE
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+    if fd is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log(f"cache: waiting for another process using {folder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_incomplete(folder: Path) -> None:
+    """The data files of a cache without a valid record (an interrupted build of an earlier
+    version): nothing reads them, and they would hold the room the new build needs."""
+    for split in _SPLIT_NAMES:
+        for name in (f"{split}.u8", f"{split}.meta.npy"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+
+
+def _check_room(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CacheError(
+            f"cache {folder}: not enough free space: the cache needs {needed:,} bytes "
+            f"({needed / 2**20:,.1f} MiB), the disk has {free:,} bytes ({free / 2**20:,.1f} "
+            "MiB) free; make room or give another --cache folder"
+        )
+
+
+def _build(source, folder: Path, side: int, workers: int | None, processes: bool) -> dict:
+    """Builds the cache of `source` into a hidden folder, then renames it into `folder`
+    (`cache.json` last). The caller holds the lock."""
+    needed = cache_bytes(source, side)
+    _check_room(folder, needed)
+    temp = folder / temp_name(BUILD_PREFIX)
+    try:
+        temp.mkdir()
+        workers = workers or os.cpu_count() or 1
+        splits = {
+            split: _write_split(source, split, temp, side, workers, processes)
+            for split in source.files
+        }
+        seed = int.from_bytes(os.urandom(4), "little")
+        info = {
+            "version": CACHE_VERSION,
+            "fingerprint": fingerprint(source),
+            "root": os.path.realpath(source.root),
+            "class_names": source.class_names,
+            "channels": source.channels,
+            "image_size": source.image_size,
+            "side": side,
+            "splits": splits,
+            "files": {},
+            "digest_seed": seed,
+            "digests": {split: _digests(temp, split, seed) for split in splits},
+        }
+        names = [f"{split}.{kind}" for split in splits for kind in ("u8", "meta.npy")]
+        for name in names:
+            with open(temp / name, "rb") as f:
+                os.fsync(f.fileno())
+            info["files"][name] = (temp / name).stat().st_size
+        # Everything is written before anything is renamed: the renames take no room.
+        write_text_atomic(temp / RECORD_FILE, json.dumps(info, indent=2))
+        record = folder / RECORD_FILE
+        with contextlib.suppress(FileNotFoundError):
+            record.unlink()  # a kill among the renames leaves no record: the build is redone
+        _remove_incomplete(folder)
+        try:
+            for name in names:
+                os.replace(temp / name, folder / name)
+            os.replace(temp / RECORD_FILE, record)
+        except BaseException:
+            _remove_incomplete(folder)  # data files without their record are no cache
+            raise
+        return info
+    except BrokenProcessPool:
+        raise CacheError(
+            f"cache {folder}: a decoding worker process died (killed by a signal: out of "
+            f"memory, SIGBUS, a kill); the cache needs {needed:,} bytes "
+            f"({needed / 2**20:,.1f} MiB), {shutil.disk_usage(folder).free:,} bytes free now"
+        ) from None
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise CacheError(
+                f"cache {folder}: no space left on device: the cache needs {needed:,} bytes "
+                f"({needed / 2**20:,.1f} MiB); make room or give another --cache folder"
+            ) from None
+        raise CacheError(f"cache {folder} cannot be written: {one_line(error)}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def build_cache(
@@ -165,7 +385,8 @@ def build_cache(
     Args:
         source: the folder dataset.
         folder: where the cache goes (one `<split>.u8` .npy file and `<split>.meta.npy` per split,
-            `cache.json` last, so a cache without it is incomplete and is rebuilt).
+            `cache.json` last, so a cache without it is incomplete and is rebuilt). Built in a
+            hidden folder inside it and renamed into place, under the folder's lock.
         side: side of the stored train images.
         workers: decoding workers (default: the CPU count).
         processes: decode in forked worker processes (Pillow's resize and the numpy glue hold
@@ -174,37 +395,35 @@ def build_cache(
 
     Returns:
         The cache folder. Unreadable files are recorded in the source's skip log and left out.
+
+    Raises:
+        CacheError: not enough room (checked first), a disk that filled all the same, a
+            decoding worker that died, or a folder that cannot be written; one line naming the
+            folder (and the bytes needed). Nothing is left behind.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    splits = {
-        split: _write_split(source, split, folder, side, workers or os.cpu_count() or 1, processes)
-        for split in source.files
-    }
-    info = {
-        "version": CACHE_VERSION,
-        "fingerprint": fingerprint(source),
-        "root": os.fspath(source.root),
-        "class_names": source.class_names,
-        "channels": source.channels,
-        "image_size": source.image_size,
-        "side": side,
-        "splits": splits,
-    }
-    write_text_atomic(folder / "cache.json", json.dumps(info, indent=2))
+    with cache_lock(folder):
+        remove_stale_temps(folder, BUILD_PREFIX)
+        _build(source, folder, side, workers, processes)
     return folder
 
 
 def fingerprint(source) -> str:
     """A digest of what a cache holds: each split's files (relative paths) and labels, the
-    image size and the channels. A different validation split (another `val_size` or seed),
-    an added or removed file gives another digest."""
+    image size, the channels and the preprocessing record of the evaluation crops (when the
+    source has one). A different validation split (another `val_size` or seed), an added or
+    removed file gives another digest."""
     digest = hashlib.sha256(f"{source.image_size}:{source.channels}".encode())
+    record = getattr(source, "preprocessing", None)
+    if record is not None:  # the evaluation crops' geometry and filter
+        digest.update(json.dumps(record.to_dict(), sort_keys=True).encode())
     for split in sorted(source.files):
         paths, labels = source.files[split]
         digest.update(f"\n[{split}]".encode())
         for path, label in zip(paths, labels, strict=True):
-            digest.update(f"\n{os.fsdecode(path)}\t{int(label)}".encode())
+            # The path's bytes: a file name that is not UTF-8 is a file like any other.
+            digest.update(b"\n" + os.fsencode(path) + f"\t{int(label)}".encode())
     return digest.hexdigest()
 
 
@@ -216,28 +435,45 @@ def cache_side(image_size: int) -> int:
 
 def open_cache(source, folder: str | os.PathLike, *, processes: bool = True, log=print) -> Path:
     """The cache of `source` in `folder`: built when the folder holds none (an interrupted
-    build has no cache.json and is built again), else checked against `source`.
+    build has no cache.json and is built again), else checked against `source` and against
+    its record (`verify_cache`). Under the folder's lock (`cache_lock`): a second process
+    waits for the first one's build, then checks the cache against its own data.
 
     Raises:
-        ValueError: the folder holds a cache of other files (another folder, validation split,
-            image size or channel count): the message names the folder and what differs.
+        CacheError (a ValueError): the folder holds a cache of other files (another folder,
+            validation split, image size or channel count), a damaged cache, or the build
+            failed (see `build_cache`): one line naming the folder or the file.
     """
     folder = Path(folder)
-    info = cache_info(folder)
-    if info is None:
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"cache {folder} is a file, not a folder")
-        count = sum(source.counts.values())
-        log(f"cache: decoding {count} images into {folder} (once)")
-        start = time.perf_counter()
-        build_cache(source, folder, side=cache_side(source.image_size), processes=processes)
-        seconds = time.perf_counter() - start
-        decoder = "OpenCV" if opencv_module() is not None else "Pillow"
-        log(f"cache: built in {seconds:.1f} s ({count / seconds:.0f} images/s, {decoder})")
-        return folder
+    if folder.exists() and not folder.is_dir():
+        raise CacheError(f"cache {folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with cache_lock(folder, log):
+        remove_stale_temps(folder, BUILD_PREFIX)
+        info = cache_info(folder)
+        if info is None:
+            _remove_incomplete(folder)  # no record: nothing reads them, and they take room
+            count = sum(source.counts.values())
+            log(f"cache: decoding {count} images into {folder} (once)")
+            start = time.perf_counter()
+            _build(source, folder, cache_side(source.image_size), None, processes)
+            seconds = time.perf_counter() - start
+            decoder = "OpenCV" if opencv_module() is not None else "Pillow"
+            log(f"cache: built in {seconds:.1f} s ({count / seconds:.0f} images/s, {decoder})")
+            return folder
+        check_same_data(source, folder, info)
+        verify_cache(folder, info)
+    return folder
+
+
+def check_same_data(source, folder: Path, info: dict) -> None:
+    """Raises `CacheError` when the cache `info` of `folder` was built for other data than
+    `source`: another dataset folder (two folders of the same layout list the same files),
+    image size, channels, classes, or files and split."""
     differs = [
         f"{key} {info.get(key)!r} (this run: {value!r})"
         for key, value in (
+            ("root", os.path.realpath(source.root)),
             ("image_size", source.image_size),
             ("channels", source.channels),
             ("class_names", list(source.class_names)),
@@ -247,20 +483,84 @@ def open_cache(source, folder: str | os.PathLike, *, processes: bool = True, log
     if not differs and info.get("fingerprint") != fingerprint(source):
         differs = ["its files or its train/val split (another folder, --val-size or --seed)"]
     if differs:
-        raise ValueError(
+        raise CacheError(
             f"cache {folder} was built for other data: {'; '.join(differs)}; give another "
             "--cache folder or delete this one"
         )
-    return folder
+
+
+def verify_cache(folder: str | os.PathLike, info: dict | None = None) -> None:
+    """Checks a cache against its record: every file present with its recorded size, and the
+    digests of the labels files and of the sampled rows (`DIGEST_ROWS` a split).
+
+    Raises:
+        CacheError: one line naming the first file that differs, and saying to delete the
+            folder to rebuild the cache.
+    """
+    folder = Path(folder)
+    info = cache_info(folder) if info is None else info
+    if info is None:
+        raise CacheError(f"no complete cache in {folder} (no {RECORD_FILE})")
+    files, digests = info.get("files"), info.get("digests")
+    if not isinstance(files, dict) or not isinstance(digests, dict):
+        raise CacheError(
+            f"cache record {folder / RECORD_FILE} lists no files: {_delete_hint(folder)}"
+        )
+    for name, size in files.items():
+        path = folder / name
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            raise CacheError(f"cache file {path} is missing: {_delete_hint(folder)}") from None
+        if actual != size:
+            raise CacheError(
+                f"cache file {path} holds {actual:,} bytes, its record {size:,}: "
+                f"{_delete_hint(folder)}"
+            )
+    for split, expected in digests.items():
+        try:
+            got = _digests(folder, split, int(info.get("digest_seed", 0)))
+        except (OSError, ValueError) as error:
+            raise CacheError(
+                f"cache file {folder / f'{split}.u8'} cannot be read ({one_line(error)}): "
+                f"{_delete_hint(folder)}"
+            ) from None
+        for key, name in (("labels", f"{split}.meta.npy"), ("rows", f"{split}.u8")):
+            if got[key] != expected.get(key):
+                raise CacheError(
+                    f"cache file {folder / name} does not hold what was built (its digest "
+                    f"differs): {_delete_hint(folder)}"
+                )
 
 
 def cache_info(folder: str | os.PathLike) -> dict | None:
-    """The cache's description, or None when `folder` holds no complete cache."""
-    path = Path(folder) / "cache.json"
+    """The cache's description, or None when `folder` holds no complete cache (no record, or
+    one of an earlier version).
+
+    Raises:
+        CacheError: a `cache.json` that is not a cache record (one line naming it).
+    """
+    path = Path(folder) / RECORD_FILE
     if not path.is_file():
         return None
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError included
+        raise CacheError(
+            f"cache record {path} is not readable ({one_line(error)}): {_delete_hint(Path(folder))}"
+        ) from None
+    if not isinstance(info, dict):
+        raise CacheError(f"cache record {path} is not a cache record: {_delete_hint(Path(folder))}")
     return info if info.get("version") == CACHE_VERSION else None
+
+
+def _load(path: Path, mmap_mode: str | None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (OSError, ValueError) as error:
+        raise CacheError(
+            f"cache file {path} cannot be read ({one_line(error)}): {_delete_hint(path.parent)}"
+        ) from None
 
 
 class CachePyDataset(keras.utils.PyDataset):
@@ -298,8 +598,8 @@ class CachePyDataset(keras.utils.PyDataset):
         self.info = cache_info(folder)
         if self.info is None:
             raise FileNotFoundError(f"no complete cache in {folder} (build it with build_cache)")
-        self.images = np.load(folder / f"{split}.u8", mmap_mode="r")
-        meta = np.load(folder / f"{split}.meta.npy")
+        self.images = _load(folder / f"{split}.u8", "r")
+        meta = _load(folder / f"{split}.meta.npy", None)
         kept = meta[:, 3] == 1
         self.index = np.flatnonzero(kept)
         self.labels, self.sizes = meta[:, 0], meta[:, 1:3].astype(np.int32)

@@ -128,7 +128,7 @@ def scan_split(root: Path, base: Path) -> ClassFolders:
     for name in classes:
         check_class_name(root / name)
         identity = _identity(root / name)
-        if identity in class_ids:
+        if identity is not None and identity in class_ids:
             raise FolderError(
                 f"class folders {root / class_ids[identity]} and {root / name} are one folder "
                 "(a link): each class needs a folder of its own"

@@ -3,6 +3,9 @@
 An IDX file is a 4-byte magic (0x00 0x00, a type byte, the number of dimensions), one big-endian
 uint32 per dimension, then the values. `check_idx_folder` reads only the headers (and the length
 of the decompressed payload) so that a bad file is refused before anything is prepared or cached.
+Both readers check the same things, each refusal one line naming the file: the magic, images
+3-D and labels 1-D (two files swapped), as many labels as images, and (`read_idx_dataset`, which
+reads the labels) every label a class of the dataset.
 """
 
 from __future__ import annotations
@@ -162,28 +165,71 @@ def check_idx_folder(folder: str | os.PathLike) -> dict[str, int]:
             shapes[f"{split}_data"],
             shapes[f"{split}_labels"],
         )
-        if len(image_shape) != 3 or len(label_shape) != 1:
-            raise IdxError(
-                f"{images.name} must be 3-D and {labels.name} 1-D, received shapes "
-                f"{image_shape} and {label_shape} in {folder}"
-            )
-        if image_shape[0] != label_shape[0]:
-            raise IdxError(
-                f"{folder}: {split} images and labels differ in number ({image_shape[0]} in "
-                f"{images.name}, {label_shape[0]} in {labels.name})"
-            )
-        counts[split] = image_shape[0]
+        counts[split] = check_split_shapes(folder, split, images, image_shape, labels, label_shape)
     return counts
+
+
+def check_split_shapes(
+    folder: Path,
+    split: str,
+    images: Path,
+    image_shape: tuple[int, ...],
+    labels: Path,
+    label_shape: tuple[int, ...],
+) -> int:
+    """Checks one split's images file (3-D) and labels file (1-D, as many labels as images).
+
+    Returns:
+        The number of examples.
+
+    Raises:
+        IdxError: one line naming the file (two swapped files show up here).
+    """
+    if len(image_shape) != 3:
+        raise IdxError(
+            f"{images} must hold 3-D images (count, height, width), its header says shape "
+            f"{image_shape} (a labels file in its place?)"
+        )
+    if len(label_shape) != 1:
+        raise IdxError(
+            f"{labels} must hold 1-D labels, its header says shape {label_shape} (an images "
+            "file in its place?)"
+        )
+    if image_shape[0] != label_shape[0]:
+        raise IdxError(
+            f"{folder}: {split} images and labels differ in number ({image_shape[0]} in "
+            f"{images.name}, {label_shape[0]} in {labels.name})"
+        )
+    return image_shape[0]
+
+
+def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    """Raises `IdxError` (naming the file) unless every label is in [0, num_classes)."""
+    if labels.size and int(labels.max()) >= num_classes:
+        raise IdxError(
+            f"{path}: labels must be in [0, {num_classes - 1}] ({num_classes} classes), "
+            f"found {int(labels.max())} (is it a labels file of this dataset?)"
+        )
 
 
 def read_idx_dataset(name: str, folder: Path):
     """The four IDX files of `folder` as an in-memory `Dataset` named `name`."""
     from keras_resnet.data.memory import Dataset
 
-    arrays = {key: read_idx(idx_path(folder, stem)) for key, stem in IDX_FILES.items()}
+    paths = {key: idx_path(folder, stem) for key, stem in IDX_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    num_classes = len(IDX_DATASETS[name][1])
     for split in ("train", "test"):
-        if len(arrays[f"{split}_data"]) != len(arrays[f"{split}_labels"]):
-            raise IdxError(f"{folder}: {split} images and labels differ in number")
+        images, labels = f"{split}_data", f"{split}_labels"
+        check_split_shapes(
+            folder,
+            split,
+            paths[images],
+            arrays[images].shape,
+            paths[labels],
+            arrays[labels].shape,
+        )
+        check_labels(paths[labels], arrays[labels], num_classes)
     return Dataset(
         name=name,
         x_train=arrays["train_data"][..., None],  # NHW -> NHWC, one channel

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Soak test of crash-safe training (issue 14): run a small `keras-resnet train` to completion
+"""Soak test of crash-safe training: run a small `keras-resnet train` to completion
 while SIGKILLing it, then check the run folder.
 
 Kill moments are drawn from `--seed` before each session and land on events the training
@@ -20,9 +20,21 @@ Modes:
     --corrupt: between kills, a seeded backup file is truncated or zeroed; the run must resume
         from the `.bkp` or stop with the one-line message (then `--restart` starts it over), and
         never train a committed epoch again or leave an invalid file.
+    --cache: `train --dataset FOLDER --cache DIR` (a folder of generated images) killed during
+        the cache's build: at the n-th change the process makes to the cache folder, or when a
+        forked decoding worker opens its n-th image (the worker SIGKILLs the training process).
+        After each kill no decoding worker may be left running; the session that finishes must
+        open (or build) a whole cache: verified against its record, built from this folder,
+        no temporary file left, every image trained or validated.
+    --share: two `train` commands started at once on one fresh `--cache` folder, of the same
+        data (both must finish, one build between them) or of other data (another folder of
+        the same layout, or another `--val-size`: one finishes, the other stops with one
+        `argument --cache` error line); the finished runs trained on their own data only.
 
-    python scripts/soak_kills.py --kills 30 --epochs 3 --seed 1   # the long form
-    python scripts/soak_kills.py --kills 2 --epochs 2             # CI's short form
+    python tests/soak_kills.py --kills 30 --epochs 3 --seed 1   # the long form
+    python tests/soak_kills.py --kills 2 --epochs 2             # CI's short form
+    python tests/soak_kills.py --cache --kills 6 --seed 4       # kills during cache builds
+    python tests/soak_kills.py --share --kills 4 --seed 5       # rounds of two runs, one cache
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import gzip
 import itertools
 import json
 import math
@@ -38,13 +49,15 @@ import os
 import random
 import re
 import shutil
-import struct
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from idx_files import write_idx  # tests/ is this file's folder (and pytest's import path)
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
 KILL_LINE = re.compile(r"^SOAK-KILL (.*)$")
@@ -53,48 +66,64 @@ KILL_LINE = re.compile(r"^SOAK-KILL (.*)$")
 # the end).
 EVENTS_PER_EPOCH, EVENTS_AROUND, EVENTS_AT_START = 16, 22, 9
 
-# The training process: SOAK_KILL (JSON) arms a kill at a run-folder event or a batch.
+# The training process: SOAK_KILL (JSON) arms a kill at a run-folder (or cache-folder) event,
+# a batch, or a decoding worker's n-th image. Events count in the training process only (its
+# forked decoding workers inherit the hook: the "decode" rule counts in them).
 CHILD = r"""
 import atexit, json, os, signal, sys
 plan = json.loads(os.environ.get("SOAK_KILL") or "null")
+MAIN = os.getpid()
 
 def die(moment):
     sys.stderr.write("SOAK-KILL " + moment + "\n")
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(MAIN, signal.SIGKILL)
+
+def inside(path, root):
+    return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).startswith(root)
 
 if plan and plan["rule"] == "event":
     root, left = plan["root"], [plan["n"]]
     WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
-    def inside(path):
-        return isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith(root)
-
     def hook(event, args):
+        if os.getpid() != MAIN:
+            return
         if event == "open":
             path, mode, flags = args
             if isinstance(mode, str):
                 writes = bool(set(mode) & set("wax+"))
             else:
                 writes = isinstance(flags, int) and bool(flags & WRITE)
-            if not (writes and inside(path)):
+            if not (writes and inside(path, root)):
                 return
         elif event in ("os.rename", "os.link"):
-            path = args[1] if inside(args[1]) else args[0]
-            if not inside(path):
+            path = args[1] if inside(args[1], root) else args[0]
+            if not inside(path, root):
                 return
         elif event in ("os.remove", "shutil.rmtree"):
             path = args[0]
-            if not inside(path):
+            if not inside(path, root):
                 return
         else:
             return
         left[0] -= 1
         if left[0] == 0:
-            die(event + " " + os.path.relpath(os.fspath(path), root))
+            die(event + " " + os.path.relpath(os.fsdecode(path), root))
 
     sys.addaudithook(hook)
     atexit.register(lambda: sys.stderr.write(f"SOAK-EVENTS {plan['n'] - left[0]}\n"))
+
+if plan and plan["rule"] == "decode":
+    root, left = plan["root"], [plan["n"]]
+
+    def hook(event, args):
+        if event == "open" and os.getpid() != MAIN and inside(args[0], root):
+            left[0] -= 1
+            if left[0] == 0:
+                die(f"image {plan['n']} of a decoding worker")
+
+    sys.addaudithook(hook)
 
 if plan and plan["rule"] == "batch":
     import keras
@@ -117,11 +146,6 @@ if plan and plan["rule"] == "batch":
 from keras_resnet.cli import run
 sys.exit(run("train"))
 """
-
-
-def write_idx(path: Path, array) -> None:
-    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype("uint8").tobytes(), compresslevel=1))
 
 
 def make_data(folder: Path, n_train: int, n_test: int, size: int) -> Path:
@@ -226,18 +250,26 @@ def redone(committed: int, recorded: list[int], begun: list[int]) -> list[int]:
 
 
 class Session:
-    """One process of the training command, run to its end; `lines` holds what it printed."""
+    """One process of the training command, run to its end (`wait=False`: started only, see
+    `finish`); `lines` holds what it printed."""
 
-    def __init__(self, command: list[str], env: dict, plan: dict | None = None):
+    def __init__(self, command: list[str], env: dict, plan: dict | None = None, wait=True):
         env = {**env, "SOAK_KILL": json.dumps(plan)}
+        self.command = command
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.code = None
+        if wait:
+            self.finish()
+
+    def finish(self) -> Session:
         self.code = self.process.wait()
         self.reader.join(timeout=10)
+        return self
 
     def _read(self):
         for line in self.process.stdout:
@@ -336,13 +368,15 @@ def check_folder(out: Path, epochs: int, data: Path) -> list[str]:
     best = metrics.get("best_checkpoint") or {}
     dataset = data_lib.load_dataset(config.dataset, source_dir=data, loader="idx")
     dataset = training.load_data(config, dataset)
-    x_val, y_val = training.fit_data(config, dataset).validation
+    _, (x_val, y_val) = training.split_validation(
+        dataset.x_train, dataset.y_train, config.val_size, seed=config.seed
+    )
     try:
         model = keras.saving.load_model(out / "checkpoints" / "best.keras")
     except Exception:  # reported above
         return problems
     predicted = model.predict(x_val.astype("float32"), verbose=0).argmax(-1)
-    accuracy = float(np.mean(predicted == y_val.argmax(-1)))
+    accuracy = float(np.mean(predicted == y_val))
     rows = list(csv.DictReader(open(out / "history.csv")))
     best_in_history = max(float(r["val_accuracy"]) for r in rows)
     if abs(accuracy - best_in_history) > 1e-6 or abs(best.get("value", -1) - accuracy) > 1e-6:
@@ -534,6 +568,261 @@ def full_disk(args, env: dict, work: Path, data: Path) -> dict:
     }
 
 
+# --- the cache: kills during its build, and two runs sharing one --------------------------------
+
+# Image folders of the --cache and --share modes: 4 classes of 80x60 PNGs (a stripe whose column
+# tells the class), trained at 72 px (the cache serves images over 64 px).
+CACHE_CLASSES, CACHE_PER_CLASS, CACHE_IMAGE_SIZE, CACHE_VAL = 4, 40, 72, 40
+# Changes the training process makes to the cache folder during a build (about 20: the lock,
+# two splits' files in the hidden build folder, the record, the renames, the removals).
+CACHE_EVENTS = 22
+
+
+def make_images(folder: Path, seed: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(CACHE_CLASSES):
+        (folder / f"class{k}").mkdir(parents=True, exist_ok=True)
+        for i in range(CACHE_PER_CLASS):
+            image = rng.integers(0, 60, (60, 80, 3), dtype=np.uint8)
+            image[:, 10 + 15 * k : 20 + 15 * k] = 250
+            Image.fromarray(image).save(folder / f"class{k}" / f"{i}.png")
+    return folder
+
+
+def cache_command(args, data: Path, out: Path, cache: Path, val_size: int = CACHE_VAL) -> list:
+    return [
+        *(sys.executable, "-c", CHILD, "--dataset", str(data), "--cache", str(cache)),
+        *("--image-size", str(CACHE_IMAGE_SIZE), "--val-size", str(val_size)),
+        *("--width", str(args.width), "--epochs", str(args.epochs), "--batch-size", "20"),
+        *("--learning-rate", "0.05", "--warmup-epochs", "0", "--no-tensorboard"),
+        *("--verbose", "2", "--output-dir", str(out)),
+    ]
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Running processes (zombies left out) whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def orphans_of(out: Path) -> list[int]:
+    """The processes of a killed session still running after 30 s (its decoding workers
+    carry its command line): they are killed, and returned."""
+    deadline = time.monotonic() + 30
+    while (left := processes_mentioning(os.fspath(out))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def hidden_entries(cache: Path) -> list[str]:
+    if not cache.is_dir():
+        return []
+    return sorted(p.name for p in cache.iterdir() if p.name.startswith(".") and p.name != ".lock")
+
+
+def check_cache(cache: Path, data: Path, out: Path | None) -> list[str]:
+    """What is wrong with a cache that a finished run used (empty: nothing): its files
+    against its record, the folder it was built from, temporary files, and the run's counts."""
+    from keras_resnet.data import cache as cache_lib
+
+    problems = []
+    if hidden_entries(cache):
+        problems.append(f"temporary files left: {hidden_entries(cache)}")
+    try:
+        cache_lib.verify_cache(cache)
+        info = cache_lib.cache_info(cache)
+    except ValueError as error:
+        return problems + [f"cache: {error}"]
+    if info["root"] != os.path.realpath(data):
+        problems.append(f"cache built from {info['root']}, the run's data is {data}")
+    if out is not None:
+        try:
+            metrics = json.loads((out / "metrics.json").read_text())
+        except (OSError, ValueError) as error:
+            return problems + [f"metrics.json: {error}"]
+        counts = {split: info["splits"][split]["count"] for split in ("train", "val")}
+        trained = {"train": metrics.get("train_images"), "val": metrics.get("val_images")}
+        if counts != trained or metrics.get("cache") != os.fspath(cache):
+            problems.append(
+                f"the run trained {trained} from {metrics.get('cache')}, the cache holds {counts}"
+            )
+    return problems
+
+
+def draw_cache_plan(rng: random.Random, data: Path, cache: Path) -> dict | None:
+    """A kill inside a decoding worker (its n-th image; a worker decodes about half the
+    images with two), at the n-th change to the cache folder, or none (1 in 5)."""
+    draw = rng.random()
+    if draw < 0.4:
+        per_worker = CACHE_CLASSES * CACHE_PER_CLASS // 2
+        return {"rule": "decode", "n": rng.randint(1, per_worker), "root": os.fspath(data)}
+    if draw < 0.8:
+        return {"rule": "event", "n": rng.randint(1, CACHE_EVENTS), "root": os.fspath(cache)}
+    return None
+
+
+def cache_moment(moment: str) -> str:
+    """A kill moment without the pid and random parts of the build folder's name."""
+    moment = re.sub(r"\.build-\d+-[0-9a-f]+", ".build-PID", moment)
+    if moment.startswith("image "):
+        return "image k of a decoding worker"
+    return moment_name(moment)
+
+
+def cache_soak(args, env: dict, work: Path, data: Path) -> dict:
+    """Kills during cache builds until `args.kills`; each round (a fresh cache and run folder)
+    goes on until a session finishes, which must have opened or built a whole cache."""
+    rng = random.Random(args.seed)
+    figures = collections.Counter()
+    moments: collections.Counter = collections.Counter()
+    invalid: list[str] = []
+    rounds = 0
+    while figures["kills"] < args.kills:
+        rounds += 1
+        cache, out = work / f"cache{rounds}", work / f"run{rounds}"
+        for number in itertools.count(1):
+            plan = draw_cache_plan(rng, data, cache) if figures["kills"] < args.kills else None
+            had_record = (cache / "cache.json").exists()
+            session = Session(cache_command(args, data, out, cache), env, plan)
+            moment = session.kill_moment()
+            decoded = any("cache: decoding" in line for line in session.lines)
+            record = {
+                "round": rounds,
+                "session": number,
+                "plan": plan,
+                "record_at_start": had_record,
+                "decoded": decoded,
+                "ended": moment or f"exit {session.code}",
+            }
+            if moment is not None:
+                figures["kills"] += 1
+                moments[cache_moment(moment)] += 1
+                orphans = orphans_of(out)
+                record["orphans"] = orphans
+                figures["orphans"] += len(orphans)
+                if orphans:
+                    invalid.append(f"round {rounds}: workers outlived the kill: {orphans}")
+                if (cache / "cache.json").exists():  # killed after the record: a whole cache
+                    record["record_after_kill"] = True
+                    invalid += [f"round {rounds}: {p}" for p in check_cache(cache, data, None)]
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                continue
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            if session.code != 0:
+                invalid.append(
+                    f"round {rounds}: exit {session.code}: {''.join(session.lines)[-1500:]}"
+                )
+                break
+            figures["rebuilt" if decoded else "reused"] += 1
+            if decoded == had_record:
+                invalid.append(f"round {rounds}: decoded={decoded} with a record={had_record}")
+            problems = check_cache(cache, data, out)
+            invalid += [f"round {rounds}: {p}" for p in problems]
+            print(f"round {rounds} complete: {problems or 'cache whole'}", file=sys.stderr)
+            break
+    return {
+        "mode": "cache",
+        "kills": figures["kills"],
+        "rounds": rounds,
+        "moments": dict(moments),
+        "finished_building": figures["rebuilt"],
+        "finished_reusing": figures["reused"],
+        "orphan_workers": figures["orphans"],
+        "files_invalid": len(invalid),
+        "problems": invalid,
+    }
+
+
+def share_soak(args, env: dict, work: Path, data: Path) -> dict:
+    """`args.kills` rounds of two runs started at once on one fresh cache: of the same data,
+    of another folder of the same layout, or of the same folder with another --val-size."""
+    rng = random.Random(args.seed)
+    other = make_images(work / "other", seed=1)
+    figures = collections.Counter()
+    invalid: list[str] = []
+    rounds = []
+    for number in range(1, args.kills + 1):
+        kind = rng.choice(["same data", "another folder", "another --val-size"])
+        cache = work / f"share{number}" / "cache"
+        runs = [
+            (data, CACHE_VAL, work / f"share{number}" / "a"),
+            (
+                other if kind == "another folder" else data,
+                CACHE_VAL + 20 if kind == "another --val-size" else CACHE_VAL,
+                work / f"share{number}" / "b",
+            ),
+        ]
+        sessions = [
+            Session(cache_command(args, folder, out, cache, val), env, wait=False)
+            for folder, val, out in runs
+        ]
+        for session in sessions:
+            session.finish()
+        codes = [session.code for session in sessions]
+        builds = sum(any("cache: decoding" in line for line in s.lines) for s in sessions)
+        waited = sum(any("cache: waiting" in line for line in s.lines) for s in sessions)
+        problems = []
+        if builds != 1:
+            problems.append(f"{builds} builds")
+        if kind == "same data":
+            if codes != [0, 0]:
+                problems.append(f"exits {codes}")
+        elif sorted(codes) != [0, 2]:
+            problems.append(f"exits {codes}")
+        else:
+            refused = sessions[codes.index(2)]
+            errors = refused.errors()
+            if not (
+                len(errors) == 1
+                and "argument --cache: cache" in errors[0]
+                and "was built for other data" in errors[0]
+                and "Traceback" not in "".join(refused.lines)
+            ):
+                problems.append(f"the refusal: {''.join(refused.lines)[-1500:]}")
+        for (folder, _, out), session in zip(runs, sessions, strict=True):
+            if session.code == 0:
+                problems += check_cache(cache, folder, out)
+        figures["refusals"] += codes.count(2)
+        figures["waits"] += waited
+        result = {
+            "round": number,
+            "kind": kind,
+            "exits": codes,
+            "builds": builds,
+            "waited": waited,
+            "problems": problems,
+        }
+        rounds.append(result)
+        invalid += [f"round {number}: {p}" for p in problems]
+        print(json.dumps(result), file=sys.stderr, flush=True)
+    return {
+        "mode": "share",
+        "rounds": len(rounds),
+        "kinds": dict(collections.Counter(r["kind"] for r in rounds)),
+        "refusals": figures["refusals"],
+        "waits": figures["waits"],
+        "files_invalid": len(invalid),
+        "problems": invalid,
+        "details": rounds,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=30, help="kills (--full-disk: rounds)")
@@ -544,6 +833,8 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full-disk", action="store_true", help="the run folder on a small tmpfs")
     mode.add_argument("--corrupt", action="store_true", help="damage a backup file after kills")
+    mode.add_argument("--cache", action="store_true", help="kills during a --cache build")
+    mode.add_argument("--share", action="store_true", help="two runs on one --cache at once")
     parser.add_argument("--disk-mib", type=int, default=32, help="--full-disk: the tmpfs size")
     parser.add_argument(
         "--room-mib", type=float, default=12.0, help="--full-disk: most room the filler leaves"
@@ -553,9 +844,13 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     work = Path(args.workdir or tempfile.mkdtemp(prefix="soak-")).resolve()
-    data = make_data(work / "data", args.train_size, 200, args.image_size)
     started = time.monotonic()
-    report = (full_disk if args.full_disk else soak)(args, env, work, data)
+    if args.cache or args.share:
+        data = make_images(work / "images", seed=0)
+        report = (cache_soak if args.cache else share_soak)(args, env, work, data)
+    else:
+        data = make_data(work / "data", args.train_size, 200, args.image_size)
+        report = (full_disk if args.full_disk else soak)(args, env, work, data)
     report.update(
         seconds=round(time.monotonic() - started),
         backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
@@ -564,7 +859,7 @@ def main() -> int:
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report))
-    bad = ("files_invalid", "epochs_redone", "history_rows_changed")
+    bad = ("files_invalid", "epochs_redone", "history_rows_changed", "orphan_workers")
     return 1 if any(report.get(key, 0) for key in bad) else 0
 
 
