@@ -21,8 +21,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import keras
-
 from keras_resnet.utils import OptionError, check_choice, check_int, check_number
 
 # Depth -> (default block kind, blocks per stage). Table 1 of the paper.
@@ -212,6 +210,8 @@ class ResNetConfig:
 
     @property
     def resolved_data_format(self) -> str:
+        import keras  # here: the command lines build their flags from this module without Keras
+
         return self.data_format or keras.config.image_data_format()
 
     @property

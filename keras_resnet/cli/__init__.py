@@ -2,7 +2,10 @@
 
 Each subcommand is a module of this package with `main(argv) -> int`; `scripts/<name>.py` and
 `python -m keras_resnet <name>` run the same functions. Nothing here imports Keras before the
-subcommand has read `--backend`, which must be set before Keras is first imported.
+subcommand has read `--backend`, which must be set before Keras is first imported, and no
+command imports Keras (or TensorFlow, JAX, torch) to build its parser: `--help` and `--version`
+answer at once. Their flags, and the exit status of every command, follow one policy
+(`keras_resnet.cli.options`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 def select_backend(argv: list[str]) -> None:
     """Applies `--backend NAME` (or `--backend=NAME`) to KERAS_BACKEND, before Keras is imported,
-    and quiets TensorFlow's C++ start-up log unless the user set its level."""
+    and quiets TensorFlow's C++ log unless the user set its level (TF_CPP_MIN_LOG_LEVEL=3: its
+    oneDNN and CPU-feature notices go; TensorFlow 2.21's 'Could not find cuda drivers' line and
+    absl's 'All log messages before absl::InitializeLog()' come before any level is read)."""
     for i, arg in enumerate(argv):
         value = None
         if arg == "--backend" and i + 1 < len(argv):
@@ -60,10 +65,18 @@ def run(command: str, argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-V", "--version"):
+        from keras_resnet import __version__  # the package's names load lazily: no Keras
+
+        sys.stdout.write(f"keras-resnet {__version__}\n")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
-        usage = "usage: keras-resnet COMMAND [options]   (keras-resnet COMMAND --help)\n\n"
+        usage = (
+            "usage: keras-resnet COMMAND [options]   (keras-resnet COMMAND --help)\n"
+            "       keras-resnet --version\n\n"
+        )
         text = usage + "commands:\n" + "\n".join(lines) + "\n"
         if argv and argv[0] not in ("-h", "--help"):
             sys.stderr.write(f"keras-resnet: error: unknown command {argv[0]!r}\n{text}")

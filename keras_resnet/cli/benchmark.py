@@ -17,8 +17,10 @@ GPUs, real data) lives in a source checkout, not in the package: from the reposi
 `keras-resnet benchmark --suite [its flags]` runs `python benchmarks/run.py [its flags]`
 (docs/PERFORMANCE.md).
 
-Exit status: 0; 2 for a bad option (one line naming the flag, before anything runs); 1 when the
-measurement fails (one line).
+Exit status (every command's, `keras_resnet.cli.options.exit_status`): 0; 2 for a bad option
+(one line naming the flag, before anything runs; a ValueError while measuring, such as an image
+too small for the model, counts as one too); 1 when the measurement fails (one line: the error's
+type and message).
 """
 
 from __future__ import annotations
@@ -108,10 +110,9 @@ def run_harness(argv: list[str]) -> int:
 
 
 def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """One flag per `BenchmarkOptions` field, and the model flags generated from `ResNetConfig`.
-    Imports Keras."""
-    from keras_resnet.cli import BACKENDS
-    from keras_resnet.cli.options import OneLineParser, add_arguments
+    """One flag per `BenchmarkOptions` field, and the model flags generated from `ResNetConfig`
+    (without importing Keras)."""
+    from keras_resnet.cli.options import OneLineParser, add_arguments, add_backend
     from keras_resnet.config import ResNetConfig
 
     parser = OneLineParser(
@@ -121,7 +122,7 @@ def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
         allow_abbrev=False,  # --suite is recognized before parsing, by its full name only
     )
     add_arguments(parser, BenchmarkOptions)
-    parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (sets KERAS_BACKEND)")
+    add_backend(parser)
     parser.add_argument(
         SUITE_FLAG,
         action="store_true",
@@ -307,24 +308,22 @@ def main(argv: list[str] | None = None) -> int:
             f"unrecognized arguments: {' '.join(unknown)} (the full harness's flags, such as "
             f"--models and --peers: {PROG} {SUITE_FLAG} --help, from a source checkout)"
         )
-    from keras_resnet.cli.options import error_message
-    from keras_resnet.utils import one_line, write_text_atomic
+    from keras_resnet.cli.options import fail
+    from keras_resnet.utils import OptionError, one_line, write_text_atomic
 
     try:
         options, config = config_from_args(args)
     except ValueError as error:
-        parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
+        fail(parser, error)
     if options.json:
         try:
             check_writable(options.json)
-        except OSError as error:
-            parser.exit(
-                2, f"{parser.prog}: error: argument --json: cannot write there: {one_line(error)}\n"
-            )
+        except OSError as error:  # refused before anything runs: a bad option
+            fail(parser, OptionError("json", f"cannot write there: {one_line(error)}"))
     try:
         record = measure(options, config)
-    except Exception as error:  # noqa: BLE001 - any failure of the run: one line, status 1
-        parser.exit(1, f"{parser.prog}: error: {type(error).__name__}: {one_line(error)}\n")
+    except Exception as error:  # noqa: BLE001 - any failure of the run: one line, no traceback
+        fail(parser, error)
     record["argv"] = argv
     print(format_record(record))
     if options.json:

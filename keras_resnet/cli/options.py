@@ -1,11 +1,21 @@
-"""Command-line flags generated from dataclass fields, so that an option is declared once.
+"""Command-line flags generated from dataclass fields, so that an option is declared once, and
+the exit policy that every command shares.
 
-A field's metadata gives its help text (`help`), its choices (`choices`), and `cli=False` keeps
-it off the command line. The flag is `--` + the field's name with dashes; its type comes from the
-field's annotation: bool fields become `--x/--no-x`, tuples take several values. Every flag
-defaults to None ("not given"), so that `given(args, cls)` returns only what was typed and the
-dataclass (or a preset) supplies the rest. Values are checked by the dataclass itself, whose
-`OptionError.field` names the flag in the error message (`error_message`).
+A field's metadata gives its help text (`help`), its choices (`choices`), its `metavar`;
+`cli=False` keeps it off the command line and `positional=True` makes it a positional argument.
+The flag is `--` + the field's name with dashes; its type comes from the field's annotation: bool
+fields become `--x/--no-x`, tuples take several values. Every flag defaults to None ("not
+given"), so that `given(args, cls)` returns only what was typed and the dataclass (or a preset)
+supplies the rest. Values are checked by the dataclass itself, whose `OptionError.field` names
+the flag in the error message (`error_message`).
+
+Exit status of every command (`exit_status`): 0 done; 2 a bad option or bad data (the input was
+refused: `ValueError`, `OptionError`, `FileNotFoundError` such as `DataNotFoundError`); 1 the run
+failed (`TrainingDiverged` and any other `RuntimeError`, any other `OSError`). Either way one
+line on stderr, `PROG: error: ...`, and no traceback.
+
+Nothing here imports Keras: `keras-resnet COMMAND --help` builds its parser from the option
+dataclasses alone.
 """
 
 from __future__ import annotations
@@ -14,9 +24,16 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
-from keras_resnet.utils import OptionError
+from keras_resnet.cli import BACKENDS
+from keras_resnet.utils import OptionError, one_line
+
+# Exit statuses (0: done).
+BAD_INPUT = 2  # a bad option or bad data: the input was refused
+RUN_FAILED = 1  # the run itself failed
+# What a command reports in one line; any other exception is a bug and keeps its traceback.
+REPORTED = (ValueError, OSError, RuntimeError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,6 +41,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def option(default, text: str, **extra):
+    """A dataclass field with its flag's help `text` and `extra` metadata (`choices`,
+    `metavar`, `positional`, `cli`)."""
+    return dataclasses.field(default=default, metadata={"help": text, **extra})
 
 
 def flag(field: str) -> str:
@@ -61,7 +84,8 @@ def add_arguments(
     help_overrides: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Adds one flag per field of dataclass `cls` (those with `cli` metadata not False, limited
-    to `only` and minus `exclude`). Returns the field names added."""
+    to `only` and minus `exclude`), or a positional argument for a field whose metadata has
+    `positional=True`. Returns the field names added."""
     help_overrides = dict(help_overrides or {})
     names = []
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -76,7 +100,15 @@ def add_arguments(
             hints[field.name] if isinstance(hints[field.name], str) else str(hints[field.name])
         )
         kind, nargs = _parse_type(annotation)
-        if kind is bool:
+        if meta.get("positional"):
+            parser.add_argument(
+                field.name,
+                type=kind,
+                nargs="*" if nargs else None,
+                metavar=meta.get("metavar"),
+                help=help_text,
+            )
+        elif kind is bool:
             parser.add_argument(
                 flag(field.name),
                 dest=field.name,
@@ -109,13 +141,82 @@ def given(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:
     return values
 
 
-def error_message(error: ValueError) -> str:
+def error_message(error: BaseException, parser: argparse.ArgumentParser | None = None) -> str:
     """One line for a bad option: 'argument --width: width must be ...' when the error names
-    its field (OptionError), else the message's first line."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    its field (OptionError; a positional argument by its name when `parser` has one of that
+    field), else the message's first line."""
+    text = one_line(error)
     if isinstance(error, OptionError) and error.field:
-        return f"argument {flag(error.field)}: {text}"
+        return f"argument {_argument_name(parser, error.field)}: {text}"
     return text
 
 
-__all__ = ["OneLineParser", "add_arguments", "error_message", "flag", "given"]
+def _argument_name(parser: argparse.ArgumentParser | None, field: str) -> str:
+    """How `parser` names `field`'s argument: its first long option (`--inference` of
+    `--inference/--no-inference`), or a positional argument's name; `--` + the field with
+    dashes when `parser` has none."""
+    for action in parser._actions if parser is not None else ():
+        if action.dest == field:
+            names = [name for name in action.option_strings if name.startswith("--")]
+            return (names or action.option_strings or [field])[0]
+    return flag(field)
+
+
+def exit_status(
+    error: BaseException, parser: argparse.ArgumentParser | None = None
+) -> tuple[int, str]:
+    """The exit status of a command stopped by `error`, and its one line for stderr (after
+    'PROG: error: ').
+
+    Returns:
+        (2, the message naming the flag) for a bad option or bad data: a `ValueError` (such as
+        `OptionError`, a folder, IDX or image error) or a `FileNotFoundError` (such as
+        `DataNotFoundError`: an input that is not there); (1, 'TypeName: message') for a run
+        that failed: `TrainingDiverged` and any other `RuntimeError`, any other `OSError` (a full
+        disk, a folder that cannot be written), or anything else.
+    """
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return BAD_INPUT, error_message(error, parser)
+    return RUN_FAILED, f"{type(error).__name__}: {one_line(error)}"
+
+
+def fail(parser: argparse.ArgumentParser, error: BaseException) -> NoReturn:
+    """Exits with `exit_status(error)`: one line on stderr, no traceback."""
+    status, line = exit_status(error, parser)
+    parser.exit(status, f"{parser.prog}: error: {line}\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendOption:
+    """The `--backend` flag of every command: applied to KERAS_BACKEND before Keras is first
+    imported (`keras_resnet.cli.select_backend`), so it is not an option of the run itself."""
+
+    backend: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+            "choices": BACKENDS,
+        },
+    )
+
+
+def add_backend(parser) -> None:
+    """Adds `--backend {tensorflow,jax,torch}` (`BackendOption`)."""
+    add_arguments(parser, BackendOption)
+
+
+__all__ = [
+    "BAD_INPUT",
+    "REPORTED",
+    "RUN_FAILED",
+    "BackendOption",
+    "OneLineParser",
+    "add_arguments",
+    "add_backend",
+    "error_message",
+    "exit_status",
+    "fail",
+    "flag",
+    "given",
+    "option",
+]

@@ -16,83 +16,105 @@ of any size: they become the pixels the run evaluated on, by the model's preproc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
-from keras_resnet.cli.options import OneLineParser
+from keras_resnet.cli.options import (
+    REPORTED,
+    OneLineParser,
+    add_arguments,
+    add_backend,
+    fail,
+    given,
+    option,
+)
+from keras_resnet.utils import OptionError, check_choice, check_int
+
+SPLITS = ("train", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """What `keras-resnet predict` classifies, and how; its flags are these fields. Invalid
+    values raise `OptionError` naming the field."""
+
+    model: str = dataclasses.field(
+        metadata={
+            "help": "SavedModel directory, .keras/.onnx file or run directory",
+            "positional": True,
+        }
+    )
+    images: tuple[str, ...] = option(
+        (), "image files (PNG, JPEG, ...; .npy arrays)", positional=True
+    )
+    dataset: str | None = option(
+        None,
+        "classify a tensorflow-datasets split instead, e.g. fashion_mnist (read offline, as "
+        "training does)",
+        metavar="NAME",
+    )
+    split: str = option("test", "split of --dataset (default test)", choices=SPLITS)
+    limit: int = option(10, "first N images of the split (default 10; 0: all)", metavar="N")
+    top_k: int = option(3, "classes to print (default 3)", metavar="K")
+    batch_size: int = option(64, "images per predict call (default 64)", metavar="N")
+    json: bool = option(False, "print one JSON document")
+    trust_model: bool = option(
+        False,
+        "load a SavedModel without refusing file-system or Python ops (it runs its program: "
+        "only for a model from a source you trust)",
+    )
+    allow_large_images: bool = option(
+        False, "decode images over Pillow's decompression-bomb limit (default: refused)"
+    )
+
+    def __post_init__(self):
+        if bool(self.images) == bool(self.dataset):
+            raise OptionError(
+                "dataset",
+                "give image files or --dataset, not both or neither, received "
+                f"{len(self.images)} image(s) and --dataset={self.dataset!r}",
+            )
+        check_choice("split", self.split, SPLITS)
+        check_int("limit", self.limit, 0)
+        check_int("top_k", self.top_k, 1)
+        check_int("batch_size", self.batch_size, 1)
 
 
 def make_parser(prog: str = "keras-resnet predict") -> OneLineParser:
     parser = OneLineParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("model", help="SavedModel directory, .keras/.onnx file or run directory")
-    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...; .npy arrays)")
-    parser.add_argument(
-        "--dataset",
-        help="classify a tensorflow-datasets split instead, e.g. "
-        "fashion_mnist (read offline, as training does)",
-    )
-    parser.add_argument(
-        "--split",
-        default="test",
-        choices=("train", "test"),
-        help="split of --dataset (default test)",
-    )
-    parser.add_argument(
-        "--limit", type=int, default=10, help="first N images of the split (default 10; 0: all)"
-    )
-    parser.add_argument("--top-k", type=int, default=3, help="classes to print (default 3)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="load a SavedModel without refusing file-system or Python ops (it runs its "
-        "program: only for a model from a source you trust)",
-    )
-    parser.add_argument(
-        "--allow-large-images",
-        action="store_true",
-        help="decode images over Pillow's decompression-bomb limit (default: refused)",
-    )
-    parser.add_argument(
-        "--backend", choices=("tensorflow", "jax", "torch"), help="Keras backend (any works)"
-    )
+    add_arguments(parser, PredictOptions)
+    add_backend(parser)
     return parser
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Raises a one-line ValueError for a combination argparse cannot check."""
-    if bool(args.images) == bool(args.dataset):
-        raise ValueError(
-            "give image files or --dataset, not both or neither, received "
-            f"{len(args.images)} image(s) and --dataset={args.dataset!r}"
-        )
-    if args.limit < 0:
-        raise ValueError(f"--limit must be >= 0, received --limit={args.limit}")
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, received --top-k={args.top_k}")
+def options_from_args(args: argparse.Namespace) -> PredictOptions:
+    """The `PredictOptions` typed (raises OptionError naming the flag)."""
+    return PredictOptions(**given(args, [f.name for f in dataclasses.fields(PredictOptions)]))
 
 
-def load_inputs(args: argparse.Namespace, predictor) -> tuple[list, list[str], list | None]:
+def load_inputs(options: PredictOptions, predictor) -> tuple[list, list[str], list | None]:
     """(images, sources, labels or None) from the image files or the --dataset split."""
-    if args.dataset:
+    if options.dataset:
         from keras_resnet.data import load_dataset
 
-        data = load_dataset(args.dataset)
-        x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
-        if args.limit:
-            x, y = x[: args.limit], y[: args.limit]
-        sources = [f"{args.dataset}/{args.split}[{i}]" for i in range(len(x))]
+        data = load_dataset(options.dataset)
+        x, y = (
+            (data.x_test, data.y_test) if options.split == "test" else (data.x_train, data.y_train)
+        )
+        if options.limit:
+            x, y = x[: options.limit], y[: options.limit]
+        sources = [f"{options.dataset}/{options.split}[{i}]" for i in range(len(x))]
         return list(x), sources, [int(label) for label in y]
     from keras_resnet.serving.predict import read_image
 
     images = [
-        read_image(path, predictor.record, allow_large=args.allow_large_images)
-        for path in args.images
+        read_image(path, predictor.record, allow_large=options.allow_large_images)
+        for path in options.images
     ]
-    return images, list(args.images), None
+    return images, list(options.images), None
 
 
 def results_of(ranked, sources, labels, class_names) -> list[dict]:
@@ -124,17 +146,19 @@ def print_results(results: list[dict], predictor, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        options = options_from_args(parser.parse_args(argv))
+    except ValueError as error:
+        fail(parser, error)
     from keras_resnet.serving.predict import load_predictor, predict_images, top_k
 
     try:
-        check_args(args)
-        predictor = load_predictor(args.model, trust=args.trust_model)
-        images, sources, labels = load_inputs(args, predictor)
-        probabilities = predict_images(predictor, images, batch_size=args.batch_size)
-        ranked = top_k(probabilities, predictor.class_names, args.top_k)
-    except (ValueError, OSError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print_results(results_of(ranked, sources, labels, predictor.class_names), predictor, args.json)
+        predictor = load_predictor(options.model, trust=options.trust_model)
+        images, sources, labels = load_inputs(options, predictor)
+        probabilities = predict_images(predictor, images, batch_size=options.batch_size)
+        ranked = top_k(probabilities, predictor.class_names, options.top_k)
+    except REPORTED as error:  # a bad model, image or option: 2; a failed run: 1
+        fail(parser, error)
+    results = results_of(ranked, sources, labels, predictor.class_names)
+    print_results(results, predictor, options.json)
     return 0

@@ -28,8 +28,14 @@ import json
 import os
 import sys
 
-from keras_resnet.cli import BACKENDS
-from keras_resnet.cli.options import OneLineParser, add_arguments, error_message, given
+from keras_resnet.cli.options import (
+    REPORTED,
+    OneLineParser,
+    add_arguments,
+    add_backend,
+    fail,
+    given,
+)
 from keras_resnet.config import ARCHITECTURES, ResNetConfig
 from keras_resnet.training.config import (
     GROUPS,
@@ -67,11 +73,7 @@ def make_parser(prog: str | None = None) -> OneLineParser:
         help="a run's config.json (or any JSON of its form): values over the preset's, under "
         "the flags typed",
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
-    )
+    add_backend(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=tuple(ARCHITECTURES), help="default resnet18")
     add_arguments(
@@ -148,23 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
 
-    from keras_resnet.data import DataNotFoundError
-    from keras_resnet.training import FinishedRun, TrainingDiverged, plan_run, train_plan
+    try:  # the options first: a bad one is refused before the training modules load
+        config = config_from_args(args)
+        check_dataset_path(config)
+    except REPORTED as error:
+        fail(parser, error)
+
+    from keras_resnet.training import FinishedRun, plan_run, train_plan
     from keras_resnet.utils import keras_globals
 
     try:
-        config = config_from_args(args)
-        check_dataset_path(config)
         with keras_globals():
             plan = plan_run(config)
             if isinstance(plan, FinishedRun):  # one line, and nothing changes
                 print(plan.message())
                 return 0
             metrics = train_plan(plan)
-    except (ValueError, DataNotFoundError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error_message(error)}\n")
-    except TrainingDiverged as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    except REPORTED as error:  # bad options or data: 2; a diverged or failed run: 1
+        fail(parser, error)
     print(_summary(metrics))
     curves = (
         ", curves.png" if os.path.exists(os.path.join(metrics["run_dir"], "curves.png")) else ""

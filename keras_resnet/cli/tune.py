@@ -23,16 +23,17 @@ import json
 import sys
 from pathlib import Path
 
-from keras_resnet.cli import BACKENDS
-from keras_resnet.cli.options import OneLineParser, add_arguments, error_message, given
-from keras_resnet.training import TrainConfig, TrainingDiverged
-from keras_resnet.tuning import (
-    SearchOptions,
-    SearchSpace,
-    project_path,
-    run_search,
-    write_report,
+from keras_resnet.cli.options import (
+    REPORTED,
+    OneLineParser,
+    add_arguments,
+    add_backend,
+    fail,
+    given,
 )
+from keras_resnet.training.config import TrainConfig
+from keras_resnet.tuning import SearchOptions, SearchSpace, project_path
+from keras_resnet.utils import OptionError, one_line
 
 # The TrainConfig fields a search exposes as flags; the rest of the recipe is the training
 # module's default.
@@ -65,7 +66,7 @@ def make_parser(prog: str) -> OneLineParser:
     parser = OneLineParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: Keras')")
+    add_backend(parser)
     search = parser.add_argument_group("search")
     add_arguments(search, SearchOptions, exclude=FINAL_FLAGS)
     search.add_argument(
@@ -95,6 +96,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[SearchSpace, SearchOpti
     options = SearchOptions(
         **given(args, option_fields), process_per_trial=not args.in_process, train=train
     )
+    options.validate()  # a bad option is refused before the search modules load
     return space, options
 
 
@@ -103,31 +105,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser(prog)
     args = parser.parse_args(argv)
 
-    def fail(message: str, status: int = 2) -> int:
-        parser.exit(status, f"{parser.prog}: error: {message}\n")
-
     defaults = SearchOptions()
     if args.report_only:
+        from keras_resnet.tuning import write_report
+
         project_dir = project_path(
             args.directory or defaults.directory, args.project_name or defaults.project_name
         )
         try:
             summary = write_report(project_dir)
-        except FileNotFoundError as error:
-            return fail(f"argument --directory: {error}")
-        except OSError as error:
-            return fail(f"cannot write the report: {error}", 1)
+        except FileNotFoundError as error:  # no search there: the flag is wrong
+            fail(parser, OptionError("directory", one_line(error)))
+        except REPORTED as error:
+            fail(parser, error)
         print((Path(summary["report_dir"]) / "trials.md").read_text())
         if summary["best_config"]:
             print(f"best configuration: {summary['best_config']}")
         return 0
     try:
         space, options = options_from_args(args)
+    except REPORTED as error:
+        fail(parser, error)
+
+    from keras_resnet.tuning import run_search
+
+    try:
         summary = run_search(space, options)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
-        return fail(error_message(error))
-    except OSError as error:
-        return fail(f"{type(error).__name__}: {error}", 1)
+    except REPORTED as error:  # bad options or data: 2; a diverged or failed run: 1
+        fail(parser, error)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -16,25 +16,44 @@
 See docs/DATA.md.
 """
 
-from keras_resnet.data.augment import augmentation
-from keras_resnet.data.cache import CachePyDataset, build_cache, cache_info
-from keras_resnet.data.decode import BadImage, SkipLog
-from keras_resnet.data.folders import IMAGE_EXTENSIONS, FolderError, FolderSource, open_folder
-from keras_resnet.data.idx import (
-    ENV_SOURCE_DIR,
-    IDX_DATASETS,
-    IDX_FILES,
-    IdxError,
-    check_idx_folder,
-    find_source_dir,
-    idx_header,
-    read_idx,
-)
-from keras_resnet.data.memory import LOADERS, Dataset, channel_stats, load_dataset, split, subset
-from keras_resnet.data.recipe import eval_crop_box, random_resized_crop_box
-from keras_resnet.data.source import open_dataset
-from keras_resnet.data.tfds_source import DataNotFoundError, default_data_dir, tfds_available
-from keras_resnet.utils import installed  # re-exported until callers import it from utils
+import importlib
+
+# public name -> the submodule that defines it. The names load on first use (PEP 562): the
+# option dataclasses import this package's constants (loaders, dataset names), and a command's
+# --help must not import Keras through it.
+_EXPORTS = {
+    "augmentation": "augment",
+    "CachePyDataset": "cache",
+    "build_cache": "cache",
+    "cache_info": "cache",
+    "BadImage": "decode",
+    "SkipLog": "decode",
+    "IMAGE_EXTENSIONS": "folders",
+    "FolderError": "folders",
+    "FolderSource": "folders",
+    "open_folder": "folders",
+    "ENV_SOURCE_DIR": "idx",
+    "IDX_DATASETS": "idx",
+    "IDX_FILES": "idx",
+    "IdxError": "idx",
+    "check_idx_folder": "idx",
+    "find_source_dir": "idx",
+    "idx_header": "idx",
+    "read_idx": "idx",
+    "LOADERS": "memory",
+    "Dataset": "memory",
+    "channel_stats": "memory",
+    "load_dataset": "memory",
+    "split": "memory",
+    "subset": "memory",
+    "eval_crop_box": "recipe",
+    "random_resized_crop_box": "recipe",
+    "open_dataset": "source",
+    "DataNotFoundError": "tfds_source",
+    "default_data_dir": "tfds_source",
+    "tfds_available": "tfds_source",
+    "installed": None,  # keras_resnet.utils': re-exported until callers import it from there
+}
 
 __all__ = [
     "ENV_SOURCE_DIR",
@@ -69,3 +88,23 @@ __all__ = [
     "subset",
     "tfds_available",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = _EXPORTS[name]
+        source = "keras_resnet.utils" if module is None else f"{__name__}.{module}"
+        value = getattr(importlib.import_module(source), name)
+    else:
+        try:  # a submodule not imported yet: `keras_resnet.data.memory`
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

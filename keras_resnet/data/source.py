@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keras_resnet.data.folders import FolderError, FolderSource, open_folder
-from keras_resnet.data.memory import Dataset, load_dataset
+if TYPE_CHECKING:
+    from keras_resnet.data.folders import FolderSource
+    from keras_resnet.data.memory import Dataset
 
 
 def looks_like_path(text: str) -> bool:
@@ -41,6 +43,11 @@ def open_dataset(
             naming the path), before anything is decoded.
         ValueError, DataNotFoundError: from `load_dataset` for a name.
     """
+    # Here, not at the top: `looks_like_path` is imported by the training options, which the
+    # command line's --help builds its flags from without decoding anything.
+    from keras_resnet.data.folders import FolderError, open_folder
+    from keras_resnet.data.memory import load_dataset
+
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_dir():

@@ -81,12 +81,11 @@ from keras_resnet.serving.files import (
     read_metadata,
     require_tensorflow,
 )
+from keras_resnet.serving.formats import FORMAT_ALIASES, FORMATS
 from keras_resnet.serving.predict import load_predictor
 from keras_resnet.subprocess_utils import run_isolated
 from keras_resnet.utils import installed, one_line
 
-FORMATS = ("saved_model", "onnx", "keras", "litert")
-FORMAT_ALIASES = {"tf_saved_model": "saved_model", "savedmodel": "saved_model", "tflite": "litert"}
 TEMP_PREFIX = ".tmp-export-"
 # Test hook: seconds to sleep once the export is written, before the rename, so that a test can
 # kill the process (or race another export) at the moment an export is most "partial".
