@@ -14,8 +14,6 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import keras
-
 
 class OptionError(ValueError):
     """An invalid option. `field` is its name (a command line's flag is `--` + field with
@@ -95,6 +93,8 @@ def installed(module: str) -> bool:
 def keras_globals() -> Iterator[None]:
     """Restores Keras' global dtype policy, distribution and image data format on exit, also
     on error. Every public function that sets one of them runs inside this."""
+    import keras  # here, not at the top: the command lines build their flags without Keras
+
     policy = keras.config.dtype_policy()
     distribution = keras.distribution.distribution()
     data_format = keras.config.image_data_format()
@@ -109,6 +109,8 @@ def keras_globals() -> Iterator[None]:
 @contextlib.contextmanager
 def dtype_policy(policy: str | None) -> Iterator[None]:
     """Sets the global dtype policy for the block (None: leave it), then restores it."""
+    import keras
+
     previous = keras.config.dtype_policy()
     try:
         if policy is not None:

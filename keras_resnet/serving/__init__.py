@@ -10,44 +10,43 @@ with a trained or exported model.
 - `safety`: the SavedModel scan (a SavedModel is a program).
 """
 
-from keras_resnet.serving.convert import (
-    INPUT_NAME,
-    as_float32,
-    check_channels_last,
-    inference_model,
-    model_info,
-    serving_model,
-)
-from keras_resnet.serving.export import (
-    FORMATS,
-    check_parity,
-    export_model,
-    resolve_source,
-    write_artifact,
-)
-from keras_resnet.serving.files import (
-    CLASS_NAMES_FILE,
-    KERAS_FILE,
-    METADATA_FILE,
-    ONNX_FILE,
-    class_names_or_indices,
-    latest_version,
-    load_keras_model,
-    model_config,
-    read_class_names,
-    read_metadata,
-    run_model_options,
-)
-from keras_resnet.serving.predict import (
-    Predictor,
-    load_predictor,
-    predict_images,
-    prepare_image,
-    read_image,
-    to_channels,
-    top_k,
-)
-from keras_resnet.serving.safety import check_saved_model, scan_saved_model
+import importlib
+
+# public name -> the submodule that defines it. The names load on first use (PEP 562), so
+# that the command lines build their flags from the option dataclasses without Keras.
+_EXPORTS = {
+    "INPUT_NAME": "convert",
+    "as_float32": "convert",
+    "check_channels_last": "convert",
+    "inference_model": "convert",
+    "model_info": "convert",
+    "serving_model": "convert",
+    "FORMATS": "export",
+    "check_parity": "export",
+    "export_model": "export",
+    "resolve_source": "export",
+    "write_artifact": "export",
+    "CLASS_NAMES_FILE": "files",
+    "KERAS_FILE": "files",
+    "METADATA_FILE": "files",
+    "ONNX_FILE": "files",
+    "class_names_or_indices": "files",
+    "latest_version": "files",
+    "load_keras_model": "files",
+    "model_config": "files",
+    "read_class_names": "files",
+    "read_metadata": "files",
+    "run_model_options": "files",
+    "Predictor": "predict",
+    "load_predictor": "predict",
+    "predict_images": "predict",
+    "prepare_image": "predict",
+    "read_image": "predict",
+    "to_channels": "predict",
+    "top_k": "predict",
+    "check_saved_model": "safety",
+    "scan_saved_model": "safety",
+}
 
 __all__ = [
     "CLASS_NAMES_FILE",
@@ -82,3 +81,21 @@ __all__ = [
     "top_k",
     "write_artifact",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        try:  # a submodule not imported yet
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -30,31 +30,47 @@ the data and the preprocessing record), `recipe` (model, optimizer, compile), `i
 `fit` takes), `callbacks`, `devices`, `outputs` (the run folder), `run` (`train`).
 """
 
-from keras_resnet.training.callbacks import EpochClock, async_safe
-from keras_resnet.training.config import (
-    DISTRIBUTE_MODES,
-    MODEL_OPTIONS,
-    OPTIMIZERS,
-    PRECISIONS,
-    PRESETS,
-    XLA_MODES,
-    TrainConfig,
-    TrainingDiverged,
-    default_model,
-    merge_model,
-    preset,
-)
-from keras_resnet.training.devices import accelerators, device_description, distribution_scope
-from keras_resnet.training.inputs import FitData, fit_data, load_data, split_validation
-from keras_resnet.training.outputs import check_output_dir, plot_curves, read_history, time_to
-from keras_resnet.training.plan import FinishedRun, RunPlan, make_plan, open_data, plan_run
-from keras_resnet.training.recipe import (
-    build_model,
-    build_optimizer,
-    compile_model,
-    one_hot,
-)
-from keras_resnet.training.run import train, train_plan
+import importlib
+
+# public name -> the submodule that defines it. The names load on first use (PEP 562), so
+# that the command lines build their flags from the option dataclasses without Keras.
+_EXPORTS = {
+    "EpochClock": "callbacks",
+    "async_safe": "callbacks",
+    "DISTRIBUTE_MODES": "config",
+    "MODEL_OPTIONS": "config",
+    "OPTIMIZERS": "config",
+    "PRECISIONS": "config",
+    "PRESETS": "config",
+    "XLA_MODES": "config",
+    "TrainConfig": "config",
+    "TrainingDiverged": "config",
+    "default_model": "config",
+    "merge_model": "config",
+    "preset": "config",
+    "accelerators": "devices",
+    "device_description": "devices",
+    "distribution_scope": "devices",
+    "FitData": "inputs",
+    "fit_data": "inputs",
+    "load_data": "inputs",
+    "split_validation": "inputs",
+    "check_output_dir": "outputs",
+    "plot_curves": "outputs",
+    "read_history": "outputs",
+    "time_to": "outputs",
+    "FinishedRun": "plan",
+    "RunPlan": "plan",
+    "make_plan": "plan",
+    "open_data": "plan",
+    "plan_run": "plan",
+    "build_model": "recipe",
+    "build_optimizer": "recipe",
+    "compile_model": "recipe",
+    "one_hot": "recipe",
+    "train": "run",
+    "train_plan": "run",
+}
 
 __all__ = [
     "DISTRIBUTE_MODES",
@@ -93,3 +109,21 @@ __all__ = [
     "train",
     "train_plan",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        try:  # a submodule not imported yet
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

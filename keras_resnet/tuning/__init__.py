@@ -17,52 +17,53 @@ the search folder, resuming, the distributed mode and the memory figures.
 
 from __future__ import annotations
 
-from keras_resnet.tuning.hypermodel import (
-    ResNetHyperModel,
-    run_trial_file,
-    run_trial_in_process,
-    trial_epochs,
-    trial_train_config,
-)
-from keras_resnet.tuning.report import (
-    TrialRecord,
-    best_trial,
-    format_trials,
-    mark_pareto,
-    plot_pareto,
-    read_trials,
-    write_csv,
-    write_report,
-)
-from keras_resnet.tuning.search import (
-    TUNERS,
-    SearchOptions,
-    check_fractions,
-    final_config,
-    is_distributed_worker,
-    make_tuner,
-    prepare_search,
-    run_search,
-    same_run,
-    search_split,
-    train_best,
-    tuner_class,
-)
-from keras_resnet.tuning.space import SearchSpace, SearchSpaceError, config_from_values, describe
-from keras_resnet.tuning.store import (
-    DEFINITION_FILE,
-    EVENTS_FILE,
-    OBJECTIVE,
-    SearchMismatchError,
-    check_definition,
-    check_writable,
-    log_event,
-    peak_rss_bytes,
-    project_path,
-    read_events,
-    rss_bytes,
-    write_definition,
-)
+import importlib
+
+# public name -> the submodule that defines it. The names load on first use (PEP 562), so
+# that the command lines build their flags from the option dataclasses without Keras.
+_EXPORTS = {
+    "ResNetHyperModel": "hypermodel",
+    "run_trial_file": "hypermodel",
+    "run_trial_in_process": "hypermodel",
+    "trial_epochs": "hypermodel",
+    "trial_train_config": "hypermodel",
+    "TrialRecord": "report",
+    "best_trial": "report",
+    "format_trials": "report",
+    "mark_pareto": "report",
+    "plot_pareto": "report",
+    "read_trials": "report",
+    "write_csv": "report",
+    "write_report": "report",
+    "TUNERS": "options",
+    "SearchOptions": "options",
+    "check_fractions": "options",
+    "final_config": "search",
+    "is_distributed_worker": "search",
+    "make_tuner": "search",
+    "prepare_search": "search",
+    "run_search": "search",
+    "same_run": "search",
+    "search_split": "search",
+    "train_best": "search",
+    "tuner_class": "search",
+    "SearchSpace": "space",
+    "SearchSpaceError": "space",
+    "config_from_values": "space",
+    "describe": "space",
+    "DEFINITION_FILE": "store",
+    "EVENTS_FILE": "store",
+    "OBJECTIVE": "store",
+    "SearchMismatchError": "store",
+    "check_definition": "store",
+    "check_writable": "store",
+    "log_event": "store",
+    "peak_rss_bytes": "store",
+    "project_path": "store",
+    "read_events": "store",
+    "rss_bytes": "store",
+    "write_definition": "store",
+}
 
 __all__ = [
     "DEFINITION_FILE",
@@ -107,3 +108,21 @@ __all__ = [
     "write_definition",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    else:
+        try:  # a submodule not imported yet
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

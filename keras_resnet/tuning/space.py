@@ -26,8 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-
-import keras_tuner
+from typing import TYPE_CHECKING
 
 from keras_resnet.config import (
     BASE_WIDTH,
@@ -39,6 +38,9 @@ from keras_resnet.config import (
     total_stride,
 )
 from keras_resnet.utils import OptionError, check_int, check_number
+
+if TYPE_CHECKING:  # annotations only: `keras-resnet tune --help` imports this module
+    import keras_tuner
 
 # Recipe values a trial may set on the TrainConfig, besides the architecture.
 RECIPE_KEYS = (
