@@ -591,7 +591,8 @@ def check_parity(
     shape = tuple(d or 32 for d in model.input_shape[1:])
     result = {}
     for batch in batch_sizes:
-        x = rng.uniform(0, 255, (batch, *shape)).astype("float32")
+        # Whole 8-bit pixel values, as decoded images hold (the serving graph's crop rounds).
+        x = rng.integers(0, 256, (batch, *shape)).astype("float32")
         expected = keras.ops.convert_to_numpy(model(x, training=False)).astype("float32")
         result[batch] = float(np.abs(predictor(x) - expected).max())
     return result

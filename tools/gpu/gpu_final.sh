@@ -7,7 +7,7 @@
 # Env: PROJECT_TGZ, TRAIN_S (s the training should take), LIMIT_S (s after which it is killed),
 # MIN_EPOCHS, MAX_EPOCHS, OUT, PY, DIR, DRY_RUN (1: print the plan, train nothing).
 set -u
-PROJECT_TGZ=${PROJECT_TGZ:-docs/results/tuning/gpu2/project.tgz}
+PROJECT_TGZ=${PROJECT_TGZ:?set PROJECT_TGZ to a packed search project (tar -czf of its folder)}
 TRAIN_S=${TRAIN_S:-480}; LIMIT_S=${LIMIT_S:-540}; MIN_EPOCHS=${MIN_EPOCHS:-10}
 MAX_EPOCHS=${MAX_EPOCHS:-100}; DRY_RUN=${DRY_RUN:-0}
 OUT=${OUT:-/tmp/final_out}; PY=${PY:-python3}; DIR=${DIR:-/tmp/tuning}; RUN=/tmp/final
