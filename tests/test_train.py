@@ -304,6 +304,10 @@ class PoisonAtEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
+            # The previous epoch's checkpoint is written in the background: wait for it.
+            deadline = time.monotonic() + 120
+            while not self.checkpoint.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             self.before = self.checkpoint.read_bytes()
             kernel = self.model.get_layer("fc").kernel
             kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))

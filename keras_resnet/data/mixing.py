@@ -17,6 +17,7 @@ image's own batch, which is the same thing for shuffled data (a random training 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -46,6 +47,11 @@ class MixedBatches(keras.utils.PyDataset):
             whole batch, one compiled program, and no backend sees a batch of one image, on
             which TensorFlow's oneDNN kernels crashed).
         seed: seeds the order, the choice of mix per batch and the layers.
+        shard: (index, count): serve process `index` of `count` its share of every batch
+            (data-parallel training over several processes): rows [index * b, (index + 1) * b)
+            of the batch, b = batch_size / count, `batch_size` being the global batch. Every
+            process draws the same order and mixes whole batches alike, so the processes'
+            shares make up the batches of one process. Needs `drop_remainder`.
         **kwargs: `keras.utils.PyDataset`'s (`workers`, `use_multiprocessing`, ...).
 
     Mixed uint8 images are rounded back to uint8, so that the model is fed as without mixing
@@ -65,6 +71,7 @@ class MixedBatches(keras.utils.PyDataset):
         shuffle: bool = True,
         drop_remainder: bool = False,
         seed: int = 0,
+        shard: tuple[int, int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -78,6 +85,13 @@ class MixedBatches(keras.utils.PyDataset):
                 f"mixup must be >= 0 and cutmix in [0, 1], received mixup={mixup!r}, "
                 f"cutmix={cutmix!r}"
             )
+        if shard is not None and (not drop_remainder or batch_size % shard[1]):
+            raise ValueError(
+                f"a shard of every batch needs drop_remainder and a batch_size that is a "
+                f"multiple of the {shard[1]} processes, received batch_size={batch_size}, "
+                f"drop_remainder={drop_remainder}"
+            )
+        self.shard = shard
         self.images = images
         self.targets = np.asarray(targets, dtype="float32")
         self.batch_size = int(batch_size)
@@ -85,11 +99,12 @@ class MixedBatches(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder
         self.seed = int(seed)
         self.switch_prob = float(switch_prob)
-        self.mixup = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else None
-        # CutMix samples its alpha uniformly from `factor`: (a, a) fixes it at a.
-        self.cutmix = None
-        if cutmix:
-            self.cutmix = keras.layers.CutMix(factor=(cutmix, cutmix), seed=seed + 1)
+        with _local_layers(shard):
+            self.mixup = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else None
+            # CutMix samples its alpha uniformly from `factor`: (a, a) fixes it at a.
+            self.cutmix = None
+            if cutmix:
+                self.cutmix = keras.layers.CutMix(factor=(cutmix, cutmix), seed=seed + 1)
         image_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
         self.chunk_batches = max(1, CHUNK_BYTES // max(1, self.batch_size * image_bytes))
         self.epoch = 0
@@ -122,6 +137,7 @@ class MixedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         if not self.mixing:
             chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            chosen = self._share(chosen)
             return self.images[chosen], self.targets[chosen]
         chunk, offset = divmod(index, self.chunk_batches)
         with self._lock:
@@ -135,8 +151,17 @@ class MixedBatches(keras.utils.PyDataset):
             entry[2] -= 1
             if entry[2] <= 0:
                 del self._chunks[chunk]
-        start = offset * self.batch_size
-        return images[start : start + self.batch_size], targets[start : start + self.batch_size]
+        batch = slice(offset * self.batch_size, (offset + 1) * self.batch_size)
+        return self._share(images[batch]), self._share(targets[batch])
+
+    def _share(self, batch: np.ndarray) -> np.ndarray:
+        """This process's share of a whole batch (its rows, or its images): all of it
+        without `shard`."""
+        if self.shard is None:
+            return batch
+        index, count = self.shard
+        part = self.batch_size // count
+        return batch[index * part : (index + 1) * part]
 
     def _mixed_chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """The images and targets of the batches of `chunk`, each batch mixed by its layer
@@ -172,6 +197,23 @@ class MixedBatches(keras.utils.PyDataset):
             self.epoch += 1
             self.order = self._order()
             self._chunks.clear()
+
+
+@contextlib.contextmanager
+def _local_layers(shard):
+    """Keras' distribution unset while the mixing layers are made, when the batches are a
+    process's share: their seed state then lives on this process's device, and each process
+    mixes its batches alone (a state spread over every process's devices would make each
+    call a collective step that all processes must run together)."""
+    if shard is None or shard[1] == 1:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 __all__ = ["MixedBatches"]

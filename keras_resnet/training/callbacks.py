@@ -1,8 +1,10 @@
 """The run's own callbacks and what they read back from a run folder: the epoch clock, the
-async-safe marking, and the epochs and wall time of earlier sessions of a resumed run."""
+async-safe marking, the epoch-end saves (written by a background thread) and the epochs and wall
+time of earlier sessions of a resumed run."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -14,6 +16,7 @@ import secrets
 import shutil
 import time
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -26,6 +29,16 @@ METADATA_FILE = "training_metadata.json"  # the name Keras' BackupAndRestore giv
 PENDING_BEST = re.compile(r"^\.best-epoch(\d+)\.keras$")
 # Room asked for beyond the weights' bytes before a backup is written (HDF5's own records).
 BACKUP_MARGIN = 1 << 20
+# Test hook: seconds the writer sleeps after each file of an epoch's save (the best model, the
+# backup's weights, its metadata, history.csv), so that a test can kill the process while a
+# save is half done, as serving/export.py's KERAS_RESNET_EXPORT_PAUSE does for exports.
+SAVE_PAUSE_ENV = "KERAS_RESNET_SAVE_PAUSE"
+
+
+def _pause() -> None:
+    seconds = float(os.environ.get(SAVE_PAUSE_ENV) or 0)
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def async_safe(callback):
@@ -230,6 +243,7 @@ def save_backup(
     backup_dir.mkdir(parents=True, exist_ok=True)
     weights = f"epoch-{epoch}.weights.h5"
     _write_weights(model, backup_dir / weights)
+    _pause()
     metadata = backup_dir / METADATA_FILE
     previous = metadata.with_name(METADATA_FILE + ".bkp")
     # The metadata becomes the `.bkp` only when it is the epoch before. Not when it is damaged
@@ -240,6 +254,7 @@ def save_backup(
             shutil.copyfile(metadata, tmp)
     values = {"epoch": epoch, "batch": 0, "weights": weights, "best": best, "history": rows}
     write_text_atomic(metadata, json.dumps(values))
+    _pause()
     keep = {weights, best}
     try:
         old = json.loads(previous.read_text())
@@ -375,20 +390,96 @@ def remove_leftovers(*folders: Path) -> None:
                 path.unlink()
 
 
+def retired_path(backup_dir: Path) -> Path:
+    """The name a finished run's backup is renamed to before it is removed
+    (`.backup-finished` beside `backup`)."""
+    return backup_dir.with_name(f".{backup_dir.name}-finished")
+
+
+def remove_retired_backup(backup_dir: Path) -> None:
+    """Removes what a kill during `retire_backup`'s removal left (a part of the renamed
+    backup). Nothing reads it: without this it would stay in a finished run's folder for good."""
+    retired = retired_path(backup_dir)
+    if retired.is_dir() and not retired.is_symlink():
+        shutil.rmtree(retired)
+
+
 def retire_backup(backup_dir: Path) -> None:
     """Removes the backup once the run's last file is written: renamed first (one step), so
-    that a kill during the removal never leaves half a backup to resume from."""
-    retired = backup_dir.with_name(f".{backup_dir.name}-finished")
-    if retired.exists():
-        shutil.rmtree(retired)
+    that a kill during the removal never leaves half a backup to resume from; what such a kill
+    leaves is removed by `remove_retired_backup` (here, and when the finished run is run
+    again)."""
+    remove_retired_backup(backup_dir)
     if backup_dir.exists():
-        os.replace(backup_dir, retired)
-        shutil.rmtree(retired)
+        os.replace(backup_dir, retired_path(backup_dir))
+        remove_retired_backup(backup_dir)
+
+
+def host_copy(variables) -> list[np.ndarray]:
+    """The values of `variables`, copied to host memory now.
+
+    Each is an array of its own: JAX donates the variables' buffers to the next training step
+    and torch updates them in place, so a view would change (or die) under a writer that reads
+    it later.
+    """
+    for variable in variables:
+        # JAX: every transfer starts at once instead of one after another.
+        getattr(variable.value, "copy_to_host_async", lambda: None)()
+    values = [keras.ops.convert_to_numpy(v) for v in variables]
+    return [value if value.flags.owndata else value.copy() for value in values]
+
+
+def state_variables(model) -> list:
+    """What `model.save_weights` writes, in a fixed order: the model's weights, then its
+    optimizer's variables."""
+    optimizer = getattr(model, "optimizer", None)
+    return list(model.weights) + (list(optimizer.variables) if optimizer is not None else [])
+
+
+class SaveWriter:
+    """One writer thread and at most one save pending in it.
+
+    `submit` queues a save; `wait` blocks until the pending save is written and raises the
+    error it met (an `OSError` of a full disk, anything else) in the calling thread, so that no
+    error of a save is lost. The thread is not a daemon: a process that ends while a save is
+    pending finishes it first.
+    """
+
+    def __init__(self):
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def submit(self, save, *args) -> None:
+        """Runs `save(*args)` in the writer thread, after the pending save (if any) is written."""
+        self.wait()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="keras-resnet-save")
+        self._pending = self._executor.submit(save, *args)
+
+    def wait(self, raise_errors: bool = True) -> None:
+        """Waits for the pending save; raises its error unless `raise_errors` is False."""
+        pending = self._pending
+        if pending is None:
+            return
+        error = pending.exception()  # waits; an interrupt of this wait is raised as it comes
+        self._pending = None
+        if error is not None and raise_errors:
+            raise error
+
+    def close(self, raise_errors: bool = True) -> None:
+        """`wait`, then ends the writer thread."""
+        try:
+            self.wait(raise_errors)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
 
 class RunState(keras.callbacks.Callback):
-    """Writes an epoch's files in the order that makes a kill at any moment harmless (the
-    run's last epoch-end callback; EpochClock's figures are in the logs by then):
+    """Saves each epoch's files in the order that makes a kill at any moment harmless (the
+    run's last epoch-end callback; EpochClock's figures are in the logs by then), written in
+    a background thread while the next epoch trains:
 
     1. a better `monitor`: the model, with Keras' own layers, to `backup/best-epochN.keras`
        (without a backup: `checkpoints/.best-epochN.keras`);
@@ -403,6 +494,16 @@ class RunState(keras.callbacks.Callback):
     best.keras is the best epoch of history.csv, over every restart, and also after a damaged
     backup fell back to its `.bkp` (whose best model the backup keeps until a newer epoch is
     committed).
+
+    At an epoch's end the training thread only waits for the previous epoch's save, if it is
+    still being written (one save pending at most), and copies the weights and the optimizer's
+    variables to host memory; `save_wait_s` in the epoch's row (and logs) is the seconds this
+    took. A writer thread then writes the files above, in that order, from the copy, through a
+    mirror of the model on the CPU: saved by Keras (`save_weights`, `save`), so the files are
+    those a synchronous save writes. A kill while a save is written loses that epoch only (it
+    is not committed: the rerun trains it again). An error of the writer (a full disk) is
+    raised in the training thread at the next epoch's end, or by `join` at the end of `fit`,
+    before the run writes its final files.
 
     Args:
         history_file: history.csv.
@@ -420,34 +521,142 @@ class RunState(keras.callbacks.Callback):
         self.backup_dir = None if backup_dir is None else Path(backup_dir)
         self.rows = list(rows)
         self.best = best_so_far(self.rows, monitor)
+        self.writer = SaveWriter()
+        # The model's and its optimizer's configurations, read when training begins; the
+        # writer builds its mirrors from them (its own thread and Keras state, the CPU).
+        self._blueprint = None
+        self._mirror = None
+        self._plain = None
+        self._layout_checked = False
 
     def _pending(self, epoch: int) -> Path:
         if self.backup_dir is not None:
             return self.backup_dir / f"best-epoch{epoch}.keras"
         return self.best_file.with_name(f".best-epoch{epoch}.keras")
 
+    def on_train_begin(self, logs=None):
+        if self.backup_dir is None and self.best_file is None:
+            return
+        if self._blueprint is None:
+            self._blueprint = _blueprint(self.model)
+        # The mirrors are built while the first epoch trains: building them costs seconds
+        # (JAX compiles their initializers again for the CPU), which no epoch's end waits for.
+        self.writer.submit(self._prepare)
+
     def on_epoch_end(self, epoch, logs=None):
-        numbers = {k: _number(v) for k, v in (logs or {}).items()}
-        row = {"epoch": epoch, **{k: v for k, v in numbers.items() if v is not None}}
-        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-        value = row.get(self.monitor, math.nan)
+        logs = logs if logs is not None else {}
+        start = time.perf_counter()
+        self.writer.wait()  # the previous epoch's save; its error is raised here
+        value = _number(logs.get(self.monitor))
+        value = math.nan if value is None else value
         pending = None
         if self.best_file is not None and value > self.best:  # NaN never saves
             pending = self._pending(epoch + 1)
-            with atomic_path(pending) as tmp:
-                plain_keras_model(self.model).save(tmp)
             self.best = value
-        if self.backup_dir is not None:
-            best = None
-            if self.best_file is not None:
-                best = best_name(self.rows, self.monitor)
-                # A run resumed from an older backup kept its best model in checkpoints/.
-                best = best if best and (self.backup_dir / best).exists() else None
-            save_backup(self.model, self.backup_dir, epoch + 1, self.rows, best)
-        write_text_atomic(self.history_file, history_text(self.rows))
+        values = None
+        if self.backup_dir is not None or pending is not None:
+            if self._blueprint is None:
+                # Read here, where the variables hold their values (JAX empties them while
+                # an epoch trains): a learning rate that is a variable is in the optimizer's.
+                self._blueprint = _blueprint(self.model)
+            values = host_copy(state_variables(self.model))
+        logs["save_wait_s"] = time.perf_counter() - start
+        numbers = {k: _number(v) for k, v in logs.items()}
+        row = {"epoch": epoch, **{k: v for k, v in numbers.items() if v is not None}}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        self.writer.submit(self._write, epoch + 1, list(self.rows), values, pending)
+
+    def on_train_end(self, logs=None):
+        self.join()
+
+    def join(self, raise_errors: bool = True) -> None:
+        """Waits until the last epoch's files are written and ends the writer thread; raises
+        the writer's error unless `raise_errors` is False (the training thread is already
+        raising one of its own)."""
+        self.writer.close(raise_errors)
+
+    def _prepare(self) -> None:
+        """The writer thread: the mirrors, before the first save needs them."""
+        with _host_scope():
+            self._mirrors()
+
+    def _write(self, completed: int, rows: list[dict], values, pending: Path | None) -> None:
+        """The writer thread: an epoch's files, from its copy of the variables."""
+        from keras_resnet.data.gpu_crop import backbone_of  # data imports layers
+
+        with _host_scope():
+            mirror = None
+            if values is not None:
+                mirror = self._mirrors()
+                self._assign(state_variables(mirror), values)
+            if pending is not None:
+                self._plain.set_weights(backbone_of(mirror).get_weights())
+                with atomic_path(pending) as tmp:
+                    self._plain.save(tmp)
+                _pause()
+            if self.backup_dir is not None:
+                best = None
+                if self.best_file is not None:
+                    best = best_name(rows, self.monitor)
+                    # A run resumed from an older backup kept its best model in checkpoints/.
+                    best = best if best and (self.backup_dir / best).exists() else None
+                save_backup(mirror, self.backup_dir, completed, rows, best)
+        write_text_atomic(self.history_file, history_text(rows))
         if pending is None:
             return
+        _pause()
         if self.backup_dir is not None:
             install_best(pending, self.best_file)
         else:
             os.replace(pending, self.best_file)
+
+    def _mirrors(self):
+        """The model rebuilt from its configuration, with its optimizer (the backup's
+        weights), and `plain_keras_model` of it (best.keras' network, with a checkpoint):
+        built once, then only given values."""
+        if self._mirror is None:
+            self._mirror = _build_mirror(*self._blueprint)
+        if self._plain is None and self.best_file is not None:
+            self._plain = plain_keras_model(self._mirror)
+        return self._mirror
+
+    def _assign(self, variables: list, values: list[np.ndarray]) -> None:
+        if not self._layout_checked:
+            layout = [(tuple(v.shape), np.dtype(v.dtype)) for v in variables]
+            if layout != [(a.shape, a.dtype) for a in values]:
+                raise RuntimeError(
+                    f"the model rebuilt from its configuration for the background save has "
+                    f"{len(variables)} variables that do not match the model's {len(values)}"
+                )
+            self._layout_checked = True
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+
+def _host_scope():
+    """Keras' CPU device scope where the backend has an accelerator, so that the writer's
+    mirrors stay in host memory (the scope is per thread). None is needed on a CPU-only
+    machine, where it would only make JAX compile the initializers again for it."""
+    from keras_resnet.training.devices import accelerators
+
+    return keras.device("cpu:0") if accelerators() else contextlib.nullcontext()
+
+
+def _blueprint(model) -> tuple:
+    """What `_build_mirror` needs, read in the training thread: the model's class and
+    configuration, and its optimizer's serialized configuration (None without one)."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = None if optimizer is None else keras.optimizers.serialize(optimizer)
+    return type(model), model.get_config(), optimizer
+
+
+def _build_mirror(cls, config: dict, optimizer: dict | None):
+    """A model of `config`, with a built optimizer of `optimizer`, whose `state_variables` line
+    up with the original's. Built in the writer thread, whose Keras settings are its own (they
+    are per thread): no distribution, and the CPU (`_host_scope`)."""
+    mirror = cls.from_config(config)
+    if optimizer is not None:
+        optimizer = keras.optimizers.deserialize(optimizer)
+        mirror.compile(optimizer=optimizer)
+        optimizer.build(mirror.trainable_variables)
+    return mirror

@@ -276,6 +276,15 @@ class TrainConfig:
         "execution and output",
         choices=DISTRIBUTE_MODES,
     )
+    compilation_cache: str = _opt(
+        "auto",
+        "a persistent cache of compiled programs, so that a new process skips most of the first "
+        "epoch's compilation (JAX; TensorFlow's XLA): 'auto' ($KERAS_RESNET_CACHE_DIR/"
+        "compilation, else ~/.cache/keras_resnet/compilation), a folder, or 'off'",
+        "execution and output",
+        resume="safe",
+        search="unchecked",
+    )
     seed: int = _opt(
         0,
         "seed of the weights, the split, the shuffling (default 0)",

@@ -27,11 +27,13 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet.data import cache as data_cache
-from keras_resnet.data import tfds_stream
+from keras_resnet.data import pipelines, tfds_stream
+from keras_resnet.data.decode import BadImage
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.pipelines import FolderPyDataset, decoder_for
 from keras_resnet.data.streamed import StreamedSource, channel_stats_of
 from keras_resnet.data.tfds_source import DataNotFoundError, default_data_dir, tfds_available
+from keras_resnet.training import distributed
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.recipe import one_hot
 from keras_resnet.utils import OptionError, one_line, write_text_atomic
@@ -269,13 +271,76 @@ class OneHotBatches(FolderPyDataset):
         return images, one_hot(labels, self.num_classes)
 
 
+class ShareOfCacheBatches(OneHotCacheBatches):
+    """`OneHotCacheBatches` (training) of one process's share of every global batch
+    (`distributed.share_bounds`): the batch's rows, sorted as one process reads them, cut
+    into `shard[1]` parts; the global batches are a one-process run's."""
+
+    def __init__(self, folder, split, batch_size, *, shard, num_classes, seed=0):
+        super().__init__(folder, split, batch_size, num_classes=num_classes, train=True, seed=seed)
+        self.shard = shard
+
+    def rows(self, index: int) -> np.ndarray:
+        start, stop = distributed.share_bounds(0, self.batch_size, self.shard)
+        return super().rows(index)[start:stop]
+
+
+class ShareOfBatches(OneHotBatches):
+    """`OneHotBatches` (training) of one process's share of every global batch: positions
+    `distributed.share_bounds` of the epoch's order, each image with the crop seed it takes in
+    a one-process run, so that the processes' shares make up that run's batches (an
+    unreadable file is replaced by the next file of the order, as there)."""
+
+    def __init__(self, source, split, batch_size, *, shard, seed=0, whole_images=False):
+        super().__init__(
+            source, split, batch_size, train=True, seed=seed, whole_images=whole_images
+        )
+        self.shard = shard
+
+    def __getitem__(self, index: int):
+        order = self.order()
+        start, stop = distributed.share_bounds(index, self.batch_size, self.shard)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        for _ in range(start - index * self.batch_size):  # the seeds of the shares before
+            rng.integers(2**63)
+        images, labels = [], []
+        position, misses = start, 0
+        while len(images) < stop - start:
+            i = order[position % len(order)]
+            image = self.decode(self.paths[i], int(rng.integers(2**63)))
+            position += 1
+            if image is None:
+                misses += 1
+                if misses > pipelines._MAX_REPLACEMENTS:
+                    raise BadImage(
+                        f"over {pipelines._MAX_REPLACEMENTS} unreadable files in one batch"
+                    )
+                continue
+            images.append(image)
+            labels.append(self.labels[i])
+        return np.stack(images), one_hot(np.asarray(labels, np.int64), self.num_classes)
+
+
 def folder_stream(
     data: FolderData, split: str, batch_size: int, *, train: bool, seed: int, augment: bool = True
 ):
     """Batches of (uint8 images, one-hot targets) of one split: tf.data on TensorFlow for the
     ImageNet recipe, else (and for small images, or training without augmentation: whole
-    images in a new order every epoch) a `OneHotBatches` PyDataset."""
+    images in a new order every epoch) a `OneHotBatches` PyDataset.
+
+    Over several processes (`distributed.shard`), a training stream serves this process's
+    share of every global batch (`batch_size`); evaluation streams are read whole."""
     source = data.folder
+    shard = distributed.shard() if train else None
+    if shard is not None and data.cache is not None:
+        return ShareOfCacheBatches(
+            data.cache, split, batch_size, shard=shard, num_classes=source.num_classes, seed=seed
+        )
+    if shard is not None:
+        whole_images = data.small_images or not augment
+        return ShareOfBatches(
+            source, split, batch_size, shard=shard, seed=seed, whole_images=whole_images
+        )
     if data.cache is not None:
         return OneHotCacheBatches(
             data.cache, split, batch_size, num_classes=source.num_classes, train=train, seed=seed
@@ -400,6 +465,7 @@ def fit_data(plan) -> FitData:
         cutmix=config.cutmix,
         drop_remainder=True,
         seed=config.seed,
+        shard=distributed.shard(),  # several processes: this one's share of every batch
     )
     if validation is not None:  # batches of the run's size, not fit's default 32
         validation = (

@@ -27,9 +27,9 @@ from keras_resnet import preprocessing as prep
 from keras_resnet.config import IMAGENET_MEAN, IMAGENET_STD, ResNetConfig
 from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.preprocessing import Preprocessing
-from keras_resnet.training import inputs
+from keras_resnet.training import distributed, inputs
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
-from keras_resnet.training.devices import distribution_scope, process_count
+from keras_resnet.training.devices import process_count
 from keras_resnet.training.outputs import (
     BACKUP_DIR,
     CONFIG_FILE,
@@ -154,6 +154,8 @@ def plan_run(
         DataNotFoundError: no local copy of the dataset.
     """
     options = config.resolve()
+    # Several processes (Keras' KERAS_DISTRIBUTION_* variables): join them before JAX starts.
+    distributed.initialize()
     if not folder:
         weights, weights_record = resolve_weights(options)
         data = open_data(options, dataset)
@@ -164,9 +166,11 @@ def plan_run(
         finished = _finished_run(options)
         if finished is not None:
             return finished
-    out = check_output_dir(options.output_dir)
+    # Process 0 alone writes the run folder (over several processes).
+    writer = distributed.is_writer()
+    out = check_output_dir(options.output_dir) if writer else Path(options.output_dir)
     weights, weights_record = resolve_weights(options)
-    data = open_data(options, dataset, log_dir=out)
+    data = open_data(options, dataset, log_dir=out if writer else None)
     return make_plan(options, data, out, weights=weights, weights_record=weights_record)
 
 
@@ -196,17 +200,17 @@ def make_plan(
             f"batch_size must be at most the {counts['train']} training images, "
             f"received batch_size={options.batch_size}",
         )
-    _, num_devices = distribution_scope(options.distribute)
-    if isinstance(data, StreamedSource) and process_count() > 1:
-        # Each process would read every batch of the stream: the global batch would repeat
-        # its images process after process. Refused rather than trained wrongly.
-        raise OptionError(
-            "dataset",
-            f"a streamed dataset is not trained over several processes yet (the streams are "
-            f"not sharded per process; KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}): "
-            f"train it on one host, which uses all of its GPUs; received "
-            f"dataset={options.dataset!r}",
-        )
+    _, num_devices = distributed.distribution_scope(options.distribute)
+    if isinstance(data, StreamedSource) and not isinstance(data, inputs.FolderData):
+        if process_count() > 1:
+            # Folders and arrays give each process its share of every batch; a TFDS stream
+            # would feed every process the whole stream. Refused rather than trained wrongly.
+            raise OptionError(
+                "dataset",
+                f"{data.kind} are not trained over several processes "
+                f"(KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}): train on one host, "
+                f"which uses all of its GPUs; received dataset={options.dataset!r}",
+            )
     if options.batch_size % num_devices:
         raise OptionError(
             "batch_size",
@@ -247,7 +251,7 @@ def resolve_weights(options: TrainConfig) -> tuple[Path | None, Preprocessing | 
     from keras_resnet import pretrained
 
     try:
-        path, entry = pretrained.resolve_weights(options.weights, options.model.name)
+        path, entry = pretrained.resolve_weights(options.weights, options.model)
     except ValueError as error:
         raise OptionError("weights", str(error)) from None
     if entry is None:

@@ -16,6 +16,7 @@ from keras_resnet import data as data_lib
 from keras_resnet import preprocessing as prep
 from keras_resnet.data import gpu_crop
 from keras_resnet.layers import plain_keras_model
+from keras_resnet.training import distributed
 from keras_resnet.training.callbacks import (
     METADATA_FILE,
     EpochClock,
@@ -30,8 +31,9 @@ from keras_resnet.training.callbacks import (
     retire_backup,
     settle_best,
 )
+from keras_resnet.training.compilation import enable_compilation_cache
 from keras_resnet.training.config import TrainConfig, TrainingDiverged
-from keras_resnet.training.devices import device_description, distribution_scope, process_count
+from keras_resnet.training.devices import device_description, process_count
 from keras_resnet.training.evaluation import flip_tta_accuracy
 from keras_resnet.training.inputs import FitData, data_report, fit_data, write_class_names
 from keras_resnet.training.outputs import (
@@ -102,6 +104,7 @@ def train(
 def train_plan(plan: RunPlan, *, callbacks: list | None = None) -> dict[str, Any]:
     """Trains a planned run (`plan_run`) and writes its folder; see `train`."""
     config, out = plan.config, plan.output_dir
+    enable_compilation_cache(config.compilation_cache)  # before anything is compiled
     with keras_globals():
         keras.utils.set_random_seed(config.seed)
         keras.config.set_dtype_policy(config.precision)
@@ -116,16 +119,20 @@ def _run(plan: RunPlan, out: Path, callbacks) -> dict[str, Any]:
     model = _build(plan, data)
     # Read-only: a refused or unreadable resume leaves the folder as it was.
     initial_epoch, rows, backup_best = _restore(model, plan)
+    # Several processes: each has read the folder before process 0, its only writer, changes it.
+    distributed.barrier("run folder read")
+    writer = distributed.is_writer()
     try:
         # The folder changes only now that the data, the model and its state are there.
-        if config.restart:
+        if config.restart and writer:
             retire_backup(out / BACKUP_DIR)  # else its .bkp would outlive the new run's start
-        if initial_epoch == 0:
+        if initial_epoch == 0 and writer:
             # A new run: an older run's metrics.json would mark the folder finished.
             (out / METRICS_FILE).unlink(missing_ok=True)
-        # restart=False: `--config RUN/config.json` or the same options continue this run.
-        write_json(out / CONFIG_FILE, plan.record())
-        write_class_names(out, plan.data)
+        if writer:
+            # restart=False: `--config RUN/config.json` or the same options continue this run.
+            write_json(out / CONFIG_FILE, plan.record())
+            write_class_names(out, plan.data)
         return _train_and_write(model, plan, data, (initial_epoch, rows, backup_best), callbacks)
     except OSError as error:  # a full disk, a folder gone read-only: no traceback
         if not _write_error(error, out):
@@ -159,6 +166,12 @@ def _restore(model, plan: RunPlan) -> tuple[int, list[dict], Path | None]:
     started = any((backup_dir / name).exists() for name in (METADATA_FILE, METADATA_FILE + ".bkp"))
     if started and (out / CONFIG_FILE).exists():
         check_same_run(out / CONFIG_FILE, config.to_dict())
+    # Several processes load the same backup (each reads it: the folder is shared).
+    distributed.agree(
+        backup_epoch(backup_dir),
+        f"epochs completed in {backup_dir} (every process must see the run folder: put it on "
+        f"a file system that all hosts share)",
+    )
     epoch, rows, best = restore_backup(model, backup_dir)
     if rows is None:  # a backup written by Keras' BackupAndRestore: rows from history.csv
         rows = history_rows(out / HISTORY_FILE, epoch)
@@ -174,17 +187,19 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
     config, out = plan.config, plan.output_dir
     initial_epoch, rows, backup_best = state
     history_csv = out / HISTORY_FILE
+    writer = distributed.is_writer()  # several processes: process 0 alone writes files
     # history.csv agrees with the backup: rows of epochs it does not hold are trained again.
-    if initial_epoch:
+    if initial_epoch and writer:
         write_text_atomic(history_csv, history_text(rows))
-    elif history_csv.exists():
+    elif history_csv.exists() and writer:
         history_csv.unlink()  # a fresh run: old rows would mix with the new ones
-    if config.checkpoint:
+    if config.checkpoint and writer:
         # The one place best.keras is settled, on every path: a new run drops an older run's
         # pending best; a resume (also one fallen back to the .bkp) installs the best model
         # the restored backup names, after history.csv holds that backup's rows.
         settle_best(out / BEST_FILE, initial_epoch, backup_best)
-    remove_leftovers(out, out / BEST_FILE.split(os.sep)[0], out / BACKUP_DIR)
+    if writer:
+        remove_leftovers(out, out / BEST_FILE.split(os.sep)[0], out / BACKUP_DIR)
     clock = EpochClock(
         train_images=data.train_images,
         elapsed_before=previous_elapsed(history_csv, initial_epoch),
@@ -196,10 +211,19 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
         _fit(model, plan, data, run_callbacks + list(callbacks or []), initial_epoch)
     else:  # killed after the last epoch: only the final files are missing
         clock.first_epoch = initial_epoch
+    # Every process evaluates (a collective step); only process 0 writes.
     test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
-    if config.flip and data.test_arrays:  # flip TTA: reported beside the plain figure
-        test["flip_tta_accuracy"] = flip_tta_accuracy(model, *data.test, config.batch_size)
-    _save_model(model, plan)
+    inference = _save_model(model, plan)
+    if config.flip and data.test_arrays and writer:  # flip TTA: beside the plain figure
+        # Over several processes, `predict` of the distributed model cannot gather its output
+        # on one host: process 0 predicts with its own copy (`inference`), outside it.
+        predictor = model if distributed.shard() is None else inference
+        with distributed.local_scope():
+            test["flip_tta_accuracy"] = flip_tta_accuracy(predictor, *data.test, config.batch_size)
+    if not writer:
+        metrics = _metrics(plan, data, model, test, _session_history(model), clock)
+        distributed.barrier("run folder written")
+        return metrics
     history = read_history(history_csv)
     name = "test accuracy" if plan.evaluated_on == "test" else "validation accuracy (no test split)"
     title = f"{config.model.name} on {plan.data.name}: {name} {100 * test['accuracy']:.2f}%"
@@ -208,13 +232,23 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
     write_json(out / METRICS_FILE, metrics)
     if config.backup:
         retire_backup(out / BACKUP_DIR)
+    distributed.barrier("run folder written")
     return metrics
+
+
+def _session_history(model) -> dict[str, list[float]]:
+    """The epochs this session trained, as `read_history` gives history.csv's columns: the
+    figures of a process that writes no history.csv (several processes, not process 0)."""
+    history = getattr(model, "history", None)
+    if history is None or not getattr(history, "epoch", None):
+        return {}
+    return {"epoch": list(history.epoch), **{k: list(v) for k, v in history.history.items()}}
 
 
 def _build(plan: RunPlan, data: FitData):
     """The compiled training model, in the distribution's scope."""
     config = plan.config
-    scope, _ = distribution_scope(config.distribute)
+    scope, _ = distributed.distribution_scope(config.distribute)
     with scope:
         model = build_model(plan)
         # A resumed run takes its weights from the backup: no head-only warm-up again.
@@ -245,6 +279,8 @@ def _make_callbacks(plan: RunPlan, data: FitData, clock: EpochClock, rows: list[
         async_safe(keras.callbacks.TerminateOnNaN(raise_error=True)),
         async_safe(clock),
     ]
+    if not distributed.is_writer():  # several processes: process 0 alone writes files
+        return callbacks
     # Keras' TensorBoard callback writes with tf.summary: it needs tensorflow and tensorboard.
     if config.tensorboard and installed("tensorflow") and installed("tensorboard"):
         callbacks.append(
@@ -269,14 +305,23 @@ def _make_callbacks(plan: RunPlan, data: FitData, clock: EpochClock, rows: list[
 def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: int) -> None:
     """`model.fit`; a NaN/Inf loss becomes TrainingDiverged, saying what was kept."""
     config = plan.config
+    _build_loss_and_metrics(model, data)
+    states = [c for c in callbacks if isinstance(c, RunState)]
     try:
-        model.fit(
-            **data.fit_arguments(),
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=config.verbose,
-        )
+        try:
+            model.fit(
+                **data.fit_arguments(),
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=config.verbose,
+            )
+        except BaseException:
+            # The epoch being saved in the background is finished before the error goes up
+            # (the writer's own error, if any, is dropped: the one raised here says more).
+            for state in states:
+                state.join(raise_errors=False)
+            raise
     except RuntimeError as error:
         if "NaN or Inf loss" not in str(error):
             raise
@@ -289,28 +334,60 @@ def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: in
         if config.backup and backup.exists() and backup_epoch(backup) > 0:
             kept += (
                 f"; the backup of the last completed epoch ({backup_epoch(backup)}) is in "
-                f"{backup}: run the same command with a lower --learning-rate to resume from it"
+                f"{backup}"
             )
         else:
             kept += "; no epoch completed, so there is no backup to resume from"
         raise TrainingDiverged(
             f"the loss became NaN/Inf in epoch {epoch}, so training stopped ({error}). "
-            f"{kept}. Lower --learning-rate or use --precision float32."
+            f"{kept}. Train it again with --restart and a lower --learning-rate, or with "
+            f"--precision float32."
         ) from None
 
 
-def _save_model(model, plan: RunPlan) -> None:
+def _build_loss_and_metrics(model, data: FitData) -> None:
+    """Builds the compiled loss and metrics from the training stream's first batch, read
+    directly (`x_train[0]`), when the stream has worker threads (folders, caches), so that
+    `fit` does not draw that batch through the stream.
+
+    `fit` otherwise takes one batch through a fresh iterator to build them, then resets the
+    stream: the batches that the workers prefetched meanwhile, a number that depends on timing,
+    are served first in the first epoch, and every later epoch then starts with the previous
+    one's leftovers. Epochs mixed two orders, a run differed from its rerun (2 of 5 identical
+    runs on a folder), and over several processes each process's share could come from
+    another global batch."""
+    stream = data.x_train
+    build = getattr(model, "_symbolic_build", None)  # Keras' own step, given the batch
+    threaded = isinstance(stream, keras.utils.PyDataset) and (
+        stream.workers > 1 or stream.use_multiprocessing
+    )
+    if build is not None and threaded and len(stream):
+        build(data_batch=stream[0])
+
+
+def _save_model(model, plan: RunPlan):
     """model.keras: the trained network without the augmentation layers (inactive at inference
     anyway) and with Keras' own layers only, so that it loads where keras_resnet is not
     installed; the preprocessing record is stored in the file too (`add_record`). Written
-    whole or not at all."""
-    inference = build_model(plan, augment=False)
-    network = gpu_crop.backbone_of(model)
-    for layer in inference.layers:
-        layer.set_weights(network.get_layer(layer.name).get_weights())
-    with atomic_path(plan.output_dir / MODEL_FILE) as tmp:
-        plain_keras_model(inference).save(tmp)
-        prep.add_record(tmp, plan.preprocessing)
+    whole or not at all.
+
+    Over several processes, process 0 alone builds and saves it, outside the distribution
+    (`distributed.local_scope`): the others return None.
+
+    Returns:
+        The inference model that was saved (None on the other processes).
+    """
+    if not distributed.is_writer():
+        return None
+    with distributed.local_scope():
+        inference = build_model(plan, augment=False)
+        network = gpu_crop.backbone_of(model)
+        for layer in inference.layers:
+            layer.set_weights(network.get_layer(layer.name).get_weights())
+        with atomic_path(plan.output_dir / MODEL_FILE) as tmp:
+            plain_keras_model(inference).save(tmp)
+            prep.add_record(tmp, plan.preprocessing)
+    return inference
 
 
 def _metrics(plan: RunPlan, data: FitData, model, test, history, clock) -> dict:
