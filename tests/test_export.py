@@ -107,8 +107,10 @@ def model(run_dir) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def images() -> dict[int, np.ndarray]:
+    # Whole pixel values, as decoded images have: the serving signature takes pixels the way
+    # Pillow does (rounded to integers) and the parity checks compare against the Keras model.
     rng = np.random.default_rng(7)
-    return {b: rng.uniform(0, 255, (b, 32, 32, 1)).astype("float32") for b in (1, 7)}
+    return {b: rng.integers(0, 256, (b, 32, 32, 1)).astype("float32") for b in (1, 7)}
 
 
 @pytest.fixture(scope="module")
@@ -985,8 +987,11 @@ def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path):
     assert inference.read_image(tmp_path / "big.jpg", small).shape == (64, 64, 3)
     wide = Preprocessing((200, 100), 3, "squash", 1.0)
     assert inference.read_image(tmp_path / "big.jpg", wide).shape == (256, 256, 3)
-    # The ImageNet recipe's crop at 224 needs a shorter side of 256 before it crops.
-    assert inference.read_image(tmp_path / "big.jpg", Preprocessing.for_images(224, 3)).shape == (
+    # The ImageNet recipe's crop at 224 resizes the shorter side to 256 first: half scale covers it.
+    imagenet = Preprocessing.for_images(224, 3)
+    assert inference.read_image(tmp_path / "big.jpg", imagenet).shape == (256, 256, 3)
+    # A crop at 300 resizes the shorter side to 343 first: only the full size covers it.
+    assert inference.read_image(tmp_path / "big.jpg", Preprocessing.for_images(300, 3)).shape == (
         512,
         512,
         3,

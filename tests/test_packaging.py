@@ -91,6 +91,7 @@ def test_wheel_metadata(wheel):
             "keras-tuner",
             "numpy",
             "pillow",
+            "safetensors",
             "tensorflow",
             "tensorflow-datasets",
         ]

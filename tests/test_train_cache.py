@@ -108,17 +108,6 @@ def test_cache_option_is_checked(options, message):
 
 
 @needs_fashion_mnist
-def test_folder_over_several_processes_is_refused(folder, tmp_path, monkeypatch):
-    """A multi-host run would feed every process the whole stream (not sharded per process)."""
-    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
-    config = short_run(tmp_path, "run", dataset=str(folder), image_size=32, distribute="off")
-    with pytest.raises(OptionError, match="not trained over several processes yet") as error:
-        training.train(config)
-    assert error.value.field == "dataset"
-    assert not (tmp_path / "run" / "config.json").exists()
-
-
-@needs_fashion_mnist
 def test_mixing_is_refused_for_a_folder(folder, tmp_path):
     config = short_run(tmp_path, "run", dataset=str(folder), image_size=32, mixup=0.2)
     with pytest.raises(OptionError, match="mixup is for datasets in memory") as error:

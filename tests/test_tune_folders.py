@@ -77,9 +77,9 @@ def options_for(folder: Path, tmp_path: Path, **overrides) -> tuning.SearchOptio
 
 def test_search_parts_are_file_lists_of_the_train_split(split_folder, tmp_path):
     space = tuning.SearchSpace(**SPACE)
-    _, data, _, parts = tuning.prepare_search(space, options_for(split_folder, tmp_path))
+    _, plan, _, parts = tuning.prepare_search(space, options_for(split_folder, tmp_path))
     assert isinstance(parts, FolderParts) and set(parts.folder.files) == {"train", "val"}
-    train_paths, train_labels = data.folder.files["train"]
+    train_paths, train_labels = plan.data.folder.files["train"]
     assert len(train_paths) == 120  # train/ itself: the folder's val/ is its own split
     kept, held = data_lib.split(120, 0.25, seed=0)  # the package's seeded split, as for arrays
     np.testing.assert_array_equal(parts.folder.files["val"][0], train_paths[held])

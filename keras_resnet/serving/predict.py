@@ -314,8 +314,9 @@ def read_image(
         raise ValueError(f"image not found, received image={os.fspath(path)!r}")
     if path.suffix.lower() == ".npy":
         return _read_npy(path)
-    if record is None:  # the file's own channels: one for grayscale and wide images
-        record = Preprocessing((1, 1), 1 if _grayscale(path) else 3, "squash", 1.0)
+    if record is None:  # full size, the file's own channels: one for grayscale and wide images
+        channels, size = _probe(path)
+        record = Preprocessing(size, channels, "squash", 1.0)
     try:
         with _pixel_limit(allow_large):
             image = prep.decode_image(path, record)
@@ -337,16 +338,17 @@ def read_image(
     return array[..., None] if array.ndim == 2 else array
 
 
-def _grayscale(path: Path) -> bool:
-    """Whether a file holds one channel (grayscale, 16-bit, 32-bit or float); False when it
-    cannot be read (decoding says why)."""
+def _probe(path: Path) -> tuple[int, tuple[int, int]]:
+    """The file's channels (1 for grayscale, 16-bit, 32-bit or float, else 3) and its (height,
+    width); (3, (1, 1)) when it cannot be read (decoding says why)."""
     from PIL import Image
 
     try:
         with Image.open(path) as probe:
-            return probe.mode in ("1", "L", "LA", "I", "F") or probe.mode.startswith("I;16")
+            gray = probe.mode in ("1", "L", "LA", "I", "F") or probe.mode.startswith("I;16")
+            return (1 if gray else 3), (max(probe.size[1], 1), max(probe.size[0], 1))
     except Exception:  # noqa: BLE001 - decode_image reports the file's problem in one line
-        return False
+        return 3, (1, 1)
 
 
 @contextlib.contextmanager

@@ -193,14 +193,6 @@ def make_plan(
         data = dataclasses.replace(data, preprocessing=record)
     if isinstance(data, StreamedSource):
         data.check_options(options)
-    counts = inputs.split_counts(options, data)
-    if options.batch_size > counts["train"]:
-        raise OptionError(
-            "batch_size",
-            f"batch_size must be at most the {counts['train']} training images, "
-            f"received batch_size={options.batch_size}",
-        )
-    _, num_devices = distributed.distribution_scope(options.distribute)
     if isinstance(data, StreamedSource) and not isinstance(data, inputs.FolderData):
         if process_count() > 1:
             # Folders and arrays give each process its share of every batch; a TFDS stream
@@ -211,6 +203,14 @@ def make_plan(
                 f"(KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}): train on one host, "
                 f"which uses all of its GPUs; received dataset={options.dataset!r}",
             )
+    counts = inputs.split_counts(options, data)
+    if options.batch_size > counts["train"]:
+        raise OptionError(
+            "batch_size",
+            f"batch_size must be at most the {counts['train']} training images, "
+            f"received batch_size={options.batch_size}",
+        )
+    _, num_devices = distributed.distribution_scope(options.distribute)
     if options.batch_size % num_devices:
         raise OptionError(
             "batch_size",

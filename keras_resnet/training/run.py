@@ -27,6 +27,7 @@ from keras_resnet.training.callbacks import (
     history_text,
     previous_elapsed,
     remove_leftovers,
+    remove_retired_backup,
     restore_backup,
     retire_backup,
     settle_best,
@@ -96,6 +97,8 @@ def train(
     with keras_globals():
         plan = plan_run(config, dataset)
         if isinstance(plan, FinishedRun):
+            if distributed.is_writer():  # what a kill during the backup's removal left
+                remove_retired_backup(Path(plan.config.output_dir) / BACKUP_DIR)
             print(plan.message())
             return plan.metrics
         return train_plan(plan, callbacks=callbacks)
@@ -333,8 +336,7 @@ def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: in
         backup = out / BACKUP_DIR
         if config.backup and backup.exists() and backup_epoch(backup) > 0:
             kept += (
-                f"; the backup of the last completed epoch ({backup_epoch(backup)}) is in "
-                f"{backup}"
+                f"; the backup of the last completed epoch ({backup_epoch(backup)}) is in {backup}"
             )
         else:
             kept += "; no epoch completed, so there is no backup to resume from"

@@ -111,9 +111,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         super().__init__(name="keras_resnet", tunable=True)
         self.space = space
         if isinstance(base, TrainConfig):  # options alone: planned over the search's part
-            base = training.plan_run(
-                dataclasses.replace(base, val_size=0), dataset, folder=False
-            )
+            base = training.plan_run(dataclasses.replace(base, val_size=0), dataset, folder=False)
         self.base = base.for_trial(base.config, dataset)  # holds the search's part only
         self.dataset = dataset
         self.max_epochs = int(max_epochs)
