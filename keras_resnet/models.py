@@ -78,10 +78,18 @@ logger = logging.getLogger("keras_resnet")
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
-# torchvision initializes convolutions with kaiming_normal_(mode="fan_out", nonlinearity="relu").
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
+
+def conv_init() -> keras.initializers.Initializer:
+    """torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"), one per layer.
+
+    A Keras initializer draws its seed when it is created and gives the same values at every
+    call with that seed: one shared instance would give every kernel of a shape the same
+    values, and a seed drawn at import time would ignore `keras.utils.set_random_seed`. A new
+    instance per layer draws its seed from the seeded global state at build time.
+    """
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal"
+    )
 
 
 def _layer_factories(data_format: str):
@@ -91,7 +99,7 @@ def _layer_factories(data_format: str):
         use_bias=False,
         padding="valid",
         data_format=data_format,
-        kernel_initializer=CONV_INIT,
+        kernel_initializer=conv_init(),
     )
     bn = functools.partial(
         BatchNormalization,  # Keras' layer, with a faster mixed-precision path (layers.py)

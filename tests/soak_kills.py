@@ -244,7 +244,7 @@ def run_finished(out: Path, epochs: int) -> bool:
 
 def redone(committed: int, recorded: list[int], begun: list[int]) -> list[int]:
     """Epochs a session trained although they were committed (backup metadata) or recorded
-    (history.csv) when it started: issue 14's "an epoch that history.csv records is never
+    (history.csv) when it started: the promise "an epoch that history.csv records is never
     trained again". An epoch begun and killed before its commit is trained again legitimately."""
     return [e for e in begun if e < committed or e in recorded]
 

@@ -238,7 +238,7 @@ def test_augmentation_is_identity_at_inference_and_serializable():
     assert clone.layers[0].padding == 4
 
 
-# --- inputs checked at the door (issue 14, item 6) ---
+# --- inputs checked at the door ---
 
 
 @pytest.mark.one_backend("tensorflow")

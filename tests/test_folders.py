@@ -442,7 +442,7 @@ STREAM_SCRIPT = PEAK_MB + textwrap.dedent("""
 @pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.one_backend("tensorflow")
 def test_peak_memory_does_not_grow_with_the_folder(tmp_path, pipeline):
-    """One epoch over N and 10 N images: peak RSS differs by < 150 MB (issue 11, point 2)."""
+    """One epoch over N and 10 N images: peak RSS differs by < 150 MB."""
     for name, per_class in (("small", 40), ("large", 400)):
         write_split(tmp_path / name, per_class, "png")
     backend = "tensorflow" if pipeline == "tf.data" else "jax"

@@ -1,4 +1,4 @@
-"""A real full disk (issue 14): the run folder on a small tmpfs. The backup's weights are
+"""A real full disk: the run folder on a small tmpfs. The backup's weights are
 written by h5py, which, meeting ENOSPC half way through a file, keeps the file open inside
 HDF5 and crashes the interpreter at exit (SIGSEGV, exit -11); the run must instead stop with
 one error line, keep the last completed epoch and resume once there is room.

@@ -190,6 +190,28 @@ def test_headless_feature_map_and_pooling():
     assert top.get_layer("dropout").rate == 0.2 and top.output.shape == (None, 7)
 
 
+def test_initial_weights_follow_the_seed_and_differ_between_layers():
+    """Every convolution draws its own kernel from the seeded global state: the same seed gives
+    the same network, another seed another, and no two kernels of a shape are equal (a shared
+    initializer gave every kernel of a shape the same values, whatever the seed)."""
+
+    def kernels(seed):
+        keras.utils.set_random_seed(seed)
+        model = keras_resnet.ResNet18(num_classes=10, input_shape=(32, 32, 3), stem="cifar")
+        return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights if "kernel" in w.path}
+
+    first, again, other = kernels(1), kernels(1), kernels(2)
+    assert len(first) == 21  # 20 convolutions and the classifier
+    for path, value in first.items():
+        np.testing.assert_array_equal(value, again[path])
+        assert not np.array_equal(value, other[path]), path
+    layer1 = [v for p, v in first.items() if p.startswith("conv2_") and v.shape == (3, 3, 64, 64)]
+    assert len(layer1) == 4
+    for i in range(4):
+        for j in range(i):
+            assert not np.array_equal(layer1[i], layer1[j])
+
+
 def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
     model = keras_resnet.ResNet50(zero_init_residual=True, input_shape=(32, 32, 3))
     for layer in model.layers:

@@ -1,4 +1,4 @@
-"""Crash-safe runs (issue 14): a kill at any moment of a run, a corrupt backup, a changed option
+"""Crash-safe runs: a kill at any moment of a run, a corrupt backup, a changed option
 on resume and a full disk never lose an epoch, train one twice, or leave a wrong or half-written
 file. Kills are simulated in the process: `Killed` (a BaseException, which no `except Exception`
 catches) raised from an audit hook at a chosen file event, or from a callback. The real-SIGKILL
@@ -443,7 +443,7 @@ def soak_harness():
 
 @pytest.mark.one_backend("torch")
 def test_soak_counts_only_recorded_epochs_trained_again():
-    """The soak's "epochs redone" (issue 14's definition): an epoch begun and killed before its
+    """The soak's "epochs redone" (the promise's definition): an epoch begun and killed before its
     commit is trained again legitimately; one committed or in history.csv is a redo."""
     redone = soak_harness().redone
     # Killed in epoch 1 before its commit: the next session begins epoch 1 again, rightly.
@@ -522,7 +522,7 @@ def test_soak_corrupt_mode_knows_which_backup_the_resume_can_read(tmp_path):
 def test_soak_short_form(tmp_path):
     """Two real SIGKILLs through the harness (146 s on the shared 2-core CPU under load, 102 s
     of CPU: each session pays Keras' start-up); the long form's and the other modes' figures
-    are in docs/RELIABILITY.md. Not marked slow: issue 14 asks for it in CI."""
+    are in docs/RELIABILITY.md. Not marked slow: CI runs it."""
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "soak_kills.py"), "--kills", "2"]

@@ -1,4 +1,4 @@
-"""The search on a folder streams (issue 11, points 1-2): its train and validation parts are file
+"""The search on a folder streams: its train and validation parts are file
 lists cut from the folder's training split (val/ and test/ never seen), a trial's process is sent
 those lists and builds its streams itself, the final run streams through `training.train`, a
 cache serves trials and final run alike, and the search's peak RSS does not grow with the number
