@@ -80,13 +80,13 @@ def test_h5py_meeting_a_full_disk_does_not_crash_the_process(small_disk):
 import errno, os, sys
 from pathlib import Path
 import keras
-from keras_resnet.training import callbacks
-callbacks.check_room = lambda folder, needed: None
+from keras_resnet.training import run_folder
+run_folder.check_room = lambda folder, needed: None
 model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(1000), keras.layers.Dense(10)])
 model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
 model.optimizer.build(model.trainable_variables)
 try:
-    callbacks.save_backup(model, Path({os.fspath(backup)!r}), 1, [])
+    run_folder.save_backup(model, Path({os.fspath(backup)!r}), 1, [])
 except OSError as error:
     assert error.errno == errno.ENOSPC, error
     print("ENOSPC", os.listdir({os.fspath(backup)!r}))

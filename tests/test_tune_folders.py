@@ -23,7 +23,7 @@ from keras_resnet import tuning
 from keras_resnet.cli import tune as tune_cli
 from keras_resnet.training import TrainConfig
 from keras_resnet.training.inputs import FolderParts, part_stream
-from keras_resnet.tuning import search as search_module
+from keras_resnet.tuning import tuners as tuners_module
 
 SPACE = dict(depths=(18,), block_kinds=("basic",), width_min=0.125, width_max=0.125)
 
@@ -116,7 +116,7 @@ def test_trial_payload_holds_file_lists_not_images(tmp_path, monkeypatch):
         metrics = {"val_accuracy": 0.5, "val_loss": 1.0, "params": 1, "flops": 1}
         return {**metrics, "seconds": 0.1, "epochs": 1}, 0
 
-    monkeypatch.setattr(search_module, "run_trial_in_process", fake_trial)
+    monkeypatch.setattr(tuners_module, "run_trial_in_process", fake_trial)
     options = options_for(folder, tmp_path, validation_fraction=0.2, train={"val_size": 0.1})
     summary = tuning.run_search(tuning.SearchSpace(**SPACE), options)
     assert len(sent) == 1

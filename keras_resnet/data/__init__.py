@@ -1,15 +1,16 @@
 """Datasets for training: in memory (Fashion-MNIST, MNIST, small TFDS) or streamed from folders.
 
-- `load_dataset(name)` (`memory`): train and test splits as uint8 numpy arrays, through
-  tensorflow-datasets where TensorFlow is installed, else from the IDX files (`idx`), offline.
+- `load_dataset(name)` (`memory`): train and test splits as uint8 numpy arrays (a `Dataset`,
+  `dataset`), through tensorflow-datasets where TensorFlow is installed, else from the IDX files
+  (`idx`), offline.
   IDX files are checked at the door (`check_idx_folder`) and a TFDS cache that disagrees with its
   source files is refused (`tfds_source`).
 - `open_dataset(name_or_path)` (`source`): a folder of class folders becomes a `FolderSource`
   whose `dataset(split, batch_size)` streams (uint8 images, int labels) batches with the
   ImageNet recipe (`recipe`, `decode`): tf.data on TensorFlow, a Keras `PyDataset` elsewhere
   (`pipelines`). Unreadable images are skipped and counted.
-- `build_cache(source, folder)` / `CachePyDataset` (`cache`): a one-time decoded uint8 copy of a
-  folder, for GPUs that decoding JPEGs cannot keep busy.
+- `build_cache(source, folder)` (`cache`) / `CachePyDataset` (`cache_read`): a one-time decoded
+  uint8 copy of a folder, for GPUs that decoding JPEGs cannot keep busy.
 - `split(count, holdout, seed=...)`: the package's one seeded train/validation split.
 - `augmentation(...)`: the small-image recipe's Keras layers.
 
@@ -23,9 +24,10 @@ import importlib
 # --help must not import Keras through it.
 _EXPORTS = {
     "augmentation": "augment",
-    "CachePyDataset": "cache",
     "build_cache": "cache",
-    "cache_info": "cache",
+    "CachePyDataset": "cache_read",
+    "cache_info": "cache_read",
+    "Dataset": "dataset",
     "BadImage": "decode",
     "SkipLog": "decode",
     "IMAGE_EXTENSIONS": "folders",
@@ -41,7 +43,6 @@ _EXPORTS = {
     "idx_header": "idx",
     "read_idx": "idx",
     "LOADERS": "memory",
-    "Dataset": "memory",
     "channel_stats": "memory",
     "load_dataset": "memory",
     "split": "memory",

@@ -319,7 +319,7 @@ def folder_dataset(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from keras_resnet.data.memory import Dataset
+    from keras_resnet.data.dataset import Dataset
     from keras_resnet.data.pipelines import decoder_for
 
     if not isinstance(image_size, int):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet.data.dataset import Dataset
+
 ENV_SOURCE_DIR = "KERAS_RESNET_DATA_DIR"
 
 # Datasets published as four IDX files: the folder name Debian (and Zalando) use, the class names.
@@ -212,10 +214,8 @@ def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
         )
 
 
-def read_idx_dataset(name: str, folder: Path):
+def read_idx_dataset(name: str, folder: Path) -> Dataset:
     """The four IDX files of `folder` as an in-memory `Dataset` named `name`."""
-    from keras_resnet.data.memory import Dataset
-
     paths = {key: idx_path(folder, stem) for key, stem in IDX_FILES.items()}
     arrays = {key: read_idx(path) for key, path in paths.items()}
     num_classes = len(IDX_DATASETS[name][1])

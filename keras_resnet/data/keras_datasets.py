@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet.data.dataset import Dataset
 from keras_resnet.data.idx import IDX_DATASETS
 from keras_resnet.data.tfds_source import DataNotFoundError
 from keras_resnet.utils import one_line
@@ -98,7 +99,7 @@ def _as_nhwc(images: np.ndarray, channels_first: bool) -> np.ndarray:
     return images
 
 
-def load_keras_dataset(name: str):
+def load_keras_dataset(name: str) -> Dataset:
     """Train and test splits of `name` through `keras.datasets.<name>.load_data()`.
 
     Prints one line saying where the data came from (on stderr: stdout may carry JSON).
@@ -115,8 +116,6 @@ def load_keras_dataset(name: str):
         DataNotFoundError: keras.datasets could neither read its cache nor download the files
             (one line: the cache folder and keras' error).
     """
-    from keras_resnet.data.memory import Dataset
-
     if name not in KERAS_DATASETS:
         raise ValueError(
             f"dataset must be one of {sorted(KERAS_DATASETS)} for keras.datasets, "

@@ -4,7 +4,8 @@
 the first of: the IDX files on disk (through tensorflow-datasets where TensorFlow is installed,
 `tfds_source`, else with numpy, `idx`), a prepared tensorflow-datasets copy, and keras.datasets
 (`keras_datasets`: its cache, else one download). For folders of images and large datasets, see
-`open_dataset`, which streams from disk instead.
+`open_dataset`, which streams from disk instead. The `Dataset` type itself is defined in
+`dataset` (and importable from here too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet.data.dataset import Dataset  # also `keras_resnet.data.memory.Dataset`
 from keras_resnet.data.idx import IDX_DATASETS, find_source_dir, read_idx_dataset
 from keras_resnet.data.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from keras_resnet.data.tfds_source import (
@@ -26,43 +28,6 @@ from keras_resnet.data.tfds_source import (
 )
 
 LOADERS = ("auto", "tfds", "idx")
-
-
-@dataclasses.dataclass
-class Dataset:
-    """Train and test splits in memory.
-
-    Attributes:
-        name: dataset name, e.g. 'fashion_mnist'.
-        x_train, x_test: uint8 images, shape (N, height, width, channels).
-        y_train, y_test: int64 labels in [0, num_classes).
-        class_names: one name per label.
-        source: where the arrays came from, e.g. 'tfds:/root/tensorflow_datasets',
-            'idx:/usr/share/datasets/fashion-mnist' or 'keras.datasets:/root/.keras/datasets'.
-    """
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: list[str]
-    source: str = ""
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.x_train.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
-            f"image_shape={self.image_shape}, num_classes={self.num_classes}, "
-            f"source={self.source!r})"
-        )
 
 
 def load_dataset(

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from keras_resnet.data.dataset import Dataset
     from keras_resnet.data.folders import FolderSource
-    from keras_resnet.data.memory import Dataset
 
 
 def looks_like_path(text: str) -> bool:

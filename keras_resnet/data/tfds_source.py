@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet.data.dataset import Dataset
 from keras_resnet.data.idx import (
+    ENV_SOURCE_DIR,
     IDX_DATASETS,
     TFDS_SPLIT_SIZES,
     IdxError,
@@ -139,11 +141,9 @@ def tfds_builder(name: str, data_dir: str):
         ) from error
 
 
-def load_tfds(name: str, folder: Path | None, data_dir: str):
+def load_tfds(name: str, folder: Path | None, data_dir: str) -> Dataset:
     """A TFDS dataset as an in-memory `Dataset` (see `load_dataset`)."""
     import tensorflow_datasets as tfds
-
-    from keras_resnet.data.memory import Dataset
 
     builder = tfds_builder(name, data_dir)
     counts = check_source_for_tfds(name, folder) if name in IDX_DATASETS and folder else None
@@ -178,8 +178,6 @@ def load_tfds(name: str, folder: Path | None, data_dir: str):
 
 def missing_message(name: str, *, data_dir: str | None = None) -> str:
     """One line saying how to get `name` when no local data is found."""
-    from keras_resnet.data.idx import ENV_SOURCE_DIR
-
     if name in IDX_DATASETS:
         folder_name = IDX_DATASETS[name][0]
         debian = "dataset-fashion-mnist" if name == "fashion_mnist" else "dataset-mnist"

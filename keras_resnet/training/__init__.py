@@ -25,9 +25,13 @@ A run writes into `saved_models/<run>/` (or `output_dir`):
 
 Running the same command again after a crash resumes from the last completed epoch.
 
-Modules: `config` (TrainConfig, presets), `plan` (`plan_run`: the options resolved once, with
-the data and the preprocessing record), `recipe` (model, optimizer, compile), `inputs` (what
-`fit` takes), `callbacks`, `devices`, `outputs` (the run folder), `run` (`train`).
+Modules: `config` (TrainConfig, presets) and `fields` (each option's metadata: flag group,
+bounds, resume and search roles), `plan` (`plan_run`: the options resolved once, with the data
+and the preprocessing record), `recipe` (model, optimizer, compile), `inputs` (what `fit` takes)
+with `batches` (one-hot and per-process batches) and `folders` (image folders and their cache),
+`callbacks` (the epoch clock, the background saves), `run_folder` (`RunFolder`: the folder's
+layout, backup, history and "finished"), `outputs` (curves, JSON, the resume check), `devices`,
+`distributed`, `run` (`train`).
 """
 
 import importlib

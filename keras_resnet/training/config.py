@@ -22,7 +22,16 @@ from typing import Any
 from keras_resnet.config import ResNetConfig
 from keras_resnet.data import IDX_DATASETS, LOADERS
 from keras_resnet.data.source import looks_like_path
-from keras_resnet.utils import OptionError, check_choice, check_int, check_number
+from keras_resnet.training.fields import (  # noqa: F401 (also imported from here)
+    ARCHITECTURE_FIELDS,
+    GROUPS,
+    MODEL_OPTIONS,
+    check_declared,
+    declared_names,
+    merge_model,
+)
+from keras_resnet.training.fields import option as _opt
+from keras_resnet.utils import OptionError, check_int
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -33,16 +42,6 @@ NORMALIZATIONS = ("data", "weights", "imagenet")
 # What a run writes into config.json beside its options (not options themselves).
 RECORDS = ("preprocessing",)
 
-# The ResNetConfig fields a training run takes from its options (and its command line its flags
-# from): every field offered on a command line, except what the data decides.
-MODEL_OPTIONS = tuple(
-    f.name
-    for f in dataclasses.fields(ResNetConfig)
-    if f.metadata.get("cli") is not False and f.name != "num_classes"
-)
-# What a named architecture sets; choosing another name replaces these and keeps the rest
-# (width, stem, dropout, ...).
-ARCHITECTURE_FIELDS = ("stage_blocks", "block", "expansion", "groups", "width_per_group", "name")
 DEFAULT_ARCHITECTURE = "resnet18"
 DEFAULT_STEM = "cifar"  # 3x3 stride-1 convolution, no pool: small images
 # Folders: images up to this side train with the small-image recipe (cifar stem, pad-crop, flip,
@@ -56,33 +55,6 @@ DEFAULT_FOLDER_VAL_FRACTION = 0.1  # folders without val/
 def default_model() -> ResNetConfig:
     """ResNet-18 with the CIFAR stem, the recipe's model."""
     return ResNetConfig.named(DEFAULT_ARCHITECTURE, stem=DEFAULT_STEM)
-
-
-# Field metadata keys (one declaration per option; read by `field_names`):
-#   help     the flag's help text;            group    its help group on the command line;
-#   choices  allowed values;                  bounds   (low, high, integer) for `validate`;
-#   resume   "safe": may change when a run resumes (how it is watched, where data is read);
-#   search   "unchecked": may differ between a search and its resumption; "off_when_zero": left
-#            out of a stored search's definition while off (searches stored before it existed).
-GROUPS = ("data", "fine-tuning", "optimization", "execution and output")
-
-
-def _opt(default, text: str, group: str | None = None, **extra):
-    metadata = {"help": text, **extra}
-    if group is not None:
-        metadata["group"] = group
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def field_names(role: str, value=True, cls=None) -> tuple[str, ...]:
-    """The names of `TrainConfig` fields (or `cls`'s) whose metadata `role` equals `value`
-    (True: any value), in declaration order. E.g. `field_names("resume", "safe")`."""
-    cls = cls or TrainConfig
-    return tuple(
-        f.name
-        for f in dataclasses.fields(cls)
-        if role in f.metadata and (value is True or f.metadata[role] == value)
-    )
 
 
 class TrainingDiverged(RuntimeError):
@@ -442,12 +414,7 @@ class TrainConfig:
                 f"model must be a ResNetConfig or an architecture name, received "
                 f"model={self.model!r}",
             )
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if "choices" in field.metadata and value is not None:
-                check_choice(field.name, value, field.metadata["choices"])
-            if "bounds" in field.metadata and value is not None:
-                _check_bounds(field.name, value, *field.metadata["bounds"])
+        check_declared(self)
         if self.val_size is not None and not (
             isinstance(self.val_size, float) and 0 < self.val_size < 1
         ):
@@ -495,41 +462,6 @@ class TrainConfig:
             )
 
 
-def _check_bounds(name: str, value, low, high, integer: bool, openness: str = "") -> None:
-    if integer:
-        check_int(name, value, low, high)
-        return
-    check_number(
-        name,
-        value,
-        low,
-        high,
-        low_open=openness == "open",
-        high_open=openness in ("open", "high_open"),
-    )
-
-
-def merge_model(base: ResNetConfig, model=None, **options) -> ResNetConfig:
-    """`base` with another architecture and/or model options (None values: not given).
-
-    Args:
-        base: the model the changes apply to.
-        model: None, an architecture name (replaces `ARCHITECTURE_FIELDS`), a `ResNetConfig`
-            (replaces `base`), or a mapping of fields (updates `base`; a full
-            `ResNetConfig.to_dict()` replaces it).
-        **options: `ResNetConfig` fields.
-    """
-    if isinstance(model, ResNetConfig):
-        base = model
-    elif isinstance(model, Mapping):
-        base = ResNetConfig.from_dict({**base.to_dict(), **model})
-    elif model is not None:
-        named = ResNetConfig.named(model)
-        base = base.replace(**{k: getattr(named, k) for k in ARCHITECTURE_FIELDS})
-    options = {k: v for k, v in options.items() if v is not None}
-    return base.replace(**options) if options else base
-
-
 def preset(name: str) -> dict[str, Any]:
     """Option sets by name, in `TrainConfig.create` form: 'default' (the accuracy recipe) and
     'quick' (a CPU quick start)."""
@@ -548,3 +480,9 @@ def preset(name: str) -> dict[str, Any]:
             track_test=False,
         )
     raise OptionError("preset", f"preset must be one of {PRESETS}, received preset={name!r}")
+
+
+def field_names(role: str, value=True, cls=None) -> tuple[str, ...]:
+    """The names of `TrainConfig` fields (or `cls`'s) whose metadata `role` equals `value`
+    (True: any value), in declaration order. E.g. `field_names("resume", "safe")`."""
+    return declared_names(TrainConfig if cls is None else cls, role, value)

@@ -1,28 +1,30 @@
-"""The run folder: its file names, its check, history.csv read back, the curves, and the
-check that a resumed run has the same options."""
+"""What a run writes beside its training: the run folder created and checked, JSON written
+whole, the curves, time to accuracy, and the check that a resumed run has the same options.
+The folder's layout and how its files are read back: `keras_resnet.training.run_folder`."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from keras_resnet.config import ResNetConfig
+from keras_resnet.training.run_folder import (  # noqa: F401 (also imported from here)
+    BACKUP_DIR,
+    BEST_FILE,
+    CLASS_NAMES_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RunFolder,
+    finished_metrics,
+    read_history,
+)
 from keras_resnet.utils import OptionError, installed, write_text_atomic
-
-# The run folder's files (see keras_resnet.training's docstring).
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
-CURVES_FILE = "curves.png"
-CLASS_NAMES_FILE = "class_names.txt"
-BEST_FILE = os.path.join("checkpoints", "best.keras")
-BACKUP_DIR = "backup"
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
@@ -46,20 +48,6 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 def write_json(path: str | os.PathLike, values: Any) -> None:
     """`values` as indented JSON, written whole or not at all."""
     write_text_atomic(path, json.dumps(values, indent=2) + "\n")
-
-
-def read_history(history_csv: str | os.PathLike) -> dict[str, list[float]]:
-    """history.csv as columns; for a resumed run, the last row of each epoch wins."""
-    rows: dict[int, dict] = {}
-    with open(history_csv) as f:
-        for row in csv.DictReader(f):
-            rows[int(row["epoch"])] = row
-    columns: dict[str, list[float]] = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            number = float(value) if value not in ("", "NA", None) else math.nan
-            columns.setdefault(key, []).append(number)
-    return columns
 
 
 def plot_curves(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> bool:
@@ -115,19 +103,6 @@ def resume_safe_fields() -> tuple[str, ...]:
     from keras_resnet.training.config import field_names
 
     return field_names("resume", "safe")
-
-
-def finished_metrics(metrics_file: Path, backup_dir: Path) -> dict | None:
-    """metrics.json of a run that finished (its last file written, its backup retired), or
-    None: no metrics.json, an unreadable one, or a backup still there (a run killed before
-    it retired its backup, or a `--restart` of a finished run under way)."""
-    if backup_dir.exists():
-        return None
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
 
 
 def _flat(values: dict) -> dict:

@@ -17,7 +17,6 @@ the callbacks and the search's trials read the plan; none of them resolves an op
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,8 @@ from keras_resnet.preprocessing import Preprocessing
 from keras_resnet.training import distributed, inputs
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.devices import process_count
-from keras_resnet.training.outputs import (
-    BACKUP_DIR,
-    CONFIG_FILE,
-    METRICS_FILE,
-    check_output_dir,
-    check_same_run,
-    finished_metrics,
-    from_data_fields,
-)
+from keras_resnet.training.outputs import check_output_dir, check_same_run, from_data_fields
+from keras_resnet.training.run_folder import RunFolder
 from keras_resnet.utils import OptionError
 
 
@@ -73,6 +65,11 @@ class RunPlan:
     @property
     def model(self) -> ResNetConfig:
         return self.config.model
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run folder's layout (`output_dir`)."""
+        return RunFolder(self.output_dir)
 
     @property
     def streamed(self) -> bool:
@@ -353,21 +350,20 @@ def _finished_run(options: TrainConfig) -> FinishedRun | None:
     config.json (OptionError naming a changed option); None when the run is not finished.
     Reads only: the data is not loaded, so the model's fields it decides are the run's own
     (the options they follow from are compared)."""
-    out = Path(options.output_dir)
-    metrics = finished_metrics(out / METRICS_FILE, out / BACKUP_DIR)
+    folder = RunFolder(options.output_dir)
+    metrics = folder.finished()
     if metrics is None:
         return None
-    config_file = out / CONFIG_FILE
     compared = options
     try:
-        old = TrainConfig.from_dict(json.loads(config_file.read_text())).model
+        old = TrainConfig.from_dict(folder.read_config()).model
         derived = {name: getattr(old, name) for name in from_data_fields()}
         if options.is_folder and options.auto_stem:
             derived["stem"] = old.stem
         compared = dataclasses.replace(options, model=options.model.replace(**derived))
     except (OSError, ValueError, TypeError):
         pass  # check_same_run says that config.json cannot be read
-    check_same_run(config_file, compared.to_dict())
+    check_same_run(folder.config, compared.to_dict())
     return FinishedRun(options, metrics)
 
 

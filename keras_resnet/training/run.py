@@ -17,40 +17,13 @@ from keras_resnet import preprocessing as prep
 from keras_resnet.data import gpu_crop
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training import distributed
-from keras_resnet.training.callbacks import (
-    METADATA_FILE,
-    EpochClock,
-    RunState,
-    async_safe,
-    backup_epoch,
-    history_rows,
-    history_text,
-    previous_elapsed,
-    remove_leftovers,
-    remove_retired_backup,
-    restore_backup,
-    retire_backup,
-    settle_best,
-)
+from keras_resnet.training.callbacks import EpochClock, RunState, async_safe
 from keras_resnet.training.compilation import enable_compilation_cache
 from keras_resnet.training.config import TrainConfig, TrainingDiverged
 from keras_resnet.training.devices import device_description, process_count
 from keras_resnet.training.evaluation import flip_tta_accuracy
-from keras_resnet.training.inputs import FitData, data_report, fit_data, write_class_names
-from keras_resnet.training.outputs import (
-    BACKUP_DIR,
-    BEST_FILE,
-    CONFIG_FILE,
-    CURVES_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    check_same_run,
-    plot_curves,
-    read_history,
-    time_to,
-    write_json,
-)
+from keras_resnet.training.inputs import FitData, data_report, fit_data
+from keras_resnet.training.outputs import check_same_run, plot_curves, time_to, write_json
 from keras_resnet.training.plan import FinishedRun, RunPlan, plan_run
 from keras_resnet.training.recipe import (
     build_model,
@@ -58,14 +31,13 @@ from keras_resnet.training.recipe import (
     prepare_finetuning,
     training_callbacks,
 )
-from keras_resnet.utils import (
-    OptionError,
-    atomic_path,
-    installed,
-    keras_globals,
-    one_line,
-    write_text_atomic,
+from keras_resnet.training.run_folder import (
+    RunFolder,
+    previous_elapsed,
+    restore_backup,
+    settle_best,
 )
+from keras_resnet.utils import OptionError, atomic_path, installed, keras_globals, one_line
 
 log = logging.getLogger("keras_resnet")
 
@@ -98,7 +70,7 @@ def train(
         plan = plan_run(config, dataset)
         if isinstance(plan, FinishedRun):
             if distributed.is_writer():  # what a kill during the backup's removal left
-                remove_retired_backup(Path(plan.config.output_dir) / BACKUP_DIR)
+                RunFolder(plan.config.output_dir).remove_retired_backup()
             print(plan.message())
             return plan.metrics
         return train_plan(plan, callbacks=callbacks)
@@ -117,7 +89,7 @@ def train_plan(plan: RunPlan, *, callbacks: list | None = None) -> dict[str, Any
 
 
 def _run(plan: RunPlan, out: Path, callbacks) -> dict[str, Any]:
-    config = plan.config
+    config, folder = plan.config, plan.folder
     data = fit_data(plan)
     model = _build(plan, data)
     # Read-only: a refused or unreadable resume leaves the folder as it was.
@@ -128,14 +100,14 @@ def _run(plan: RunPlan, out: Path, callbacks) -> dict[str, Any]:
     try:
         # The folder changes only now that the data, the model and its state are there.
         if config.restart and writer:
-            retire_backup(out / BACKUP_DIR)  # else its .bkp would outlive the new run's start
+            folder.retire_backup()  # else its .bkp would outlive the new run's start
         if initial_epoch == 0 and writer:
             # A new run: an older run's metrics.json would mark the folder finished.
-            (out / METRICS_FILE).unlink(missing_ok=True)
+            folder.metrics.unlink(missing_ok=True)
         if writer:
             # restart=False: `--config RUN/config.json` or the same options continue this run.
-            write_json(out / CONFIG_FILE, plan.record())
-            write_class_names(out, plan.data)
+            write_json(folder.config, plan.record())
+            folder.write_class_names(plan.data.class_names)
         return _train_and_write(model, plan, data, (initial_epoch, rows, backup_best), callbacks)
     except OSError as error:  # a full disk, a folder gone read-only: no traceback
         if not _write_error(error, out):
@@ -162,22 +134,20 @@ def _restore(model, plan: RunPlan) -> tuple[int, list[dict], Path | None]:
     """The completed epochs and their history rows of an unfinished run, its state loaded into
     `model`, and the best epoch's model in its backup; (0, [], None) for a new run (or
     `restart`). Refuses a resume with changed options. Changes no file."""
-    config, out = plan.config, plan.output_dir
-    backup_dir = out / BACKUP_DIR
+    config, folder = plan.config, plan.folder
     if not config.backup or config.restart:
         return 0, [], None
-    started = any((backup_dir / name).exists() for name in (METADATA_FILE, METADATA_FILE + ".bkp"))
-    if started and (out / CONFIG_FILE).exists():
-        check_same_run(out / CONFIG_FILE, config.to_dict())
+    if folder.backup_started() and folder.config.exists():
+        check_same_run(folder.config, config.to_dict())
     # Several processes load the same backup (each reads it: the folder is shared).
     distributed.agree(
-        backup_epoch(backup_dir),
-        f"epochs completed in {backup_dir} (every process must see the run folder: put it on "
-        f"a file system that all hosts share)",
+        folder.backup_epoch(),
+        f"epochs completed in {folder.backup} (every process must see the run folder: put it "
+        f"on a file system that all hosts share)",
     )
-    epoch, rows, best = restore_backup(model, backup_dir)
+    epoch, rows, best = restore_backup(model, folder.backup)
     if rows is None:  # a backup written by Keras' BackupAndRestore: rows from history.csv
-        rows = history_rows(out / HISTORY_FILE, epoch)
+        rows = folder.history_rows(epoch)
     return epoch, rows, best
 
 
@@ -187,25 +157,24 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
 
     `state` is `_restore`'s (completed epochs, their history rows, the best epoch's model in
     the backup); (0, [], None) for a new run."""
-    config, out = plan.config, plan.output_dir
+    config, folder = plan.config, plan.folder
     initial_epoch, rows, backup_best = state
-    history_csv = out / HISTORY_FILE
     writer = distributed.is_writer()  # several processes: process 0 alone writes files
     # history.csv agrees with the backup: rows of epochs it does not hold are trained again.
     if initial_epoch and writer:
-        write_text_atomic(history_csv, history_text(rows))
-    elif history_csv.exists() and writer:
-        history_csv.unlink()  # a fresh run: old rows would mix with the new ones
+        folder.write_history(rows)
+    elif folder.history.exists() and writer:
+        folder.history.unlink()  # a fresh run: old rows would mix with the new ones
     if config.checkpoint and writer:
         # The one place best.keras is settled, on every path: a new run drops an older run's
         # pending best; a resume (also one fallen back to the .bkp) installs the best model
         # the restored backup names, after history.csv holds that backup's rows.
-        settle_best(out / BEST_FILE, initial_epoch, backup_best)
+        settle_best(folder.best, initial_epoch, backup_best)
     if writer:
-        remove_leftovers(out, out / BEST_FILE.split(os.sep)[0], out / BACKUP_DIR)
+        folder.remove_leftovers()
     clock = EpochClock(
         train_images=data.train_images,
-        elapsed_before=previous_elapsed(history_csv, initial_epoch),
+        elapsed_before=previous_elapsed(folder.history, initial_epoch),
         test_data=data.test if config.track_test else None,
         batch_size=config.batch_size,
     )
@@ -227,14 +196,14 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
         metrics = _metrics(plan, data, model, test, _session_history(model), clock)
         distributed.barrier("run folder written")
         return metrics
-    history = read_history(history_csv)
+    history = folder.read_history()
     name = "test accuracy" if plan.evaluated_on == "test" else "validation accuracy (no test split)"
     title = f"{config.model.name} on {plan.data.name}: {name} {100 * test['accuracy']:.2f}%"
-    plot_curves(history, out / CURVES_FILE, title=title)
+    plot_curves(history, folder.curves, title=title)
     metrics = _metrics(plan, data, model, test, history, clock)
-    write_json(out / METRICS_FILE, metrics)
+    write_json(folder.metrics, metrics)
     if config.backup:
-        retire_backup(out / BACKUP_DIR)
+        folder.retire_backup()
     distributed.barrier("run folder written")
     return metrics
 
@@ -255,9 +224,7 @@ def _build(plan: RunPlan, data: FitData):
     with scope:
         model = build_model(plan)
         # A resumed run takes its weights from the backup: no head-only warm-up again.
-        resumed = (
-            config.backup and not config.restart and backup_epoch(plan.output_dir / BACKUP_DIR) > 0
-        )
+        resumed = config.backup and not config.restart and plan.folder.backup_epoch() > 0
         prepare_finetuning(model, plan, data, warm_up=not resumed)
         if plan.streamed and plan.data.cache is not None:
             # Cache batches are squashed uint8 images and their original sizes: the
@@ -273,7 +240,7 @@ def _monitor(data: FitData) -> str:
 
 def _make_callbacks(plan: RunPlan, data: FitData, clock: EpochClock, rows: list[dict]) -> list:
     """The run's callbacks, in the order their epoch ends must run."""
-    config, out = plan.config, plan.output_dir
+    config, folder = plan.config, plan.folder
     callbacks = [
         # First: with EMA, the averaged weights are in the model before anything evaluates
         # or saves it.
@@ -287,18 +254,18 @@ def _make_callbacks(plan: RunPlan, data: FitData, clock: EpochClock, rows: list[
     # Keras' TensorBoard callback writes with tf.summary: it needs tensorflow and tensorboard.
     if config.tensorboard and installed("tensorflow") and installed("tensorboard"):
         callbacks.append(
-            keras.callbacks.TensorBoard(os.fspath(out / "logs"), write_graph=False, profile_batch=0)
+            keras.callbacks.TensorBoard(os.fspath(folder.logs), write_graph=False, profile_batch=0)
         )
     if config.checkpoint:
-        (out / BEST_FILE).parent.mkdir(exist_ok=True)
+        folder.checkpoints.mkdir(exist_ok=True)
     # Last: the checkpoint, the backup and history.csv, in the order that makes a kill at any
     # moment harmless (see RunState). Keras' ModelCheckpoint, BackupAndRestore and CSVLogger
     # write in place, and the backup would be deleted before the run's last files exist.
     state = RunState(
-        out / HISTORY_FILE,
+        folder.history,
         monitor=_monitor(data),
-        best_file=out / BEST_FILE if config.checkpoint else None,
-        backup_dir=out / BACKUP_DIR if config.backup else None,
+        best_file=folder.best if config.checkpoint else None,
+        backup_dir=folder.backup if config.backup else None,
         rows=rows,
     )
     callbacks.append(async_safe(state))
@@ -330,13 +297,12 @@ def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: in
             raise
         clock = next(c for c in callbacks if isinstance(c, EpochClock))
         epoch = (clock.first_epoch or 0) + clock.epochs_run + 1
-        out = plan.output_dir
-        best = out / BEST_FILE
+        folder = plan.folder
+        best, backup = folder.best, folder.backup
         kept = f"The best checkpoint is kept: {best if best.exists() else 'none yet'}"
-        backup = out / BACKUP_DIR
-        if config.backup and backup.exists() and backup_epoch(backup) > 0:
+        if config.backup and backup.exists() and folder.backup_epoch() > 0:
             kept += (
-                f"; the backup of the last completed epoch ({backup_epoch(backup)}) is in {backup}"
+                f"; the backup of the last completed epoch ({folder.backup_epoch()}) is in {backup}"
             )
         else:
             kept += "; no epoch completed, so there is no backup to resume from"
@@ -386,7 +352,7 @@ def _save_model(model, plan: RunPlan):
         network = gpu_crop.backbone_of(model)
         for layer in inference.layers:
             layer.set_weights(network.get_layer(layer.name).get_weights())
-        with atomic_path(plan.output_dir / MODEL_FILE) as tmp:
+        with atomic_path(plan.folder.model) as tmp:
             plain_keras_model(inference).save(tmp)
             prep.add_record(tmp, plan.preprocessing)
     return inference
@@ -406,7 +372,7 @@ def _metrics(plan: RunPlan, data: FitData, model, test, history, clock) -> dict:
             "monitor": monitor,
             "epoch": best_epoch + 1,
             "value": history[monitor][best_epoch],
-            "path": os.fspath(plan.output_dir / BEST_FILE),
+            "path": os.fspath(plan.folder.best),
         }
     targets = (0.90, 0.95, 0.955)
     tested = plan.evaluated_on == "test"
