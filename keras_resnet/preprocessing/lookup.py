@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.preprocessing.record import Preprocessing
+from keras_resnet.training.run_folder import CONFIG_FILE
 
 PREPROCESSING_KEY = "preprocessing"
 
@@ -77,7 +78,7 @@ def _record_of_path(path: Path) -> Preprocessing:
     if folders[0].name == "checkpoints":
         folders.append(folders[0].parent)
     for folder in folders:
-        for candidate in (folder / "assets" / "export.json", folder / "config.json"):
+        for candidate in (folder / "assets" / "export.json", folder / CONFIG_FILE):
             if not candidate.is_file():
                 continue
             try:

@@ -13,15 +13,15 @@ import keras
 # plain Keras: BatchNormalization (every model) and RandomPadCrop (a run's checkpoints/best.keras).
 import keras_resnet.layers  # noqa: F401
 from keras_resnet.config import ResNetConfig
+from keras_resnet.training.run_folder import CLASS_NAMES_FILE
+from keras_resnet.training.run_folder import CONFIG_FILE as RUN_CONFIG_FILE
+from keras_resnet.training.run_folder import METRICS_FILE as RUN_METRICS_FILE
 from keras_resnet.utils import OptionError, installed, one_line
 
-CLASS_NAMES_FILE = "class_names.txt"
 METADATA_FILE = "export.json"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 LITERT_FILE = "model.tflite"
-RUN_METRICS_FILE = "metrics.json"
-RUN_CONFIG_FILE = "config.json"
 
 
 def require_tensorflow(what: str, hint: str = "") -> None:
