@@ -64,6 +64,7 @@ def committed(backup: Path) -> int:
         return 0
 
 
+@pytest.mark.one_backend("torch")  # the files' order and the resume: the same on every backend
 def test_kill_during_a_background_save_loses_only_that_epoch(tmp_path, stripes_folder):
     """SIGKILL while epoch 2's save is half written (its weights file is there, its metadata
     not: the writer sleeps after each file, `KERAS_RESNET_SAVE_PAUSE`). The backup commits

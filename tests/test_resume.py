@@ -127,6 +127,7 @@ def val_accuracy(model_file: Path, config, stripes) -> float:
     return float(np.mean(predicted == y_val.argmax(-1)))
 
 
+@file_logic
 def test_kill_after_the_last_epoch_finishes_without_training(tmp_path, stripes, monkeypatch):
     config = tiny(tmp_path, epochs=2)
     run = Path(config.output_dir)
@@ -213,6 +214,7 @@ def test_restart_of_an_unfinished_run_starts_at_epoch_0(tmp_path, stripes):
     assert json.loads((run / "config.json").read_text())["seed"] == 1
 
 
+@file_logic
 def test_fallback_to_bkp_puts_the_best_kept_epoch_in_best_keras(tmp_path, stripes):
     """The newest metadata damaged: the run resumes from the `.bkp` (one epoch older), and
     best.keras, which held the lost epoch's model, becomes the best of the epochs kept."""
