@@ -152,13 +152,9 @@ def plain_keras_model(model: keras.Model) -> keras.Model:
     the same function within float32 rounding: only the training statistics are computed
     differently). `RandomPadCrop` and `DropPath` are inactive at inference and become
     `keras.layers.Identity`. The weights are
-    copied, so the result is independent of `model`. A training model that crops on the
-    accelerator (`keras_resnet.data.gpu_crop.training_model`) gives its network alone.
+    copied, so the result is independent of `model`. For a training model that crops on the
+    accelerator, pass its network (`keras_resnet.data.gpu_crop.backbone_of(model)`).
     """
-    from keras_resnet.data.gpu_crop import backbone_of  # data imports this module
-
-    model = backbone_of(model)
-
     def swap(layer):
         if isinstance(layer, BatchNormalization):
             return keras.layers.BatchNormalization.from_config(layer.get_config())

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_resnet import preprocessing as prep
+from keras_resnet.data.gpu_crop import backbone_of
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.preprocessing import Preprocessing
 
@@ -214,8 +215,9 @@ def portable_model(model: keras.Model) -> keras.Model:
 
     `keras_resnet.layers.plain_keras_model` swaps the layers of the outer model; a nested model
     (a run's 'augment' block holding `RandomPadCrop`) is rebuilt from its config, so it is made
-    plain first.
+    plain first. A training model that crops on the accelerator gives its network alone.
     """
+    model = backbone_of(model)
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         model = keras.models.clone_model(
             model,

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resnet.data.gpu_crop import backbone_of
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training import run_folder
 from keras_resnet.training.run_folder import (  # noqa: F401 (also imported from here)
@@ -287,8 +288,6 @@ class RunState(keras.callbacks.Callback):
 
     def _write(self, completed: int, rows: list[dict], values, pending: Path | None) -> None:
         """The writer thread: an epoch's files, from its copy of the variables."""
-        from keras_resnet.data.gpu_crop import backbone_of  # data imports layers
-
         with _host_scope():
             mirror = None
             if values is not None:
@@ -322,7 +321,7 @@ class RunState(keras.callbacks.Callback):
         if self._mirror is None:
             self._mirror = _build_mirror(*self._blueprint)
         if self._plain is None and self.best_file is not None:
-            self._plain = plain_keras_model(self._mirror)
+            self._plain = plain_keras_model(backbone_of(self._mirror))
         return self._mirror
 
     def _assign(self, variables: list, values: list[np.ndarray]) -> None:
