@@ -398,7 +398,23 @@ def test_export_cli_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, 
     err = _cli_error(
         capsys, "export", [os.fspath(corrupt), "--format", "keras", "--output-dir", os.fspath(out)]
     )
-    assert "cannot load model file" in err
+    assert "is not a whole .keras archive (cut short or damaged" in err
+    # A real model file cut short: Keras itself says "File not found" of it.
+    whole = (run_dir / "model.keras").read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(whole[: len(whole) // 2])
+    err = _cli_error(
+        capsys, "export", [os.fspath(cut), "--format", "keras", "--output-dir", os.fspath(out)]
+    )
+    assert f"model file {os.fspath(cut)!r} is not a whole .keras archive" in err
+    assert "not found" not in err
+    flipped = bytearray(whole)  # a byte changed inside an entry: its CRC check fails
+    flipped[len(whole) // 3] ^= 0xFF
+    cut.write_bytes(bytes(flipped))
+    err = _cli_error(
+        capsys, "export", [os.fspath(cut), "--format", "keras", "--output-dir", os.fspath(out)]
+    )
+    assert "is not a whole .keras archive" in err
     assert not out.exists() or not list(out.iterdir())
     _script("export").main(
         [os.fspath(run_dir), "--format", "keras", "--output-dir", os.fspath(out), "--name", "fixed"]
@@ -546,7 +562,7 @@ def test_predict_cli_bad_input_is_one_line(run_dir, tmp_path, capsys):
     assert "image has 5 channels and the model takes 1" in err
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_text("not a model")
-    assert "cannot load model file" in _cli_error(
+    assert "is not a whole .keras archive" in _cli_error(
         capsys, "predict", [os.fspath(corrupt), os.fspath(five)]
     )
     assert "model not found" in _cli_error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -48,6 +49,20 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file not found, received model={os.fspath(path)!r}")
+    if path.suffix.lower() == ".keras":
+        # A .keras file is a zip archive; Keras calls one that is cut short "File not found".
+        damaged = not zipfile.is_zipfile(path)
+        if not damaged:
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    damaged = archive.testzip() is not None
+            except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+                damaged = True
+        if damaged:
+            raise ValueError(
+                f"model file {os.fspath(path)!r} is not a whole .keras archive (cut short or "
+                "damaged: a .keras file is a zip archive); copy or save it again"
+            )
     try:
         # safe_mode=True is Keras' default; it is spelled out because it is the security
         # boundary: a model file must never run code from the file on load.
@@ -59,8 +74,8 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
                 "refusing to load it with safe_mode on"
             ) from None
         raise ValueError(
-            f"cannot load model file {os.fspath(path)!r} (missing, corrupt or not a Keras "
-            f"archive): {one_line(error)}"
+            f"cannot load model file {os.fspath(path)!r} (not a Keras model file): "
+            f"{one_line(error)}"
         ) from None
 
 
