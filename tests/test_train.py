@@ -369,7 +369,27 @@ def test_bad_flags_give_one_line_errors(tmp_path, capsys, args, flag, stripes_fo
         common += ["--output-dir", str(tmp_path / "run")]
     line = cli_error(capsys, [*common, *args])
     assert line.startswith(f"keras-resnet train: error: argument {flag}: "), line
-    assert not (tmp_path / "run" / "config.json").exists()  # the folder is left as it was
+    assert not (tmp_path / "run").exists()  # a refused start leaves no folder behind
+
+
+class FailAtEpochBegin(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        raise RuntimeError(f"stopped at the start of epoch {epoch}")
+
+
+@pytest.mark.one_backend("jax")  # the run folder's files: the same on every backend
+def test_a_run_that_fails_before_an_epoch_is_saved_leaves_no_folder(tmp_path, stripes):
+    """config.json and class_names.txt are written before the first epoch; a run that fails
+    before it saves one removes the folder it made. A folder that was there before is kept."""
+    with pytest.raises(RuntimeError, match="start of epoch 0"):
+        training.train(tiny(tmp_path, epochs=1), dataset=stripes, callbacks=[FailAtEpochBegin()])
+    assert not (tmp_path / "run").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    config = tiny(tmp_path, epochs=1, output_dir=str(mine))
+    with pytest.raises(RuntimeError, match="start of epoch 0"):
+        training.train(config, dataset=stripes, callbacks=[FailAtEpochBegin()])
+    assert (mine / "config.json").is_file()
 
 
 @pytest.mark.one_backend("jax")

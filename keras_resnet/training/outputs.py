@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ def check_output_dir(path: str | os.PathLike) -> Path:
             f"{os.fspath(path)!r} ({error.strerror or error})",
         ) from None
     return path
+
+
+def remove_unstarted_folder(path: str | os.PathLike) -> bool:
+    """Removes a run folder that this run made, after the run failed before it saved an epoch:
+    no backup, history.csv, best checkpoint, model or metrics in it, only what its start wrote
+    (config.json, class_names.txt, logs). A folder holding a saved epoch is kept. Returns
+    whether it was removed."""
+    folder = RunFolder(path)
+    saved = (folder.history, folder.best, folder.model, folder.metrics)
+    if folder.backup_started() or any(file.exists() for file in saved):
+        return False
+    shutil.rmtree(folder.path, ignore_errors=True)
+    return not folder.path.exists()
 
 
 def write_json(path: str | os.PathLike, values: Any) -> None:

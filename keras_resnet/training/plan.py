@@ -29,7 +29,12 @@ from keras_resnet.preprocessing import Preprocessing
 from keras_resnet.training import distributed, inputs
 from keras_resnet.training.config import SMALL_IMAGE_MAX, TrainConfig
 from keras_resnet.training.devices import process_count
-from keras_resnet.training.outputs import check_output_dir, check_same_run, from_data_fields
+from keras_resnet.training.outputs import (
+    check_output_dir,
+    check_same_run,
+    from_data_fields,
+    remove_unstarted_folder,
+)
 from keras_resnet.training.run_folder import RunFolder
 from keras_resnet.utils import OptionError
 
@@ -51,6 +56,8 @@ class RunPlan:
         counts: images per part as the run uses them: 'train', 'val' (0: none), 'test'.
         steps_per_epoch: training batches an epoch (the last partial batch is dropped).
         num_devices: devices the batch is split over.
+        new_folder: this plan made the run folder (a run that fails before it saves an epoch
+            removes it again: `outputs.remove_unstarted_folder`).
     """
 
     config: TrainConfig
@@ -61,6 +68,7 @@ class RunPlan:
     counts: dict[str, int]
     steps_per_epoch: int
     num_devices: int
+    new_folder: bool = False
 
     @property
     def model(self) -> ResNetConfig:
@@ -165,10 +173,17 @@ def plan_run(
             return finished
     # Process 0 alone writes the run folder (over several processes).
     writer = distributed.is_writer()
+    new_folder = writer and not Path(options.output_dir).exists()
     out = check_output_dir(options.output_dir) if writer else Path(options.output_dir)
-    weights, weights_record = resolve_weights(options)
-    data = open_data(options, dataset, log_dir=out if writer else None)
-    return make_plan(options, data, out, weights=weights, weights_record=weights_record)
+    try:
+        weights, weights_record = resolve_weights(options)
+        data = open_data(options, dataset, log_dir=out if writer else None)
+        plan = make_plan(options, data, out, weights=weights, weights_record=weights_record)
+    except BaseException:
+        if new_folder:  # a refused start leaves no folder behind
+            remove_unstarted_folder(out)
+        raise
+    return dataclasses.replace(plan, new_folder=new_folder)
 
 
 def make_plan(

@@ -23,7 +23,13 @@ from keras_resnet.training.config import TrainConfig, TrainingDiverged
 from keras_resnet.training.devices import device_description, process_count
 from keras_resnet.training.evaluation import flip_tta_accuracy
 from keras_resnet.training.inputs import FitData, data_report, fit_data
-from keras_resnet.training.outputs import check_same_run, plot_curves, time_to, write_json
+from keras_resnet.training.outputs import (
+    check_same_run,
+    plot_curves,
+    remove_unstarted_folder,
+    time_to,
+    write_json,
+)
 from keras_resnet.training.plan import FinishedRun, RunPlan, plan_run
 from keras_resnet.training.recipe import (
     build_model,
@@ -73,7 +79,12 @@ def train(
                 RunFolder(plan.config.output_dir).remove_retired_backup()
             print(plan.message())
             return plan.metrics
-        return train_plan(plan, callbacks=callbacks)
+        try:
+            return train_plan(plan, callbacks=callbacks)
+        except BaseException:
+            if plan.new_folder:  # failed before its first epoch was saved: nothing to resume
+                remove_unstarted_folder(plan.output_dir)
+            raise
 
 
 def train_plan(plan: RunPlan, *, callbacks: list | None = None) -> dict[str, Any]:
