@@ -155,6 +155,7 @@ def plain_keras_model(model: keras.Model) -> keras.Model:
     copied, so the result is independent of `model`. For a training model that crops on the
     accelerator, pass its network (`keras_resnet.data.gpu_crop.backbone_of(model)`).
     """
+
     def swap(layer):
         if isinstance(layer, BatchNormalization):
             return keras.layers.BatchNormalization.from_config(layer.get_config())

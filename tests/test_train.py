@@ -320,11 +320,33 @@ def test_nan_loss_stops_and_keeps_the_best_checkpoint(tmp_path, stripes):
     with pytest.raises(training.TrainingDiverged, match="loss became NaN/Inf in epoch 2") as info:
         training.train(config, dataset=stripes, callbacks=[poison])
     assert str(checkpoint) in str(info.value)
+    backup = Path(config.output_dir) / "backup"
+    assert f"the backup of the last completed epoch (1) is in {backup}" in str(info.value)
+    assert (backup / "training_metadata.json").exists()
     assert poison.before is not None and checkpoint.read_bytes() == poison.before
     assert not (Path(config.output_dir) / "model.keras").exists()
     # The best checkpoint still loads and predicts finite probabilities.
     model = keras.saving.load_model(checkpoint)
     assert np.isfinite(model.predict(stripes.x_test[:8].astype("float32"), verbose=0)).all()
+
+
+class PoisonAtStart(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        kernel = self.model.get_layer("fc").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+
+
+@pytest.mark.one_backend("jax")  # the message and the folder: the same on every backend
+def test_nan_loss_in_the_first_epoch_names_no_backup(tmp_path, stripes):
+    """Diverged before any epoch completed: the message says there is nothing to resume
+    from (it named a backup folder that did not exist), and the new run's folder is gone."""
+    config = tiny(tmp_path, epochs=2)
+    with pytest.raises(training.TrainingDiverged, match="in epoch 1") as info:
+        training.train(config, dataset=stripes, callbacks=[PoisonAtStart()])
+    message = str(info.value)
+    assert "no epoch completed, so there is no backup to resume from" in message
+    assert "backup of the last completed epoch" not in message and "\n" not in message
+    assert not Path(config.output_dir).exists()
 
 
 # --- the command line ---

@@ -286,3 +286,68 @@ def test_folder_without_test_split_reports_validation_accuracy(tmp_path, capsys)
     assert "validation accuracy (no test split):" in out and "test accuracy" not in out
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
     assert "test_accuracy" not in history  # no per-epoch figure under a false name
+
+
+def write_colours(root: Path, per_class: dict[str, int], brightness: int = 120) -> Path:
+    """root/<split>/class<k>/N.png, 20x24 noise below `brightness` with channel k at 250."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label in range(3):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, brightness, (20, 24, 3), dtype=np.uint8)
+                pixels[..., label] = 250
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+class FailAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError(f"stopped at the start of epoch {epoch}")
+
+
+@pytest.mark.one_backend("tensorflow")  # the resume check reads files: the same everywhere
+def test_resume_on_a_changed_folder_names_the_dataset(tmp_path, capsys):
+    """A folder whose images changed between a run's start and its resume: the statistics the
+    run took from the data differ, and the command refuses in one line naming --dataset (it
+    named --normalization, a flag of another meaning)."""
+    folder = write_colours(tmp_path / "colours", {"train": 15, "test": 3})
+    argv = [
+        "--dataset", str(folder), "--image-size", "16", "--width", "0.125", "--epochs", "2",
+        "--batch-size", "16", "--val-size", "0", "--no-tensorboard", "--verbose", "0",
+        "--output-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    config = train_cli.config_from_args(train_cli.make_parser().parse_args(argv))
+    with pytest.raises(RuntimeError, match="start of epoch 1"):
+        training.train(config, callbacks=[FailAtEpoch(1)])  # epoch 0 is in the backup
+    write_colours(folder, {"train": 15}, brightness=30)  # the same files, darker
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("keras-resnet train: error: argument --dataset: cannot resume"), err
+    assert "its data changed (the model's normalization" in err, err
+
+
+def test_a_folder_runs_schedule_decays_to_zero_over_whole_batches(tmp_path):
+    """45 training images in batches of 16: the stream gives 2 whole batches an epoch (the last
+    13 images are left out), and the learning-rate schedule is laid over those 2 steps, so the
+    cosine reaches 0 at the last step. (Over ceil(45 / 16) = 3 steps an epoch it stopped at a
+    quarter of the peak.)"""
+    write_colours(tmp_path / "colours", {"train": 15, "test": 3})
+    config = short_run(
+        tmp_path, "run", dataset=str(tmp_path / "colours"), image_size=16, epochs=2,
+        batch_size=16, val_size=0, track_test=False,
+    )  # fmt: skip
+    metrics = training.train(config)
+    assert metrics["train_images"] == 45 and metrics["steps_per_epoch"] == 2
+    history = training.read_history(Path(config.output_dir) / "history.csv")
+    assert history["learning_rate"][0] == pytest.approx(0.05 / 2)  # half way down the cosine
+    assert history["learning_rate"][-1] == pytest.approx(0.0, abs=1e-7)
