@@ -175,6 +175,10 @@ def test_cache_batches_for_the_device_crop_and_fit(tmp_path):
     np.testing.assert_array_equal(val[0][0]["size"], [[16, 16]] * 3)
     seen = np.concatenate([train.rows(i) for i in range(len(train))])
     assert sorted(seen) == list(range(16))  # a permutation: each image once an epoch
+    five = data_lib.CachePyDataset(folder, "train", 5, train=True, crop_on_device=True)
+    assert len(five) == 3  # 16 // 5: the last partial batch (one image) is dropped
+    rows = np.concatenate([five.rows(i) for i in range(len(five))])
+    assert len(set(rows)) == 15 and set(rows) <= set(range(16))
     backbone = keras.Sequential(
         [keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten()]
         + [keras.layers.Dense(2, activation="softmax")]
