@@ -4,7 +4,7 @@
 # default recipe. One `run` call, carry [".data/fashion-mnist", ".whl"], from the project root.
 # Env: CONFIG (the search's best_config.json, default
 #   docs/results/tuning/h200x2_search/best_config.json),
-#   EPOCHS (default 100), SEEDS (default "0 1 2"), DEFAULT_SEEDS (default recipe seeds, default
+#   EPOCHS (default 100), SEEDS (default "0 1 2"; "" runs none), DEFAULT_SEEDS (default recipe seeds, default
 #   none), OUT, PY, GPUS (default every GPU).
 # Each run: scripts/train.py --config CONFIG --seed S --epochs EPOCHS (validation: 5,000 images
 # held out of the training set; the test split is scored at the end and chooses nothing).
@@ -13,7 +13,7 @@
 # BUDGET (s, default 560): runs still going then are stopped, and what they wrote is packed.
 set -u
 CONFIG=${CONFIG:-docs/results/tuning/h200x2_search/best_config.json}; EPOCHS=${EPOCHS:-100}
-SEEDS=${SEEDS:-0 1 2}; DEFAULT_SEEDS=${DEFAULT_SEEDS:-}; OUT=${OUT:-/tmp/final_out}; PY=${PY:-python3}
+SEEDS=${SEEDS-0 1 2}; DEFAULT_SEEDS=${DEFAULT_SEEDS:-}; OUT=${OUT:-/tmp/final_out}; PY=${PY:-python3}
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; BUDGET=${BUDGET:-560}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} KERAS_BACKEND=jax
 export XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
