@@ -109,6 +109,18 @@ def test_pipelines_yield_shapes_labels_and_crops(split_folder, pipeline):
     assert set(y.tolist()) <= {0, 1, 2} and np.bincount(y, minlength=3).max() <= 10
 
 
+@pytest.mark.one_backend("tensorflow")
+@pytest.mark.skipif(not data_lib.installed("tensorflow"), reason="no TensorFlow")
+def test_tf_data_pipeline_logs_no_autograph_warning(split_folder, caplog, capfd):
+    """Every folder run on TensorFlow printed AutoGraph's 'could not transform <lambda>'
+    warnings (two lambdas on one line, which AutoGraph cannot tell apart)."""
+    source = data_lib.open_dataset(split_folder, image_size=32, channels=1)
+    with caplog.at_level("WARNING"):
+        batches_of(pipelines.tf_dataset(source, "train", 8, train=True, seed=1))
+    printed = caplog.text + "".join(capfd.readouterr())
+    assert "could not transform" not in printed, printed
+
+
 def test_dataset_picks_tf_data_on_tensorflow(split_folder):
     import keras
 

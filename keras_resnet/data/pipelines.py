@@ -57,6 +57,16 @@ def decoder_for(source, train: bool, record: Preprocessing | None = None) -> Dec
     )
 
 
+def _decoded(image, label, ok):
+    """tf.data filter: the files that decoded. (Named functions: AutoGraph cannot read two
+    lambdas on one line and warned on every run.)"""
+    return ok
+
+
+def _image_and_label(image, label, ok):
+    return image, label
+
+
 def tf_dataset(source, split: str, batch_size: int, *, train: bool, seed: int = 0):
     """A `tf.data.Dataset` of (uint8 (B, S, S, C), int64 (B,)) batches.
 
@@ -89,7 +99,7 @@ def tf_dataset(source, split: str, batch_size: int, *, train: bool, seed: int = 
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     data = tf.data.Dataset.zip(data, seeds)
     data = data.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not train)
-    data = data.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+    data = data.filter(_decoded).map(_image_and_label)
     return data.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
 
 
