@@ -11,8 +11,10 @@ decodes and resizes, so threads scale.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -55,6 +57,18 @@ def decoder_for(source, train: bool, record: Preprocessing | None = None) -> Dec
     return Decoder(
         os.fspath(source.root), source.image_size, source.channels, train, source.skip_log, record
     )
+
+
+@contextlib.contextmanager
+def quiet_end_of_data():
+    """Hides Keras' "Your input ran out of data; interrupting training" warning, which
+    `evaluate` (and `fit`'s validation) gives at the natural end of every tf.data stream whose
+    length tf.data cannot know: a folder's evaluation stream, which leaves out the files that
+    do not decode. There the end of the data is the end of the evaluation, not an
+    interruption."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+        yield
 
 
 def _decoded(image, label, ok):

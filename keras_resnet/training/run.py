@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_resnet import data as data_lib
 from keras_resnet import preprocessing as prep
-from keras_resnet.data import gpu_crop
+from keras_resnet.data import gpu_crop, pipelines
 from keras_resnet.layers import plain_keras_model
 from keras_resnet.training import distributed
 from keras_resnet.training.callbacks import EpochClock, RunState, async_safe
@@ -195,7 +195,8 @@ def _train_and_write(model, plan: RunPlan, data: FitData, state, callbacks) -> d
     else:  # killed after the last epoch: only the final files are missing
         clock.first_epoch = initial_epoch
     # Every process evaluates (a collective step); only process 0 writes.
-    test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
+    with pipelines.quiet_end_of_data():
+        test = model.evaluate(*data.test, batch_size=config.batch_size, verbose=0, return_dict=True)
     inference = _save_model(model, plan)
     if config.flip and data.test_arrays and writer:  # flip TTA: beside the plain figure
         # Over several processes, `predict` of the distributed model cannot gather its output
@@ -290,13 +291,14 @@ def _fit(model, plan: RunPlan, data: FitData, callbacks: list, initial_epoch: in
     states = [c for c in callbacks if isinstance(c, RunState)]
     try:
         try:
-            model.fit(
-                **data.fit_arguments(),
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=config.verbose,
-            )
+            with pipelines.quiet_end_of_data():
+                model.fit(
+                    **data.fit_arguments(),
+                    epochs=config.epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=callbacks,
+                    verbose=config.verbose,
+                )
         except BaseException:
             # The epoch being saved in the background is finished before the error goes up
             # (the writer's own error, if any, is dropped: the one raised here says more).

@@ -21,7 +21,7 @@ import keras_tuner
 
 from keras_resnet import training
 from keras_resnet.analysis import count_flops, count_params
-from keras_resnet.data import gpu_crop
+from keras_resnet.data import gpu_crop, pipelines
 from keras_resnet.data.mixing import MixedBatches
 from keras_resnet.data.streamed import StreamedSource
 from keras_resnet.subprocess_utils import run_isolated
@@ -160,9 +160,10 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         callbacks = training_callbacks(config, swap_on_epoch=False) + list(callbacks or [])
         data = trial_fit_data(config, x, y, validation_data)
         start = time.perf_counter()
-        history = model.fit(
-            **data, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs
-        )
+        with pipelines.quiet_end_of_data():
+            history = model.fit(
+                **data, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, **kwargs
+            )
         seconds = time.perf_counter() - start
         accuracies = history.history.get(OBJECTIVE) or [float("nan")]
         network = gpu_crop.backbone_of(model)  # without a cache's crop wrapper
