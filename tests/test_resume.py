@@ -284,6 +284,7 @@ def history_has(run: Path, rows: int):
     return check
 
 
+@file_logic  # which files a restart finds: the same code on every backend
 def test_an_epoch_in_history_is_never_trained_again(tmp_path, stripes, trigger):
     """Kill at the first file event after history.csv records epoch 1 (index 0): the backup
     must already hold that epoch."""
@@ -324,6 +325,7 @@ class SpoilEpoch(keras.callbacks.Callback):
                 variable.assign(np.zeros(variable.shape, dtype="float32"))
 
 
+@file_logic  # which files a restart finds: the same code on every backend
 def test_best_checkpoint_is_the_best_epoch_across_restarts(tmp_path, stripes):
     config = tiny(tmp_path, epochs=3)
     run = Path(config.output_dir)

@@ -252,7 +252,17 @@ def test_short_fit_learns_and_writes_the_run_folder(tmp_path, stripes):
 @pytest.mark.parametrize(
     "precision",
     # bfloat16 is slow on CPU (emulated); the GPU accuracy run uses it on JAX.
-    [pytest.param("mixed_bfloat16", marks=pytest.mark.slow), "mixed_float16"],
+    [
+        pytest.param("mixed_bfloat16", marks=pytest.mark.slow),
+        pytest.param(
+            "mixed_float16",
+            marks=pytest.mark.skipif(
+                BACKEND == "jax",
+                reason="float16 is emulated on a CPU by JAX (41 s here); JAX trains in "
+                "mixed_bfloat16 on GPUs, the slow case above",
+            ),
+        ),
+    ],
 )
 def test_mixed_precision_fit(tmp_path, stripes, precision):
     """Also: Keras' global settings are restored when train() returns (on error:

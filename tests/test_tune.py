@@ -549,6 +549,7 @@ def test_hypermodel_build_restores_the_dtype_policy(tiny_data, float32_policy, m
     assert _keras_globals() == ("float32", None, "channels_last")
 
 
+@pytest.mark.one_backend("torch")  # Keras' global settings: the same on every backend
 def test_in_process_search_restores_keras_globals(tiny_data, float32_policy, tmp_path):
     """An in-process search in mixed_bfloat16 leaves Keras' dtype policy, distribution and data
     format as they were; so does a search refused before it starts."""
